@@ -1,0 +1,60 @@
+"""Command-line plumbing shared by gancolor's entry points.
+
+Hydra reports a bad override as a multi-line message and a wrong value only once the
+job has started; users deserve one line, before any work. So `train_main` composes the
+overrides itself first (the same composition Hydra is about to do) and turns any
+failure into `gancolor: error: ...` with exit code 2.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+CONF_DIR = Path(__file__).resolve().parent.parent / "conf"
+
+
+def fail(message: str, code: int = 2) -> None:
+    """Print one line for the user and exit non-zero."""
+    print(f"gancolor: error: {message}", file=sys.stderr, flush=True)
+    sys.exit(code)
+
+
+def one_line(exc: BaseException) -> str:
+    """The informative part of an exception chain, on one line."""
+    parts: list[str] = []
+    while exc is not None:
+        text = " ".join(str(exc).split())
+        if text and text not in parts:
+            parts.append(text)
+        exc = exc.__cause__
+    return "; ".join(parts) or "unknown error"
+
+
+def check_overrides(overrides: list[str]) -> None:
+    """Compose conf/config.yaml with `overrides`; exit with one line if Hydra refuses."""
+    from hydra import compose, initialize_config_dir
+    from hydra.errors import HydraException
+    from omegaconf.errors import OmegaConfBaseException
+
+    plain = [o for o in overrides if not o.lstrip("+~").startswith("hydra")]
+    try:
+        with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
+            compose(config_name="config", overrides=plain)
+    except (HydraException, OmegaConfBaseException, ValueError) as exc:
+        message = one_line(exc).replace(" Set the environment variable HYDRA_FULL_ERROR=1 for a complete stack trace.", "")
+        fail(f"bad config: {message} (see: python -m gancolor --help)")
+
+
+def train_main() -> None:
+    args = sys.argv[1:]
+    # Hydra's own flags (--multirun, --cfg, --help, ...) take other paths through Hydra;
+    # plain runs get their overrides checked here first.
+    if not any(a.startswith("-") for a in args):
+        check_overrides(args)
+
+    import hydra
+
+    from gancolor.train import train
+
+    hydra.main(config_path=str(CONF_DIR), config_name="config", version_base="1.3")(train)()

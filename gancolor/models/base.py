@@ -1,0 +1,68 @@
+"""What a recipe is, and what the trainer may ask of it.
+
+A recipe owns its nets and optimisers and says what ONE training iteration is, as an
+ordered list of `Step`s. Each step computes a loss for one optimiser; the trainer does
+the rest for every recipe alike: autocast, backward (with a GradScaler for fp16),
+optimiser.step, freezing the nets a step names in `frozen`, LR schedules, DDP,
+logging, checkpoints. A recipe never touches devices, precision, epochs or files.
+
+Steps of one iteration share a `state` dict, so the generator's output made for the
+discriminator step is reused by the generator step (as in the reference pix2pix,
+which runs G once per iteration).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Callable
+
+import torch
+from torch import nn
+
+# What a step function gets: the batch (L, ab, ... as tensors on the device) and the
+# iteration's shared state. It returns the loss to minimise and detached values to log.
+StepFn = Callable[[dict, dict], tuple[torch.Tensor, dict[str, torch.Tensor]]]
+
+
+@dataclass(frozen=True)
+class Step:
+    name: str  # short, used as the log prefix: "G", "D", ...
+    fn: StepFn
+    optimizer: str  # key in Recipe.optimizers
+    frozen: tuple[str, ...] = field(default_factory=tuple)  # nets held fixed (requires_grad False)
+    every: int = 1  # run on iterations where iteration % every == 0 (e.g. StarGAN's n_critic)
+
+
+class Recipe(nn.Module):
+    """Base class: subclasses set `name`, build nets in __init__ and implement the hooks."""
+
+    name: str = "recipe"
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.optimizers: dict[str, torch.optim.Optimizer] = {}
+
+    def configure_optimizers(self) -> dict[str, torch.optim.Optimizer]:
+        """Called by the trainer once the nets are on their device."""
+        raise NotImplementedError
+
+    def pretrain_steps(self) -> list[Step]:
+        """Phase 1: the generator alone on a pixel loss."""
+        raise NotImplementedError
+
+    def adversarial_steps(self) -> list[Step]:
+        """Phase 2: the adversarial alternation, in order."""
+        raise NotImplementedError
+
+    @torch.no_grad()
+    def colorize(self, L: torch.Tensor) -> torch.Tensor:
+        """Normalised L (N, 1, H, W) -> predicted normalised ab (N, 2, H, W)."""
+        raise NotImplementedError
+
+    def generator_modules(self) -> list[nn.Module]:
+        """The nets `colorize` needs; what a weights-only export keeps."""
+        raise NotImplementedError
+
+
+def adam(params, lr: float, beta1: float, beta2: float, weight_decay: float = 0.0) -> torch.optim.Adam:
+    return torch.optim.Adam(params, lr=lr, betas=(beta1, beta2), weight_decay=weight_decay)

@@ -1,0 +1,101 @@
+"""pix2pix for colourisation (Isola et al. 2017, "Image-to-Image Translation with
+Conditional Adversarial Networks"), with x = L and y = ab:
+
+    G* = arg min_G max_D  L_cGAN(G, D) + lambda_L1 * L_L1(G)                (eq. 4)
+    L_cGAN(G, D) = E[log D(x, y)] + E[log(1 - D(x, G(x)))]                   (eq. 1)
+    L_L1(G)      = E[ ||y - G(x)||_1 ]                                       (eq. 3)
+
+D is conditional: it sees L concatenated with real or generated ab. As in the paper,
+the D objective is halved "to slow down the rate at which D learns relative to G",
+and G is trained on the non-saturating form (maximise log D(x, G(x))).
+
+Before the adversarial phase, the trainer may run pretrain_epochs of G alone on a
+pixel loss (seed 004: MSE pretraining keeps early GAN training from collapsing).
+"""
+
+from __future__ import annotations
+
+import torch
+from omegaconf import DictConfig
+from torch import nn
+
+from gancolor.losses import GANLoss, pixel_loss
+from gancolor.models.base import Recipe, Step, adam
+
+
+class Pix2Pix(Recipe):
+    def __init__(
+        self,
+        generator: nn.Module,
+        discriminator: nn.Module,
+        loss: DictConfig | dict,
+        name: str = "pix2pix",
+        lr: float = 2e-4,
+        beta1: float = 0.5,
+        beta2: float = 0.999,
+    ) -> None:
+        super().__init__()
+        self.name = name
+        self.generator = generator
+        self.discriminator = discriminator
+        self.gan_loss = GANLoss(loss["gan_mode"])
+        self.lambda_L1 = float(loss["lambda_L1"])
+        self.pixel_loss = pixel_loss(loss.get("pretrain_loss", "l1"))
+        self.l1 = nn.L1Loss()
+        self.lr, self.betas = lr, (beta1, beta2)
+
+    def configure_optimizers(self) -> dict[str, torch.optim.Optimizer]:
+        return {
+            "G": adam(self.generator.parameters(), self.lr, *self.betas),
+            "D": adam(self.discriminator.parameters(), self.lr, *self.betas),
+        }
+
+    # -- phase 1: the generator alone ------------------------------------------------
+    def pretrain_steps(self) -> list[Step]:
+        return [Step("G", self.generator_pixel_step, optimizer="G")]
+
+    def generator_pixel_step(self, batch: dict, state: dict):
+        fake_ab = self.generator(batch["L"])
+        loss = self.pixel_loss(fake_ab.float(), batch["ab"])
+        return loss, {"pixel": loss.detach()}
+
+    # -- phase 2: D on real and detached fake, then G against a frozen D ----------------
+    def adversarial_steps(self) -> list[Step]:
+        return [
+            Step("D", self.discriminator_step, optimizer="D"),
+            Step("G", self.generator_step, optimizer="G", frozen=("discriminator",)),
+        ]
+
+    def discriminator_step(self, batch: dict, state: dict):
+        L, real_ab = batch["L"], batch["ab"]
+        state["fake_ab"] = fake_ab = self.generator(L)
+        pred_fake = self.discriminator(torch.cat([L, fake_ab.detach()], 1))
+        pred_real = self.discriminator(torch.cat([L, real_ab], 1))
+        loss_fake = self.gan_loss(pred_fake, False)
+        loss_real = self.gan_loss(pred_real, True)
+        loss = 0.5 * (loss_fake + loss_real)
+        # Mean raw D outputs on real and fake: when they drift far apart, D is winning.
+        return loss, {
+            "loss": loss.detach(),
+            "real": loss_real.detach(),
+            "fake": loss_fake.detach(),
+            "out_real": pred_real.detach().float().mean(),
+            "out_fake": pred_fake.detach().float().mean(),
+        }
+
+    def generator_step(self, batch: dict, state: dict):
+        L, real_ab = batch["L"], batch["ab"]
+        fake_ab = state["fake_ab"]
+        pred_fake = self.discriminator(torch.cat([L, fake_ab], 1))
+        loss_gan = self.gan_loss(pred_fake, True, for_discriminator=False)
+        loss_l1 = self.l1(fake_ab.float(), real_ab)
+        loss = loss_gan + self.lambda_L1 * loss_l1
+        return loss, {"loss": loss.detach(), "gan": loss_gan.detach(), "L1": loss_l1.detach()}
+
+    # -- inference --------------------------------------------------------------------
+    @torch.no_grad()
+    def colorize(self, L: torch.Tensor) -> torch.Tensor:
+        return self.generator(L)
+
+    def generator_modules(self) -> list[nn.Module]:
+        return [self.generator]

@@ -1,0 +1,115 @@
+"""Building blocks shared by the generators and discriminators.
+
+Follows the conventions of Isola et al. (2017) and their reference code
+(junyanz/pytorch-CycleGAN-and-pix2pix): the same norm choices, the same weight
+initialisation, so that results stay comparable with the published ones.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from gancolor.errors import ConfigError
+
+NORMS = ("batch", "instance", "none")
+INIT_TYPES = ("normal", "xavier", "kaiming", "orthogonal")
+
+
+def norm_layer(kind: str, channels: int) -> nn.Module:
+    """A 2-D normalisation layer of `kind` ("batch", "instance" or "none")."""
+    if kind == "batch":
+        return nn.BatchNorm2d(channels, affine=True, track_running_stats=True)
+    if kind == "instance":
+        # As in the reference: no learned scale/shift and no running statistics, so a
+        # network behaves the same in train() and eval() (pix2pix/CycleGAN test with
+        # instance statistics of the image at hand).
+        return nn.InstanceNorm2d(channels, affine=False, track_running_stats=False)
+    if kind == "none":
+        return nn.Identity()
+    raise ConfigError(f"norm must be batch, instance or none, got {kind!r}")
+
+
+def check_norm(kind: str) -> str:
+    """Return `kind` if it names a norm, else raise ConfigError (before any layer is built)."""
+    if kind not in NORMS:
+        raise ConfigError(f"norm must be batch, instance or none, got {kind!r}")
+    return kind
+
+
+_WEIGHTED = (nn.modules.conv._ConvNd, nn.Linear)
+
+
+def init_weights(net: nn.Module, init_type: str = "normal", init_gain: float = 0.02) -> nn.Module:
+    """Initialise `net` in place as in the pix2pix reference and return it.
+
+    Conv/linear weights: N(0, init_gain) ("normal"), Xavier-normal or orthogonal with gain
+    `init_gain`, or Kaiming-normal (fan_in; the gain is unused there, as in the reference);
+    their biases are 0. BatchNorm scales are N(1, init_gain) and shifts 0.
+    """
+    if init_type not in INIT_TYPES:
+        raise ConfigError(f"init_type must be one of {', '.join(INIT_TYPES)}, got {init_type!r}")
+
+    def init_module(m: nn.Module) -> None:
+        if isinstance(m, _WEIGHTED) and getattr(m, "weight", None) is not None:
+            if init_type == "normal":
+                nn.init.normal_(m.weight, 0.0, init_gain)
+            elif init_type == "xavier":
+                nn.init.xavier_normal_(m.weight, gain=init_gain)
+            elif init_type == "kaiming":
+                nn.init.kaiming_normal_(m.weight, a=0, mode="fan_in")
+            else:
+                nn.init.orthogonal_(m.weight, gain=init_gain)
+            if getattr(m, "bias", None) is not None:
+                nn.init.zeros_(m.bias)
+        elif isinstance(m, nn.modules.batchnorm._BatchNorm) and m.affine:
+            # Scale near 1 rather than N(0, gain): a BatchNorm starting near 0 would
+            # silence its layer.
+            nn.init.normal_(m.weight, 1.0, init_gain)
+            nn.init.zeros_(m.bias)
+
+    with torch.no_grad():
+        net.apply(init_module)
+    return net
+
+
+def _padded_length(n: int, multiple: int, min_size: int) -> int:
+    target = max(n, min_size, 1)
+    return -(-target // multiple) * multiple
+
+
+def pad_to_multiple(
+    x: torch.Tensor, multiple: int, min_size: int = 0
+) -> tuple[torch.Tensor, tuple[int, int]]:
+    """Pad NCHW `x` at the bottom/right so H and W are multiples of `multiple` and >= `min_size`.
+
+    Returns the padded tensor and the original (H, W), for `crop_to`.
+
+    Why: a net of k stride-2 convolutions only round-trips sizes that are multiples of
+    2**k. The reference U-Net (8 downsamplings) therefore takes only multiples of 256:
+    any other size is floored on the way down, and the decoder's upsampled maps no longer
+    match the encoder's skip connections. Padding here and cropping after lets the nets
+    take photos of any size.
+
+    Reflect padding continues the image's texture, so the padded border looks like more
+    photo rather than a flat band; PyTorch's reflect needs the pad to be smaller than the
+    dimension, so tiny inputs (e.g. 17 px padded to 256) fall back to replicate.
+    """
+    if multiple < 1:
+        raise ValueError(f"multiple must be >= 1, got {multiple}")
+    h, w = x.shape[-2:]
+    pad_h = _padded_length(h, multiple, min_size) - h
+    pad_w = _padded_length(w, multiple, min_size) - w
+    # One dimension at a time: each may need its own mode.
+    if pad_h:
+        x = F.pad(x, (0, 0, 0, pad_h), mode="reflect" if pad_h < h else "replicate")
+    if pad_w:
+        x = F.pad(x, (0, pad_w, 0, 0), mode="reflect" if pad_w < w else "replicate")
+    return x, (h, w)
+
+
+def crop_to(x: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+    """Crop NCHW `x` to `size` = (H, W) from the top-left: undoes `pad_to_multiple`."""
+    h, w = size
+    return x[..., :h, :w]

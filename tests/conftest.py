@@ -1,0 +1,18 @@
+import os
+
+import numpy as np
+import pytest
+import torch
+
+# Tests never talk to W&B's servers and never wait on a prompt.
+os.environ.setdefault("WANDB_MODE", "offline")
+os.environ.setdefault("WANDB_SILENT", "true")
+torch.set_num_threads(min(2, torch.get_num_threads()))
+
+
+@pytest.fixture(scope="session")
+def photos() -> list[np.ndarray]:
+    """Real colour photographs that scikit-image ships (no download)."""
+    from skimage import data
+
+    return [data.astronaut(), data.chelsea(), data.coffee(), data.rocket()]

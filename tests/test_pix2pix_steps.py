@@ -1,0 +1,78 @@
+"""One pretrain step and one adversarial iteration change exactly what they should."""
+
+import pytest
+import torch
+
+from gancolor.color import batch_to_lab
+from gancolor.models.pix2pix import Pix2Pix
+from gancolor.nets import PatchDiscriminator, UNetGenerator
+from gancolor.trainer import Trainer
+
+
+def snapshot(module: torch.nn.Module) -> list[torch.Tensor]:
+    return [p.detach().clone() for p in module.parameters()]
+
+
+def same(a: list[torch.Tensor], b: list[torch.Tensor]) -> bool:
+    return all(torch.equal(x, y) for x, y in zip(a, b))
+
+
+@pytest.fixture
+def setup(photos):
+    torch.manual_seed(0)
+    recipe = Pix2Pix(
+        generator=UNetGenerator(ngf=8, image_size=32),
+        discriminator=PatchDiscriminator(ndf=8),
+        loss={"gan_mode": "vanilla", "lambda_L1": 100.0, "pretrain_loss": "mse"},
+    )
+    trainer = Trainer(device="cpu", progress_bar=False)
+    trainer.setup(recipe)
+    crops = torch.stack([torch.from_numpy(p[100:132, 100:132]).permute(2, 0, 1) for p in photos])
+    L, ab = batch_to_lab(crops, "cpu")
+    return trainer, recipe, {"L": L, "ab": ab}
+
+
+def test_pretrain_step_trains_the_generator_only(setup):
+    trainer, recipe, batch = setup
+    g0, d0 = snapshot(recipe.generator), snapshot(recipe.discriminator)
+    logs = trainer.train_iteration(recipe.pretrain_steps(), batch, iteration=0)
+    assert set(logs) == {"G/pixel"}
+    assert not same(g0, snapshot(recipe.generator))
+    assert same(d0, snapshot(recipe.discriminator))
+    assert all(p.grad is None for p in recipe.discriminator.parameters())
+
+
+def test_adversarial_iteration_freezes_d_during_the_g_step(setup):
+    trainer, recipe, batch = setup
+    g0, d0 = snapshot(recipe.generator), snapshot(recipe.discriminator)
+    seen = {}
+
+    def after_d_step(optimizer, args, kwargs):
+        seen["G"], seen["D"] = snapshot(recipe.generator), snapshot(recipe.discriminator)
+
+    trainer.optimizers["D"].register_step_post_hook(after_d_step)
+    logs = trainer.train_iteration(recipe.adversarial_steps(), batch, iteration=0)
+
+    # The D step moved D and left G alone.
+    assert not same(d0, seen["D"]) and same(g0, seen["G"])
+    # The G step moved G and left D exactly where the D step put it.
+    assert not same(seen["G"], snapshot(recipe.generator))
+    assert same(seen["D"], snapshot(recipe.discriminator))
+    # D is trainable again for the next iteration.
+    assert all(p.requires_grad for p in recipe.discriminator.parameters())
+    assert {"D/loss", "D/out_real", "D/out_fake", "G/loss", "G/gan", "G/L1"} <= set(logs)
+    assert all(torch.isfinite(v) for v in logs.values())
+    expected = logs["G/gan"] + 100.0 * logs["G/L1"]
+    assert logs["G/loss"].item() == pytest.approx(expected.item(), rel=1e-5)
+
+
+@pytest.mark.parametrize("precision", ["bf16", "16-mixed"])
+def test_mixed_precision_iteration_runs_on_cpu(setup, precision):
+    _, recipe, batch = setup
+    trainer = Trainer(device="cpu", precision=precision, progress_bar=False)
+    trainer.setup(recipe)
+    g0 = snapshot(recipe.generator)
+    logs = trainer.train_iteration(recipe.adversarial_steps(), batch, iteration=0)
+    assert all(torch.isfinite(v) for v in logs.values())
+    assert not same(g0, snapshot(recipe.generator))
+    assert trainer.scaler.is_enabled() == (precision == "16-mixed")
