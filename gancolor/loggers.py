@@ -60,7 +60,7 @@ class WandbLogger(Logger):
     def __init__(
         self,
         run_dir: str | Path,
-        config: dict | None = None,
+        run_config: dict | None = None,
         project: str = "gancolor",
         entity: str | None = None,
         group: str | None = None,
@@ -80,7 +80,7 @@ class WandbLogger(Logger):
             group=group,
             tags=list(tags) or None,
             name=name or run_dir.name,
-            config=config,
+            config=run_config,
             dir=str(run_dir),
             id=run_id,
             resume="allow" if run_id else None,

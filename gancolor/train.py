@@ -55,7 +55,9 @@ def build_recipe(cfg: DictConfig):
 def build_logger(cfg: DictConfig, run_dir: Path, config: dict) -> Logger:
     loggers: list[Logger] = [JsonlLogger(run_dir / "metrics.jsonl")]
     if cfg.logger is not None and cfg.logger.get("_target_"):
-        loggers.append(build(cfg.logger, "logger", run_dir=str(run_dir), config=config))
+        # Partial first: handed to instantiate, the config's own _target_ keys would be built.
+        make_logger = build(cfg.logger, "logger", _partial_=True)
+        loggers.append(make_logger(run_dir=str(run_dir), run_config=config))
     return MultiLogger(loggers)
 
 

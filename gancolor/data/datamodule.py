@@ -1,0 +1,429 @@
+"""The data objects a config builds (`data._target_`): folder -> loaders of uint8 RGB.
+
+    FolderData    a folder of colour photos, split into train/val
+    SampleData    a handful of scikit-image photos, for trying things out offline
+    AlignedData   pix2pix "A|B" folders (root/train, root/val or root/test)
+
+Building one is cheap (Hydra instantiates it before anything else is checked); the
+folder is scanned on first use, in `setup()`. Batches are dicts of uint8 tensors;
+`lab_batch` turns one into the normalised (L, ab) the models train on, on the device.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import random
+import tempfile
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch.utils.data import DataLoader, RandomSampler, Sampler
+
+from gancolor import color
+from gancolor.data.datasets import AlignedDataset, ColorImageDataset, _SkippingDataset
+from gancolor.data.images import find_images, truncated_images_allowed
+from gancolor.data.scan import ScanResult, scan_color_images
+from gancolor.data.transforms import PAIRED_TARGET, eval_transform, train_transform
+from gancolor.errors import ConfigError, DataError
+
+log = logging.getLogger("gancolor.data")
+
+_EXTENSIONS_HINT = "jpg, png, webp, bmp, tiff"
+
+
+def lab_batch(batch: dict[str, Any], device: torch.device | str | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """A collated batch -> normalised (L, ab) on `device`, as the trainer consumes it.
+
+    ab always comes from the colour target "rgb". L comes from "input_rgb" when the
+    batch has one (aligned pairs, where the input is a separate photo), else from
+    "rgb" itself (the usual case: the model sees the target's own lightness).
+    """
+    L, ab = color.batch_to_lab(batch["rgb"], device)
+    if PAIRED_TARGET in batch:
+        L = color.batch_to_lab(batch[PAIRED_TARGET], device)[0]
+    return L, ab
+
+
+def seed_worker(worker_id: int) -> None:
+    """DataLoader worker_init_fn: derive every RNG a worker uses from its torch seed.
+
+    torch.initial_seed() in a worker is the loader's base seed (drawn from the
+    loader's torch.Generator) plus the worker id, so seeding from it makes
+    augmentation reproducible and different across workers. Without reseeding,
+    forked workers share one copied augmentation state and repeat each other's crops.
+    """
+    seed = torch.initial_seed()
+    np.random.seed(seed % 2**32)
+    random.seed(seed)
+    info = torch.utils.data.get_worker_info()
+    reseed = getattr(info.dataset, "reseed", None) if info is not None else None
+    if reseed is not None:
+        reseed(seed)
+
+
+class FolderData:
+    """Colour photos under `root`: train on most, validate on a seeded held-out part.
+
+    If `root` has `train/` and `val/` subfolders they are the split; otherwise all
+    images under `root` are split by `seed` (`val_fraction` of them, at least one when
+    there are two or more). `max_images` caps how many images are used, for quick
+    runs (each of train/ and val/ when those exist). `repeats` makes one epoch that
+    many shuffled passes over the training images: a set of a few photos gives epochs
+    long enough to be worth a validation and a checkpoint. Grayscale and unreadable
+    files are dropped by a scan in `setup()`, which runs once, on first use.
+    """
+
+    _val_dir_names: tuple[str, ...] = ("val",)
+
+    def __init__(
+        self,
+        root: str | os.PathLike[str],
+        image_size: int = 256,
+        batch_size: int = 4,
+        num_workers: int = 2,
+        val_fraction: float = 0.1,
+        seed: int = 0,
+        scale_min: float = 0.5,
+        max_images: int | None = None,
+        repeats: int = 1,
+    ) -> None:
+        _check_options(image_size, batch_size, num_workers, val_fraction, scale_min, max_images)
+        if int(repeats) < 1:
+            raise ConfigError(f"data.repeats: must be at least 1, got {repeats}")
+        self.repeats = int(repeats)
+        self.root = root
+        self.image_size = int(image_size)
+        self.batch_size = int(batch_size)
+        self.num_workers = int(num_workers)
+        self.val_fraction = float(val_fraction)
+        self.seed = int(seed)
+        self.scale_min = float(scale_min)
+        self.max_images = None if max_images is None else int(max_images)
+        self._train: _SkippingDataset | None = None
+        self._val: _SkippingDataset | None = None
+
+    # -- public API -------------------------------------------------------------
+
+    def setup(self) -> None:
+        """Find, scan and split the images; later calls do nothing."""
+        if self._train is not None:
+            return
+        root = self._resolved_root()
+        train_paths, val_paths = self._split(root)
+        self._train = self._make_dataset(train_paths, train=True)
+        self._val = self._make_dataset(val_paths, train=False)
+        log.info("data: %d training and %d validation images from %s", len(train_paths), len(val_paths), root)
+
+    @property
+    def train_size(self) -> int:
+        return len(self._datasets()[0])
+
+    @property
+    def val_size(self) -> int:
+        return len(self._datasets()[1])
+
+    @property
+    def train_paths(self) -> list[str]:
+        return list(self._datasets()[0].paths)
+
+    @property
+    def val_paths(self) -> list[str]:
+        return list(self._datasets()[1].paths)
+
+    def train_loader(self, generator_seed: int | None = None, sampler: Sampler | None = None) -> DataLoader:
+        """Shuffled, augmented batches; reproducible for a given `generator_seed`.
+
+        `generator_seed` (default: the data seed) seeds the loader's torch.Generator,
+        which fixes the shuffle order and every worker's augmentation seed. Under DDP
+        pass a DistributedSampler as `sampler` (it then owns shuffling) and a
+        per-rank `generator_seed`, or every rank augments identically.
+        """
+        dataset = self._datasets()[0]
+        generator = torch.Generator()
+        generator.manual_seed(self.seed if generator_seed is None else int(generator_seed))
+        if self.num_workers == 0:
+            # No worker_init_fn runs in-process, so seed the augmentation here, from
+            # the same generator.
+            dataset.reseed(int(torch.randint(0, 2**62, (1,), generator=generator)))
+        if sampler is None and self.repeats > 1:
+            sampler = RandomSampler(dataset, num_samples=self.repeats * len(dataset), generator=generator)
+        per_epoch = len(sampler) if sampler is not None else len(dataset)
+        return DataLoader(
+            dataset,
+            batch_size=self.batch_size,
+            shuffle=sampler is None,
+            sampler=sampler,
+            # Dropping the ragged last batch keeps BatchNorm away from batches of one,
+            # but a set smaller than a batch must still yield something.
+            drop_last=per_epoch >= self.batch_size,
+            generator=generator,
+            **self._loader_options(),
+        )
+
+    def val_loader(self) -> DataLoader:
+        """Center-cropped batches in a fixed order (every image, last batch may be short)."""
+        return DataLoader(self._datasets()[1], batch_size=self.batch_size, shuffle=False, **self._loader_options())
+
+    # -- overridable steps --------------------------------------------------------
+
+    def _make_dataset(self, paths: Sequence[Path], train: bool) -> _SkippingDataset:
+        if train:
+            return ColorImageDataset(paths, train_transform(self.image_size, (self.scale_min, 1.0)))
+        return ColorImageDataset(paths, eval_transform(self.image_size))
+
+    # -- internals ----------------------------------------------------------------
+
+    def _datasets(self) -> tuple[_SkippingDataset, _SkippingDataset]:
+        self.setup()
+        assert self._train is not None and self._val is not None
+        return self._train, self._val
+
+    def _loader_options(self) -> dict[str, Any]:
+        workers = self.num_workers
+        return {
+            "num_workers": workers,
+            "pin_memory": torch.cuda.is_available(),
+            "persistent_workers": workers > 0,
+            "worker_init_fn": seed_worker if workers > 0 else None,
+        }
+
+    def _resolved_root(self) -> Path:
+        root = Path(os.path.expanduser(os.fspath(self.root))).absolute()
+        if not root.exists():
+            raise DataError(f"data.root: folder not found: {root}")
+        if not root.is_dir():
+            raise DataError(f"data.root: not a folder: {root}")
+        return root
+
+    def _presplit_dirs(self, root: Path) -> tuple[Path, Path] | None:
+        train = root / "train"
+        if not train.is_dir():
+            return None
+        for name in self._val_dir_names:
+            if (root / name).is_dir():
+                return train, root / name
+        return None
+
+    def _split(self, root: Path) -> tuple[list[Path], list[Path]]:
+        presplit = self._presplit_dirs(root)
+        if presplit is not None:
+            train_dir, val_dir = presplit
+            train_candidates = self._cap(find_images(train_dir))
+            val_candidates = self._cap(find_images(val_dir))
+            if not train_candidates:
+                raise DataError(f"data.root: no images ({_EXTENSIONS_HINT}) under {train_dir}")
+            scan = self._scan(train_candidates + val_candidates, root)
+            keep = set(scan.good)
+            train = [p for p in train_candidates if p in keep]
+            val = [p for p in val_candidates if p in keep]
+            if not train:
+                raise DataError(f"data.root: no usable colour images under {train_dir} ({_skipped(scan)})")
+            if not val:
+                log.warning("data: no usable colour images under %s; validation is skipped", val_dir)
+            return train, val
+        candidates = self._cap(find_images(root))
+        if not candidates:
+            raise DataError(f"data.root: no images ({_EXTENSIONS_HINT}) under {root}")
+        return seeded_split(self._scan(candidates, root).good, self.val_fraction, self.seed)
+
+    def _cap(self, paths: list[Path]) -> list[Path]:
+        """A seeded subset of at most max_images paths (scanning only those)."""
+        if self.max_images is None or len(paths) <= self.max_images:
+            return paths
+        order = np.random.default_rng(self.seed).permutation(len(paths))[: self.max_images]
+        return sorted((paths[i] for i in order), key=lambda p: p.as_posix())
+
+    def _scan(self, paths: list[Path], root: Path) -> ScanResult:
+        if truncated_images_allowed():
+            log.warning("data: PIL.ImageFile.LOAD_TRUNCATED_IMAGES is set; truncated files will not be detected")
+        log.info("data: scanning %d images under %s", len(paths), root)
+        scan = scan_color_images(paths)
+        for path, reason in scan.unreadable:
+            log.warning("skipping unreadable image %s: %s", path, reason)
+        log.info("data: %s", scan.summary())
+        if not scan.good:
+            raise DataError(f"data.root: no usable colour images under {root} ({_skipped(scan)})")
+        return scan
+
+
+class SampleData(FolderData):
+    """A few colour photographs bundled with scikit-image: a dataset that needs no
+    download, for smoke tests and first runs.
+
+    The photos are written once as PNGs to `cache_dir` (default:
+    $GANCOLOR_CACHE/sample if that variable is set, else ~/.cache/gancolor/sample),
+    and from then on this is FolderData on that folder.
+    """
+
+    def __init__(
+        self,
+        image_size: int = 128,
+        batch_size: int = 4,
+        num_workers: int = 0,
+        val_fraction: float = 0.25,
+        seed: int = 0,
+        cache_dir: str | os.PathLike[str] | None = None,
+        scale_min: float = 0.5,
+        max_images: int | None = None,
+        repeats: int = 1,
+    ) -> None:
+        super().__init__(
+            root=sample_cache_dir(cache_dir),
+            repeats=repeats,
+            image_size=image_size,
+            batch_size=batch_size,
+            num_workers=num_workers,
+            val_fraction=val_fraction,
+            seed=seed,
+            scale_min=scale_min,
+            max_images=max_images,
+        )
+
+    def setup(self) -> None:
+        if self._train is None:
+            write_sample_photos(Path(self.root))
+        super().setup()
+
+
+class AlignedData(FolderData):
+    """pix2pix-style paired data: each file is input and target side by side ("A|B").
+
+    Reads root/train and root/val (or root/test when there is no val/); without those
+    subfolders the files under root are split by seed like FolderData. With
+    direction "AtoB" the right half (B) is the colour target and the left half the
+    input; "BtoA" swaps them. Batches carry "input_rgb" next to "rgb".
+    """
+
+    _val_dir_names = ("val", "test")
+
+    def __init__(
+        self,
+        root: str | os.PathLike[str],
+        direction: str = "AtoB",
+        image_size: int = 256,
+        batch_size: int = 4,
+        num_workers: int = 2,
+        val_fraction: float = 0.1,
+        seed: int = 0,
+        scale_min: float = 0.5,
+        max_images: int | None = None,
+        repeats: int = 1,
+    ) -> None:
+        super().__init__(root, image_size, batch_size, num_workers, val_fraction, seed, scale_min, max_images, repeats)
+        # Validate now rather than at setup(): a typo should fail before any scan.
+        AlignedDataset([], None, direction)
+        self.direction = direction
+
+    def _make_dataset(self, paths: Sequence[Path], train: bool) -> _SkippingDataset:
+        if train:
+            transform = train_transform(self.image_size, (self.scale_min, 1.0), paired=True)
+        else:
+            transform = eval_transform(self.image_size, paired=True)
+        return AlignedDataset(paths, transform, self.direction)
+
+
+# -- helpers --------------------------------------------------------------------------
+
+
+def seeded_split(paths: Sequence[Path], val_fraction: float, seed: int) -> tuple[list[Path], list[Path]]:
+    """Deterministic train/val split: the same files and seed give the same split,
+    whatever order the filesystem listed them in. Both parts come back sorted."""
+    ordered = sorted(paths, key=lambda p: p.as_posix())
+    n = len(ordered)
+    n_val = 0
+    if val_fraction > 0 and n >= 2:
+        n_val = min(n - 1, max(1, round(n * val_fraction)))
+    order = np.random.default_rng(seed).permutation(n)
+    val_idx = set(order[:n_val].tolist())
+    train = [p for i, p in enumerate(ordered) if i not in val_idx]
+    val = [p for i, p in enumerate(ordered) if i in val_idx]
+    return train, val
+
+
+def _skipped(scan: ScanResult) -> str:
+    return f"{len(scan.grayscale)} grayscale and {len(scan.unreadable)} unreadable files skipped"
+
+
+def _check_options(
+    image_size: int, batch_size: int, num_workers: int, val_fraction: float, scale_min: float, max_images: int | None
+) -> None:
+    checks: list[tuple[bool, str]] = [
+        (image_size >= 1, f"data.image_size: must be a positive number of pixels, got {image_size}"),
+        (batch_size >= 1, f"data.batch_size: must be at least 1, got {batch_size}"),
+        (num_workers >= 0, f"data.num_workers: must be 0 or more, got {num_workers}"),
+        (0.0 <= val_fraction < 1.0, f"data.val_fraction: must be in [0, 1), got {val_fraction}"),
+        (0.0 < scale_min <= 1.0, f"data.scale_min: must be in (0, 1], got {scale_min}"),
+        (max_images is None or max_images >= 1, f"data.max_images: must be at least 1 or null, got {max_images}"),
+    ]
+    for ok, message in checks:
+        if not ok:
+            raise ConfigError(message)
+
+
+# -- the bundled sample photos -------------------------------------------------------
+
+# Real colour photographs that ship inside the scikit-image wheel (no download):
+# portrait, cat, still life, outdoor scene, street scene, astronomy, microscopy,
+# medical imaging. Synthetic images (colorwheel, logo) would teach nothing about photos;
+# chelsea and cat are the same photo; motorcycle's right view nearly duplicates the left.
+SAMPLE_PHOTOS: dict[str, Callable[[], np.ndarray]] = {
+    "astronaut": lambda: _skimage_data().astronaut(),
+    "chelsea": lambda: _skimage_data().chelsea(),
+    "coffee": lambda: _skimage_data().coffee(),
+    "rocket": lambda: _skimage_data().rocket(),
+    "motorcycle": lambda: _skimage_data().stereo_motorcycle()[0],
+    "hubble_deep_field": lambda: _skimage_data().hubble_deep_field(),
+    "immunohistochemistry": lambda: _skimage_data().immunohistochemistry(),
+    "retina": lambda: _skimage_data().retina(),
+}
+
+
+def _skimage_data() -> Any:
+    # Imported on demand: it is slow to import and only needed to fill the cache once.
+    import skimage.data
+
+    return skimage.data
+
+
+def sample_cache_dir(cache_dir: str | os.PathLike[str] | None = None) -> Path:
+    """Where SampleData keeps its PNGs: `cache_dir`, else $GANCOLOR_CACHE/sample, else
+    ~/.cache/gancolor/sample."""
+    if cache_dir is not None:
+        return Path(os.path.expanduser(os.fspath(cache_dir))).absolute()
+    base = os.environ.get("GANCOLOR_CACHE")
+    if base:
+        return Path(os.path.expanduser(base)).absolute() / "sample"
+    return Path.home() / ".cache" / "gancolor" / "sample"
+
+
+def write_sample_photos(folder: Path) -> list[Path]:
+    """Write any missing sample PNG into `folder`; return all of them.
+
+    Each file appears atomically (written under a hidden temporary name, then
+    renamed), so concurrent runs, e.g. DDP ranks, never scan a half-written PNG.
+    """
+    from PIL import Image
+
+    folder.mkdir(parents=True, exist_ok=True)
+    written: list[Path] = []
+    created: list[str] = []
+    for name, load in SAMPLE_PHOTOS.items():
+        target = folder / f"{name}.png"
+        if not target.exists():
+            fd, tmp = tempfile.mkstemp(prefix=f".{name}.", suffix=".tmp", dir=folder)
+            try:
+                with os.fdopen(fd, "wb") as fh:
+                    Image.fromarray(np.ascontiguousarray(load()[..., :3])).save(fh, format="PNG", compress_level=3)
+                os.replace(tmp, target)
+            except BaseException:
+                Path(tmp).unlink(missing_ok=True)
+                raise
+            created.append(name)
+        written.append(target)
+    if created:
+        log.info("data: wrote %d sample photos to %s", len(created), folder)
+    return written

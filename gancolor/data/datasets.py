@@ -1,0 +1,118 @@
+"""Map-style datasets yielding augmented uint8 RGB, ready for default collation.
+
+Items are dicts: "rgb" is a uint8 (3, H, W) tensor, the colour target; "path" the
+source file as a string; AlignedDataset adds "input_rgb", the aligned input image.
+Files were vetted by the scan, but a file can change or vanish between the scan and
+the epoch that reads it; such a file is skipped with a warning rather than ending a
+run hours in.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import numpy as np
+import torch
+from torch.utils.data import Dataset
+
+from gancolor.data.images import UnreadableImage, load_rgb
+from gancolor.data.transforms import PAIRED_TARGET
+from gancolor.errors import ConfigError, DataError
+
+log = logging.getLogger("gancolor.data")
+
+Transform = Callable[..., dict[str, Any]]
+DIRECTIONS = ("AtoB", "BtoA")
+
+
+class _SkippingDataset(Dataset):
+    """Shared load-or-skip logic; subclasses only say how to build one item."""
+
+    def __init__(self, paths: Sequence[str | os.PathLike[str]], transform: Transform | None = None) -> None:
+        # Plain strings pickle small and fast into every worker.
+        self.paths = [os.fspath(p) for p in paths]
+        self.transform = transform
+        # Per process (each worker has its own copy): warn about a bad file once
+        # per worker rather than once per epoch.
+        self._bad: set[int] = set()
+
+    def __len__(self) -> int:
+        return len(self.paths)
+
+    def __getitem__(self, index: int) -> dict[str, Any]:
+        if not self.paths:
+            raise IndexError(index)
+        n = len(self.paths)
+        for step in range(n):
+            i = (index + step) % n
+            if i in self._bad:
+                continue
+            try:
+                return self._item(self.paths[i])
+            except UnreadableImage as exc:
+                self._bad.add(i)
+                log.warning("skipping %s: %s", exc.path, exc.reason)
+        raise DataError(f"none of the {n} images in this dataset can be read any more (first: {self.paths[0]})")
+
+    def reseed(self, seed: int) -> None:
+        """Seed the augmentation's own random state (albumentations ignores numpy's)."""
+        set_seed = getattr(self.transform, "set_random_seed", None)
+        if set_seed is not None:
+            set_seed(seed)
+
+    def _item(self, path: str) -> dict[str, Any]:
+        raise NotImplementedError
+
+
+class ColorImageDataset(_SkippingDataset):
+    """Colour photos -> {"rgb": uint8 (3, H, W), "path": str}."""
+
+    def _item(self, path: str) -> dict[str, Any]:
+        rgb = load_rgb(path)
+        if self.transform is not None:
+            rgb = self.transform(image=rgb)["image"]
+        return {"rgb": hwc_to_chw(rgb), "path": path}
+
+
+class AlignedDataset(_SkippingDataset):
+    """pix2pix "A|B" images (two aligned halves side by side) -> a training pair.
+
+    The target half (B for "AtoB", A for "BtoA") is the colour image, "rgb"; the other
+    half is "input_rgb". The transform must be built with paired=True so both halves
+    get the same crop and flip.
+    """
+
+    def __init__(
+        self,
+        paths: Sequence[str | os.PathLike[str]],
+        transform: Transform | None = None,
+        direction: str = "AtoB",
+    ) -> None:
+        if direction not in DIRECTIONS:
+            raise ConfigError(f"data.direction: must be one of {', '.join(DIRECTIONS)}, got {direction!r}")
+        super().__init__(paths, transform)
+        self.direction = direction
+
+    def _item(self, path: str) -> dict[str, Any]:
+        a, b = split_halves(load_rgb(path), path)
+        source, target = (a, b) if self.direction == "AtoB" else (b, a)
+        if self.transform is not None:
+            out = self.transform(image=target, **{PAIRED_TARGET: source})
+            target, source = out["image"], out[PAIRED_TARGET]
+        return {"rgb": hwc_to_chw(target), PAIRED_TARGET: hwc_to_chw(source), "path": path}
+
+
+def split_halves(image: np.ndarray, path: str = "?") -> tuple[np.ndarray, np.ndarray]:
+    """Left and right halves of equal width (an odd last column is dropped)."""
+    half = image.shape[1] // 2
+    if half == 0:
+        raise UnreadableImage(path, f"too narrow ({image.shape[1]} px) to hold an A|B pair")
+    return image[:, :half], image[:, half : 2 * half]
+
+
+def hwc_to_chw(image: np.ndarray) -> torch.Tensor:
+    """uint8 (H, W, 3) array -> contiguous uint8 (3, H, W) tensor for collation."""
+    return torch.from_numpy(np.ascontiguousarray(image.transpose(2, 0, 1)))

@@ -1,0 +1,210 @@
+"""Finding, decoding and vetting image files.
+
+Everything that touches an image file on disk goes through `load_rgb`, so training,
+scanning and (later) colourising real photos agree on what a file looks like: EXIF
+orientation applied, any PIL mode turned into 8-bit RGB, and every way a file can be
+broken reported as one `UnreadableImage` naming the file. No colour-space maths happens
+here beyond "make it RGB"; Lab lives in gancolor.color.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import struct
+from pathlib import Path
+
+import numpy as np
+from PIL import Image, ImageFile, ImageOps
+
+from gancolor.errors import DataError
+
+log = logging.getLogger("gancolor.data")
+
+IMAGE_EXTENSIONS: frozenset[str] = frozenset({".jpg", ".jpeg", ".png", ".webp", ".bmp", ".tif", ".tiff"})
+
+# A colour photo, even a washed-out one, has pixels whose channels differ by far more
+# than this after downsampling; a grayscale photo stored as RGB differs by 0-2 (JPEG
+# chroma rounding), and by a few levels more when it went through a colour-managed
+# editor or a colour scanner. Sepia- or cyan-toned prints usually exceed it and count
+# as colour: pass a larger tolerance to treat them as grayscale.
+GRAY_TOLERANCE = 12
+
+# Box-averaging to about this many pixels on the long side removes per-pixel noise
+# (JPEG ringing at edges, scanner grain: sigma 4 per channel on a 512 px photo
+# peaks at a spread of ~14 unaveraged, ~6 here) yet keeps small coloured objects
+# (a few galaxies in a dark sky still spread > 100) far above the tolerance.
+_GRAY_CHECK_SIDE = 128
+
+# PIL errors for bad files are spread over several types: OSError (truncated, cannot
+# identify), SyntaxError (bad headers in some plugins), ValueError/struct.error (bad
+# sizes or tags), DecompressionBombError (absurd dimensions), EOFError (short files).
+_DECODE_ERRORS = (OSError, SyntaxError, ValueError, EOFError, struct.error, Image.DecompressionBombError)
+
+
+class UnreadableImage(DataError):
+    """An image file that cannot be decoded (empty, truncated, corrupt, not an image)."""
+
+    def __init__(self, path: str | os.PathLike[str], reason: str) -> None:
+        self.path = Path(path)
+        self.reason = reason
+        super().__init__(f"unreadable image {self.path}: {reason}")
+
+
+def is_image_file(path: str | os.PathLike[str]) -> bool:
+    """True for a non-hidden file name with one of IMAGE_EXTENSIONS (any case)."""
+    name = Path(path).name
+    return not name.startswith(".") and Path(name).suffix.lower() in IMAGE_EXTENSIONS
+
+
+def find_images(root: str | os.PathLike[str]) -> list[Path]:
+    """All image files under `root`, recursively, sorted; hidden files and folders skipped.
+
+    Symlinked folders are followed (datasets are often assembled from links) but each
+    real folder is visited once, so a link cycle cannot loop forever. A single image
+    file as `root` (hidden or not) gives a one-element list, so callers can accept file or folder.
+    """
+    root = Path(root)
+    if root.is_file():
+        # Named explicitly, so a hidden name is what the caller wants.
+        return [root] if root.suffix.lower() in IMAGE_EXTENSIONS else []
+    found: list[Path] = []
+    seen: set[str] = set()
+    for folder, dirnames, filenames in os.walk(root, followlinks=True):
+        real = os.path.realpath(folder)
+        if real in seen:
+            dirnames.clear()
+            continue
+        seen.add(real)
+        dirnames[:] = [d for d in dirnames if not d.startswith(".")]
+        found.extend(Path(folder, f) for f in filenames if is_image_file(f))
+    # Sorting the strings rather than the walk order makes the result independent of
+    # the filesystem, which the seeded train/val split relies on.
+    return sorted(found, key=lambda p: p.as_posix())
+
+
+def load_rgb(path: str | os.PathLike[str], max_side: int | None = None) -> np.ndarray:
+    """Decode an image file to an (H, W, 3) uint8 RGB array, upright per its EXIF tag.
+
+    `max_side` asks for a small version (long side at most `max_side`, aspect kept):
+    JPEGs are then decoded at 1/2, 1/4 or 1/8 scale by libjpeg itself, which is what
+    makes scanning a large folder fast. The whole file is still decoded, so truncation
+    is detected either way. Raises UnreadableImage naming the file.
+    """
+    path = Path(path)
+    try:
+        if path.stat().st_size == 0:
+            raise UnreadableImage(path, "empty file (0 bytes)")
+        with Image.open(path) as img:
+            if max_side is not None:
+                img.draft(img.mode, (max_side, max_side))
+            # Image.open only reads the header; load() forces the full decode, so a
+            # truncated file fails here and not later inside a DataLoader worker.
+            img.load()
+            img = _upright(img)
+            if max_side is not None:
+                img.thumbnail((max_side, max_side), Image.Resampling.BOX)
+            return to_rgb_array(img)
+    except FileNotFoundError:
+        raise UnreadableImage(path, "file not found") from None
+    except UnreadableImage:
+        raise
+    except _DECODE_ERRORS as exc:
+        raise UnreadableImage(path, _reason(exc)) from exc
+
+
+def _reason(exc: BaseException) -> str:
+    """A short reason; PIL's 'cannot identify image file <path>' repeats the path."""
+    if isinstance(exc, Image.UnidentifiedImageError):
+        return "not an image file (or a format PIL cannot read)"
+    if isinstance(exc, Image.DecompressionBombError):
+        return f"too large to decode safely ({exc})"
+    text = str(exc).strip() or type(exc).__name__
+    return text.splitlines()[0]
+
+
+def _upright(img: Image.Image) -> Image.Image:
+    """Apply the EXIF orientation; a corrupt EXIF block leaves the pixels as stored.
+
+    Phones store portrait shots as landscape pixels plus an orientation tag; ignoring
+    it would train on (and colourise) sideways photos. Broken EXIF is common enough in
+    the wild that it should not make an otherwise fine photo unusable.
+    """
+    try:
+        return ImageOps.exif_transpose(img)
+    except (SyntaxError, ValueError, TypeError, KeyError, OSError, struct.error) as exc:
+        log.debug("ignoring unreadable EXIF orientation in %s: %s", getattr(img, "filename", "?"), exc)
+        return img
+
+
+def to_rgb_array(img: Image.Image) -> np.ndarray:
+    """Any PIL mode -> (H, W, 3) uint8 RGB. Alpha is dropped, not composited."""
+    mode = img.mode
+    if mode.startswith("I;16") or mode in ("I", "F"):
+        gray = _high_depth_gray_to_uint8(np.asarray(img), mode)
+        return np.repeat(gray[:, :, None], 3, axis=2)
+    if mode == "P" and "transparency" in img.info:
+        # Converting a palette image with a transparent index straight to RGB makes
+        # PIL warn; going through RGBA is the route it recommends.
+        img = img.convert("RGBA")
+    if img.mode != "RGB":
+        try:
+            img = img.convert("RGB")
+        except ValueError as exc:
+            raise UnreadableImage(getattr(img, "filename", "?"), f"unsupported image mode {mode}") from exc
+    return np.ascontiguousarray(np.asarray(img, dtype=np.uint8))
+
+
+def _high_depth_gray_to_uint8(values: np.ndarray, mode: str) -> np.ndarray:
+    """16-bit, 32-bit integer or float grayscale -> uint8 spanning the same range.
+
+    PIL's own "I;16" -> "L" conversion clips at 255 in some versions instead of
+    scaling, which turns a 16-bit scan almost white. "I;16*" is 16-bit by definition.
+    "I" carries no bit depth: it holds 16-bit data (old Pillow PNG reader, PGM, TIFF)
+    far more often than 32-bit, so values up to 255 are taken as 8-bit and anything
+    larger as 16-bit (clipped). "F" is read as [0, 1] unless it exceeds 1.
+    """
+    values = values.astype(np.float64)
+    peak = float(values.max()) if values.size else 0.0
+    if mode.startswith("I;16"):
+        full_scale = 65535.0
+    elif mode == "I":
+        full_scale = 255.0 if peak <= 255 else 65535.0
+    else:
+        full_scale = 1.0 if peak <= 1.0 else 255.0
+    scaled = np.clip(values, 0.0, full_scale) * (255.0 / full_scale)
+    return np.rint(scaled).astype(np.uint8)
+
+
+def is_grayscale(rgb: np.ndarray, tolerance: int = GRAY_TOLERANCE) -> bool:
+    """True when an RGB image carries (almost) no colour.
+
+    The test is the largest per-pixel channel spread, max(R, G, B) - min(R, G, B), on
+    a copy box-averaged to about 128 px on the long side, compared with `tolerance`
+    (uint8 levels; GRAY_TOLERANCE documents the default). Averaging first makes it
+    robust to JPEG noise and grain, which is zero-mean per channel; the maximum (not a
+    mean) keeps photos that are mostly neutral but have some colour. (H, W) and
+    (H, W, 1) arrays are grayscale by construction.
+    """
+    if rgb.ndim == 2 or rgb.shape[-1] == 1:
+        return True
+    small = _box_downsample(np.asarray(rgb[..., :3], dtype=np.uint8), _GRAY_CHECK_SIDE)
+    spread = small.max(axis=2).astype(np.int16) - small.min(axis=2)
+    return int(spread.max(initial=0)) <= tolerance
+
+
+def _box_downsample(rgb: np.ndarray, side: int) -> np.ndarray:
+    """Average integer blocks so the long side is at most about `side` pixels."""
+    factor = -(-max(rgb.shape[:2]) // side)
+    if factor <= 1:
+        return rgb
+    return np.asarray(Image.fromarray(np.ascontiguousarray(rgb)).reduce(factor))
+
+
+def truncated_images_allowed() -> bool:
+    """Whether some imported library has switched PIL to accept truncated files.
+
+    PIL's flag is process-global; gancolor never sets it, but if anything else does,
+    a cut-off download would decode to a half-grey photo without an error.
+    """
+    return bool(ImageFile.LOAD_TRUNCATED_IMAGES)

@@ -1,0 +1,75 @@
+"""One pass over a folder's images before training: keep what is usable colour.
+
+A colourisation model learns nothing from grayscale targets, and a corrupt file should
+be reported once, up front, not crash a worker mid-epoch. Each file is fully decoded,
+but small: libjpeg decodes JPEGs at 1/2-1/8 scale (PIL's draft mode), and the decoders
+release the GIL, so a thread pool scans thousands of photos in seconds.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from gancolor.data.images import GRAY_TOLERANCE, UnreadableImage, is_grayscale, load_rgb
+
+# Large enough for is_grayscale's own downsampling to have pixels to average over.
+_SCAN_SIDE = 256
+
+
+@dataclass(frozen=True)
+class ScanResult:
+    """Files sorted into usable colour images, grayscale ones and unreadable ones.
+
+    Each list keeps the order of the scanned paths; `unreadable` pairs a file with
+    the reason it failed.
+    """
+
+    good: list[Path] = field(default_factory=list)
+    grayscale: list[Path] = field(default_factory=list)
+    unreadable: list[tuple[Path, str]] = field(default_factory=list)
+
+    def summary(self) -> str:
+        """The one-line count callers log at INFO."""
+        return (
+            f"{len(self.good)} colour images, {len(self.grayscale)} grayscale skipped, "
+            f"{len(self.unreadable)} unreadable skipped"
+        )
+
+
+def scan_color_images(
+    paths: Iterable[str | os.PathLike[str]],
+    num_workers: int | None = None,
+    tolerance: int = GRAY_TOLERANCE,
+) -> ScanResult:
+    """Decode every file (small) and sort it into good / grayscale / unreadable.
+
+    `num_workers` threads (default: a few per CPU, as decoding also waits on disk).
+    Logging is left to the caller, which knows what the files are for.
+    """
+    paths = [Path(p) for p in paths]
+    workers = num_workers if num_workers and num_workers > 0 else min(32, (os.cpu_count() or 1) + 4)
+    result = ScanResult()
+    if not paths:
+        return result
+    with ThreadPoolExecutor(max_workers=min(workers, len(paths))) as pool:
+        verdicts = pool.map(lambda p: _classify(p, tolerance), paths)
+        for path, (kind, reason) in zip(paths, verdicts):
+            if kind == "good":
+                result.good.append(path)
+            elif kind == "grayscale":
+                result.grayscale.append(path)
+            else:
+                result.unreadable.append((path, reason))
+    return result
+
+
+def _classify(path: Path, tolerance: int) -> tuple[str, str]:
+    try:
+        rgb = load_rgb(path, max_side=_SCAN_SIDE)
+    except UnreadableImage as exc:
+        return "unreadable", exc.reason
+    return ("grayscale" if is_grayscale(rgb, tolerance) else "good"), ""

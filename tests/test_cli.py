@@ -1,0 +1,95 @@
+"""`python -m gancolor` as a user runs it, in a subprocess."""
+
+import json
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from gancolor.checkpoint import load_checkpoint
+
+TINY = [
+    "data.image_size=32",
+    "data.batch_size=2",
+    "generator.ngf=8",
+    "discriminator.ndf=8",
+    "trainer.max_epochs=2",
+    "trainer.pretrain_epochs=1",
+    "trainer.log_every_n_steps=1",
+    "trainer.num_samples=2",
+    "trainer.progress_bar=false",
+]
+
+
+def run_gancolor(args: list[str], cwd: Path, cache: Path, timeout: int = 300) -> subprocess.CompletedProcess:
+    env = {**os.environ, "GANCOLOR_CACHE": str(cache), "WANDB_MODE": "offline", "WANDB_SILENT": "true"}
+    return subprocess.run(
+        [sys.executable, "-m", "gancolor", *args],
+        cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout,
+    )
+
+
+@pytest.fixture(scope="module")
+def cache(tmp_path_factory) -> Path:
+    return tmp_path_factory.mktemp("cache")
+
+
+@pytest.mark.slow
+def test_default_training_leaves_a_complete_run_folder(tmp_path, cache):
+    result = run_gancolor(TINY, cwd=tmp_path, cache=cache)
+    assert result.returncode == 0, result.stderr[-3000:]
+
+    runs = list((tmp_path / "runs" / "pix2pix").iterdir())
+    assert len(runs) == 1 and re.fullmatch(r"\d{4}-\d\d-\d\d_\d\d-\d\d-\d\d", runs[0].name)
+    run = runs[0]
+    for name in ("config.yaml", "metrics.jsonl", "train.log", "checkpoints/last.pt"):
+        assert (run / name).is_file(), name
+    assert sorted(p.name for p in (run / "samples").glob("*.png")) == ["epoch_0001.png", "epoch_0002.png"]
+    assert list((run / "wandb").glob("offline-run-*")), "W&B ran offline inside the run folder"
+
+    rows = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+    train_rows = [r for r in rows if "train/G/loss" in r]
+    pretrain_rows = [r for r in rows if "train/G/pixel" in r]
+    val_rows = [r for r in rows if "val/psnr" in r]
+    assert pretrain_rows and train_rows and len(val_rows) == 2
+    assert {"train/D/out_real", "train/D/out_fake", "train/D/loss", "lr/G", "lr/D"} <= set(train_rows[-1])
+    assert {"val/ssim", "val/mae", "val/colorfulness_ratio"} <= set(val_rows[-1])
+    assert all(r["phase"] == 0 for r in pretrain_rows) and all(r["phase"] == 1 for r in train_rows)
+
+    ckpt = load_checkpoint(run / "checkpoints" / "last.pt")
+    assert ckpt["recipe"] == "pix2pix" and ckpt["epoch"] == 2 and ckpt["phase"] == "adversarial"
+    assert ckpt["global_step"] == rows[-1]["step"]
+    assert set(ckpt["optimizers"]) == {"G", "D"} and "scaler" in ckpt and "schedulers" in ckpt
+    assert ckpt["config"]["generator"]["ngf"] == 8  # the resolved config travels with the weights
+    assert any(k.startswith("generator.") for k in ckpt["nets"])
+    assert all(torch.isfinite(v).all() for v in ckpt["nets"].values() if v.is_floating_point())
+
+
+def one_error_line(result: subprocess.CompletedProcess) -> str:
+    lines = [line for line in result.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1, result.stderr
+    assert lines[0].startswith("gancolor: error: ")
+    return lines[0]
+
+
+@pytest.mark.parametrize(
+    "args, expected",
+    [
+        (["loss.gan_mode=wgan"], "loss.gan_mode must be one of vanilla, lsgan, hinge"),
+        (["trainer.precison=bf16"], "precison"),
+        (["model=nonexistent"], "nonexistent"),
+        (["trainer.max_epochs=zero"], "trainer.max_epochs must be an integer"),
+        (["trainer.precision=64"], "trainer.precision must be one of"),
+        (["data=folder", "data.root=/no/such/folder"], "/no/such/folder"),
+    ],
+)
+def test_user_mistakes_give_one_line_and_no_run_folder(tmp_path, cache, args, expected):
+    result = run_gancolor(args, cwd=tmp_path, cache=cache, timeout=120)
+    assert result.returncode == 2
+    assert expected in one_error_line(result)
+    leftovers = list((tmp_path / "runs").rglob("*")) if (tmp_path / "runs").exists() else []
+    assert leftovers == []
