@@ -71,3 +71,38 @@ def load_checkpoint(path: str | os.PathLike, map_location: str | torch.device = 
     if not isinstance(ckpt, dict) or ckpt.get("format") != FORMAT:
         raise CheckpointError(f"{path} is not a gancolor checkpoint")
     return ckpt
+
+
+def load_nets(recipe, nets: dict, source: str | os.PathLike) -> None:
+    """Load a checkpoint's net weights into `recipe`, or raise one CheckpointError that
+    lists what does not match (missing, unexpected and differently shaped tensors)."""
+    own = recipe.state_dict()
+    missing = sorted(set(own) - set(nets))
+    unexpected = sorted(set(nets) - set(own))
+    reshaped = sorted(
+        f"{k} {tuple(nets[k].shape)} vs {tuple(own[k].shape)}"
+        for k in set(own) & set(nets)
+        if hasattr(nets[k], "shape") and nets[k].shape != own[k].shape
+    )
+    problems = [
+        f"{label} ({len(keys)}): {', '.join(keys[:4])}{', ...' if len(keys) > 4 else ''}"
+        for label, keys in (("missing", missing), ("unexpected", unexpected), ("different shape", reshaped))
+        if keys
+    ]
+    if problems:
+        raise CheckpointError(f"{source} does not fit these nets: " + "; ".join(problems))
+    recipe.load_state_dict(nets)
+
+
+def load_recipe(path: str | os.PathLike, device: str | torch.device = "cpu"):
+    """The recipe a checkpoint was trained with, weights loaded, in eval mode.
+
+    Everything comes from the file (its stored config names the nets), so colorize
+    and evaluate need nothing else.
+    """
+    from gancolor.build import recipe_from_stored_config
+
+    ckpt = load_checkpoint(path)
+    recipe = recipe_from_stored_config(ckpt["config"], str(path))
+    load_nets(recipe, ckpt["nets"], path)
+    return recipe.to(device).eval(), ckpt

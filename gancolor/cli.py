@@ -20,22 +20,13 @@ def fail(message: str, code: int = 2) -> None:
     sys.exit(code)
 
 
-def one_line(exc: BaseException) -> str:
-    """The informative part of an exception chain, on one line."""
-    parts: list[str] = []
-    while exc is not None:
-        text = " ".join(str(exc).split())
-        if text and text not in parts:
-            parts.append(text)
-        exc = exc.__cause__
-    return "; ".join(parts) or "unknown error"
-
-
 def check_overrides(overrides: list[str]) -> None:
     """Compose conf/config.yaml with `overrides`; exit with one line if Hydra refuses."""
     from hydra import compose, initialize_config_dir
     from hydra.errors import HydraException
     from omegaconf.errors import OmegaConfBaseException
+
+    from gancolor.build import one_line
 
     plain = [o for o in overrides if not o.lstrip("+~").startswith("hydra")]
     try:

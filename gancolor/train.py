@@ -15,12 +15,11 @@ from pathlib import Path
 import numpy as np
 import torch
 from hydra.core.hydra_config import HydraConfig
-from hydra.errors import InstantiationException
-from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
-from gancolor.cli import fail, one_line
-from gancolor.errors import ConfigError, UserError
+from gancolor.build import build, build_recipe
+from gancolor.cli import fail
+from gancolor.errors import UserError
 from gancolor.loggers import JsonlLogger, Logger, MultiLogger
 
 log = logging.getLogger("gancolor")
@@ -31,25 +30,6 @@ def seed_everything(seed: int) -> None:
     random.seed(seed)
     np.random.seed(seed % 2**32)
     torch.manual_seed(seed)
-
-
-def build(node: DictConfig, where: str, **kwargs):
-    """hydra.utils.instantiate, with the user's mistakes surfaced as one-line errors."""
-    try:
-        return instantiate(node, **kwargs)
-    except InstantiationException as exc:
-        cause = exc.__cause__
-        while cause is not None and not isinstance(cause, UserError):
-            cause = cause.__cause__
-        if cause is not None:
-            raise cause from None
-        raise ConfigError(f"{where}: {one_line(exc)}") from None
-
-
-def build_recipe(cfg: DictConfig):
-    """The recipe with the nets and loss its yaml picked (cfg.generator, ...)."""
-    parts = {k: cfg[k] for k in ("generator", "discriminator", "loss") if k in cfg}
-    return build(cfg.model, "model", **parts)
 
 
 def build_logger(cfg: DictConfig, run_dir: Path, config: dict) -> Logger:

@@ -184,15 +184,15 @@ class Trainer:
         sums: dict[str, torch.Tensor] = defaultdict(lambda: torch.zeros((), device=self.device))
         count, images, tick = 0, 0, time.perf_counter()
         bar = tqdm(loader, desc=f"{phase} {epoch + 1}/{self.max_epochs}", disable=not self.progress_bar, leave=False, dynamic_ncols=True)
-        for iteration, batch in enumerate(bar):
-            L, ab = lab_batch(batch, self.device)
+        for iteration, raw in enumerate(bar):
+            batch = self.data.device_batch(raw, self.device)
             if self.channels_last:
-                L, ab = L.contiguous(memory_format=torch.channels_last), ab.contiguous(memory_format=torch.channels_last)
-            logs = self.train_iteration(steps, {"L": L, "ab": ab}, iteration)
+                batch = {k: v.contiguous(memory_format=torch.channels_last) if v.dim() == 4 else v for k, v in batch.items()}
+            logs = self.train_iteration(steps, batch, iteration)
             for key, value in logs.items():
                 sums[key] += value.float()
             count += 1
-            images += L.shape[0]
+            images += len(raw["path"])
             self.global_step += 1
             if self.global_step % self.log_every_n_steps == 0:
                 elapsed = time.perf_counter() - tick

@@ -164,6 +164,11 @@ class FolderData:
             **self._loader_options(),
         )
 
+    def device_batch(self, batch: dict[str, Any], device: torch.device | str) -> dict[str, torch.Tensor]:
+        """A collated training batch -> what a recipe's steps receive, on the device."""
+        L, ab = lab_batch(batch, device)
+        return {"L": L, "ab": ab}
+
     def val_loader(self) -> DataLoader:
         """Center-cropped batches in a fixed order (every image, last batch may be short)."""
         return DataLoader(self._datasets()[1], batch_size=self.batch_size, shuffle=False, **self._loader_options())

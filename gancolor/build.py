@@ -1,0 +1,72 @@
+"""Turning config nodes into objects, with user mistakes reported as one line.
+
+Also the only place a recipe is rebuilt from a checkpoint's stored config; there,
+only gancolor's own classes may be named by `_target_`: a checkpoint from a stranger
+must not be able to make Hydra call os.system.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from hydra.errors import InstantiationException
+from hydra.utils import instantiate
+from omegaconf import DictConfig, OmegaConf
+
+from gancolor.errors import CheckpointError, ConfigError, UserError
+
+RECIPE_PARTS = ("generator", "discriminator", "loss")
+
+
+def one_line(exc: BaseException) -> str:
+    """The informative part of an exception chain, on one line."""
+    parts: list[str] = []
+    while exc is not None:
+        text = " ".join(str(exc).split())
+        if text and text not in parts:
+            parts.append(text)
+        exc = exc.__cause__
+    return "; ".join(parts) or "unknown error"
+
+
+def build(node: DictConfig, where: str, **kwargs: Any):
+    """hydra.utils.instantiate, surfacing a UserError raised inside as itself and any
+    other failure to construct as a ConfigError naming the config group."""
+    try:
+        return instantiate(node, **kwargs)
+    except InstantiationException as exc:
+        cause = exc.__cause__
+        while cause is not None and not isinstance(cause, UserError):
+            cause = cause.__cause__
+        if cause is not None:
+            raise cause from None
+        raise ConfigError(f"{where}: {one_line(exc)}") from None
+
+
+def build_recipe(cfg: DictConfig):
+    """The recipe with the nets and loss its yaml picked (cfg.generator, ...)."""
+    parts = {k: cfg[k] for k in RECIPE_PARTS if k in cfg and cfg[k] is not None}
+    return build(cfg.model, "model", **parts)
+
+
+def recipe_from_stored_config(config: dict, source: str):
+    """Rebuild a recipe from the resolved config stored in a checkpoint."""
+    for target in _targets(config):
+        if not str(target).startswith("gancolor."):
+            raise CheckpointError(f"{source}: refusing to build {target!r}: a checkpoint may only name gancolor classes")
+    cfg = OmegaConf.create({k: config[k] for k in ("model", *RECIPE_PARTS) if k in config})
+    if "model" not in cfg:
+        raise CheckpointError(f"{source}: the checkpoint's config has no model section")
+    return build_recipe(cfg)
+
+
+def _targets(node: Any):
+    if isinstance(node, dict):
+        for key, value in node.items():
+            if key == "_target_" and value is not None:
+                yield value
+            else:
+                yield from _targets(value)
+    elif isinstance(node, (list, tuple)):
+        for value in node:
+            yield from _targets(value)
