@@ -106,3 +106,143 @@ def load_recipe(path: str | os.PathLike, device: str | torch.device = "cpu"):
     recipe = recipe_from_stored_config(ckpt["config"], str(path))
     load_nets(recipe, ckpt["nets"], path)
     return recipe.to(device).eval(), ckpt
+
+
+# -- the checkpoints/ folder of a run ------------------------------------------------------
+
+
+class CheckpointFolder:
+    """checkpoints/ of one run: last.pt always, the newest `keep_last` step files, best.pt.
+
+    With keep_last == 1 each save simply replaces last.pt. With keep_last > 1 each save
+    writes step_NNNNNNNN.pt and points last.pt at it (a hard link, so no second copy on
+    disk), and the oldest step files beyond keep_last are removed: a checkpoint broken
+    on disk then still leaves an older good one to resume from.
+    """
+
+    def __init__(self, folder: str | os.PathLike, keep_last: int = 1) -> None:
+        self.folder = Path(folder)
+        self.keep_last = keep_last
+
+    @property
+    def last(self) -> Path:
+        return self.folder / "last.pt"
+
+    @property
+    def best(self) -> Path:
+        return self.folder / "best.pt"
+
+    def save(self, ckpt: dict) -> Path:
+        if self.keep_last <= 1:
+            return atomic_save(ckpt, self.last)
+        path = atomic_save(ckpt, self.folder / f"step_{ckpt['global_step']:08d}.pt")
+        _atomic_link(path, self.last)
+        for old in self.step_files()[self.keep_last :]:
+            old.unlink(missing_ok=True)
+        return path
+
+    def mark_best(self, path: Path) -> None:
+        _atomic_link(path, self.best)
+
+    def step_files(self) -> list[Path]:
+        """Step checkpoints, newest first."""
+        return sorted(self.folder.glob("step_*.pt"), reverse=True)
+
+    def newest_good(self, log=None) -> tuple[dict, Path]:
+        """The newest checkpoint that loads: last.pt, else the step files, newest first.
+        Says (through `log`) when it had to fall back past a broken one."""
+        first_error: CheckpointError | None = None
+        candidates = [self.last] + [p for p in self.step_files() if not _same_file(p, self.last)]
+        for path in candidates:
+            if not path.exists():
+                continue
+            try:
+                ckpt = load_checkpoint(path)
+            except CheckpointError as exc:
+                first_error = first_error or exc
+                if log is not None:
+                    log.warning("%s", exc)
+                continue
+            if first_error is not None and log is not None:
+                log.warning("resuming from the newest good checkpoint instead: %s", path)
+            return ckpt, path
+        if first_error is not None:
+            raise first_error
+        raise CheckpointError(f"no checkpoint in {self.folder}")
+
+
+def _same_file(a: Path, b: Path) -> bool:
+    try:
+        return a.samefile(b)
+    except OSError:
+        return False
+
+
+def _atomic_link(source: Path, destination: Path) -> None:
+    """Make `destination` name the same bytes as `source`, atomically (hard link, or a
+    copy where the filesystem has no hard links)."""
+    import shutil
+
+    tmp = destination.with_name(f".{destination.name}.{os.getpid()}.tmp")
+    tmp.unlink(missing_ok=True)
+    try:
+        os.link(source, tmp)
+    except OSError:
+        shutil.copyfile(source, tmp)
+    os.replace(tmp, destination)
+
+
+def run_dir_of(path: str | os.PathLike) -> Path | None:
+    """The run folder a resume path belongs to: the folder itself, the parent of its
+    checkpoints/, or None for a checkpoint file that lives outside any run folder."""
+    path = Path(path).expanduser()
+    if path.is_dir():
+        return path.parent if path.name == "checkpoints" else path
+    if path.parent.name == "checkpoints":
+        return path.parent.parent
+    return None
+
+
+def find_resume_checkpoint(path: str | os.PathLike, log=None) -> tuple[dict, Path]:
+    """resume=PATH: a .pt file (exactly that one) or a run folder (its newest good one)."""
+    path = Path(path).expanduser()
+    if path.is_file():
+        return load_checkpoint(path), path
+    if not path.exists():
+        raise CheckpointError(f"resume: no such run folder or checkpoint: {path}")
+    folder = path if path.name == "checkpoints" else path / "checkpoints"
+    return CheckpointFolder(folder).newest_good(log)
+
+
+# -- random number generators ------------------------------------------------------------
+
+
+def capture_rng() -> dict:
+    """Every RNG the training step may draw from (python, numpy, torch CPU and CUDA), in
+    a form torch.load(weights_only=True) accepts (no numpy arrays)."""
+    import random
+
+    import numpy as np
+
+    kind, keys, pos, has_gauss, cached = np.random.get_state()
+    state = {
+        "python": random.getstate(),
+        "numpy": {"kind": kind, "keys": torch.from_numpy(keys.astype(np.int64)), "pos": int(pos),
+                  "has_gauss": int(has_gauss), "cached": float(cached)},
+        "torch": torch.get_rng_state(),
+        "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
+    }
+    return state
+
+
+def restore_rng(state: dict) -> None:
+    import random
+
+    import numpy as np
+
+    random.setstate(state["python"])
+    n = state["numpy"]
+    np.random.set_state((n["kind"], n["keys"].numpy().astype(np.uint32), n["pos"], n["has_gauss"], n["cached"]))
+    torch.set_rng_state(state["torch"])
+    if state["cuda"] and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])

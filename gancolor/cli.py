@@ -44,6 +44,15 @@ def train_main() -> None:
     if not any(a.startswith("-") for a in args):
         check_overrides(args)
 
+    resume = [a.split("=", 1)[1] for a in args if a.startswith("resume=")]
+    if resume and resume[-1] and not any(a.startswith("hydra.run.dir=") for a in args):
+        # A resumed run continues in its own folder, not in a new dated one.
+        from gancolor.checkpoint import run_dir_of
+
+        run_dir = run_dir_of(resume[-1])
+        if run_dir is not None:
+            sys.argv.append(f"hydra.run.dir={run_dir}")
+
     import hydra
 
     from gancolor.train import train

@@ -13,6 +13,8 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import signal
+import threading
 import time
 from collections import defaultdict
 from pathlib import Path
@@ -22,10 +24,10 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
-from gancolor.checkpoint import atomic_save, make_checkpoint
+from gancolor.checkpoint import CheckpointFolder, capture_rng, load_nets, make_checkpoint, restore_rng
 from gancolor.color import gray_to_rgb, lab_normalized_to_rgb
 from gancolor.data import lab_batch
-from gancolor.errors import ConfigError
+from gancolor.errors import CheckpointError, ConfigError
 from gancolor.loggers import Logger
 from gancolor.metrics import image_metrics, summarize
 from gancolor.models.base import Recipe, Step
@@ -88,6 +90,10 @@ class Trainer:
         num_samples: int = 8,
         lr_decay_epochs: int = 0,
         save_every_n_epochs: int = 1,
+        save_every_n_steps: int = 0,
+        keep_last: int = 1,
+        monitor: str = "val/psnr",
+        monitor_mode: str = "max",
         progress_bar: bool = True,
         channels_last: bool = False,
     ) -> None:
@@ -107,11 +113,24 @@ class Trainer:
                 f"trainer.lr_decay_epochs ({self.lr_decay_epochs}) exceeds trainer.max_epochs ({self.max_epochs})"
             )
         self.save_every_n_epochs = _int_at_least("trainer.save_every_n_epochs", save_every_n_epochs, 0)
+        self.save_every_n_steps = _int_at_least("trainer.save_every_n_steps", save_every_n_steps, 0)
+        self.keep_last = _int_at_least("trainer.keep_last", keep_last, 1)
+        if not str(monitor).startswith("val/"):
+            raise ConfigError(f"trainer.monitor must name a validation metric such as val/psnr, got {monitor!r}")
+        if monitor_mode not in ("max", "min"):
+            raise ConfigError(f"trainer.monitor_mode must be max or min, got {monitor_mode!r}")
+        self.monitor, self.monitor_mode = str(monitor), monitor_mode
         self.progress_bar = bool(progress_bar)
         self.channels_last = bool(channels_last)
         self.device = resolve_device(self.device_name)
+        # Where training stands; all of it goes into every checkpoint.
         self.global_step = 0
         self.epoch = 0
+        self.batch_in_epoch = 0  # batches of `epoch` already trained on (non-zero mid-epoch)
+        self.best: float | None = None
+        self.log_sums: dict[str, torch.Tensor] = {}
+        self.log_count = 0
+        self.stop_signal: int | None = None
 
     # -- schedule ---------------------------------------------------------------------
     def phase(self, epoch: int) -> str:
@@ -144,70 +163,98 @@ class Trainer:
         }
         self.scaler = torch.amp.GradScaler(self.device.type, enabled=self.precision == "16-mixed")
 
-    def fit(self, recipe: Recipe, data, run_dir: str | Path, logger: Logger, config: dict) -> dict[str, float]:
+    def fit(
+        self, recipe: Recipe, data, run_dir: str | Path, logger: Logger, config: dict, resume: dict | None = None
+    ) -> dict[str, float]:
+        """Train until max_epochs or max_steps, or until SIGTERM/SIGINT asks to stop
+        (then `self.stop_signal` is set and a resumable checkpoint has been written).
+        `resume` is a checkpoint to continue from exactly."""
         self.run_dir = Path(run_dir)
-        (self.run_dir / "checkpoints").mkdir(parents=True, exist_ok=True)
+        self.checkpoints = CheckpointFolder(self.run_dir / "checkpoints", self.keep_last)
+        self.checkpoints.folder.mkdir(parents=True, exist_ok=True)
         (self.run_dir / "samples").mkdir(parents=True, exist_ok=True)
         self.recipe, self.data, self.logger, self.config = recipe, data, logger, config
 
         self.setup(recipe)
         train_loader = data.train_loader()
         val_loader = data.val_loader() if self.val_every_n_epochs else None
+        if resume is not None:
+            self.load_state(resume)  # last: it restores the RNGs that building drew from
         log.info(
-            "training %s on %s (%s precision): %d train / %d val images, %d steps per epoch, run folder %s",
+            "training %s on %s (%s precision): %d train / %d val images, %d steps per epoch, run folder %s%s",
             recipe.name, self.device, self.precision, data.train_size, data.val_size, len(train_loader), self.run_dir,
+            f"; resumed at epoch {self.epoch + 1}, step {self.global_step}" if resume is not None else "",
         )
 
         last_metrics: dict[str, float] = {}
-        for epoch in range(self.epoch, self.max_epochs):
-            self.epoch = epoch
-            phase = self.phase(epoch)
-            finished = self.train_epoch(train_loader, phase, epoch)
-            for scheduler in self.schedulers.values():
-                scheduler.step()
-            validate = self.val_every_n_epochs and ((epoch + 1) % self.val_every_n_epochs == 0 or finished or epoch + 1 == self.max_epochs)
-            if val_loader is not None and validate:
-                last_metrics = self.validate(val_loader, epoch)
-            self.epoch = epoch + 1
-            if finished or self.epoch == self.max_epochs or (self.save_every_n_epochs and self.epoch % self.save_every_n_epochs == 0):
-                self.save(self.run_dir / "checkpoints" / "last.pt", phase)
-            if finished:
-                break
-        log.info("done: %d steps, %d epochs; checkpoint %s", self.global_step, self.epoch, self.run_dir / "checkpoints" / "last.pt")
+        with self.stop_signals():
+            while self.epoch < self.max_epochs and not self.reached_max_steps():
+                epoch, phase = self.epoch, self.phase(self.epoch)
+                train_loader.sampler.set_epoch(epoch, start=self.batch_in_epoch * data.batch_size)
+                if not self.train_epoch(train_loader, phase, epoch):
+                    self.save(phase)  # stopped by a signal, mid-epoch
+                    return last_metrics
+                # The epoch is over (or max_steps hit inside it: then it ends there).
+                for scheduler in self.schedulers.values():
+                    scheduler.step()
+                self.epoch, self.batch_in_epoch = epoch + 1, 0
+                last = self.epoch == self.max_epochs or self.reached_max_steps()
+                improved = False
+                if val_loader is not None and (self.epoch % self.val_every_n_epochs == 0 or last):
+                    last_metrics = self.validate(val_loader, epoch)
+                    improved = self.update_best(last_metrics)
+                if last or improved or (self.save_every_n_epochs and self.epoch % self.save_every_n_epochs == 0):
+                    path = self.save(phase)
+                    if improved:
+                        self.checkpoints.mark_best(path)
+        log.info("done: %d steps, %d epochs; checkpoint %s", self.global_step, self.epoch, self.checkpoints.last)
         return last_metrics
 
+    def reached_max_steps(self) -> bool:
+        return self.max_steps is not None and self.global_step >= self.max_steps
+
     def train_epoch(self, loader, phase: str, epoch: int) -> bool:
-        """One pass over the training set. Returns True when max_steps is reached."""
+        """Train on the rest of the epoch. False when a stop signal cut it short."""
         recipe = self.recipe
         recipe.train()
         steps: list[Step] = recipe.pretrain_steps() if phase == "pretrain" else recipe.adversarial_steps()
-        sums: dict[str, torch.Tensor] = defaultdict(lambda: torch.zeros((), device=self.device))
-        count, images, tick = 0, 0, time.perf_counter()
-        bar = tqdm(loader, desc=f"{phase} {epoch + 1}/{self.max_epochs}", disable=not self.progress_bar, leave=False, dynamic_ncols=True)
-        for iteration, raw in enumerate(bar):
-            batch = self.data.device_batch(raw, self.device)
-            if self.channels_last:
-                batch = {k: v.contiguous(memory_format=torch.channels_last) if v.dim() == 4 else v for k, v in batch.items()}
-            logs = self.train_iteration(steps, batch, iteration)
-            for key, value in logs.items():
-                sums[key] += value.float()
-            count += 1
-            images += len(raw["path"])
-            self.global_step += 1
-            if self.global_step % self.log_every_n_steps == 0:
-                elapsed = time.perf_counter() - tick
-                means = {f"train/{k}": float(v) / count for k, v in sums.items()}  # the one sync per interval
-                means.update({f"lr/{k}": opt.param_groups[0]["lr"] for k, opt in self.optimizers.items()})
-                means.update({"train/images_per_sec": images / max(elapsed, 1e-9), "epoch": epoch, "phase": PHASES.index(phase)})
-                self.logger.log_metrics(means, step=self.global_step)
-                bar.set_postfix({k.split("/", 1)[1]: f"{v:.3g}" for k, v in means.items() if k.startswith("train/")})
-                sums.clear()
-                count, images, tick = 0, 0, time.perf_counter()
-            if self.max_steps is not None and self.global_step >= self.max_steps:
-                bar.close()
-                return True
-        bar.close()
-        return False
+        total = self.batch_in_epoch + len(loader)
+        images, tick = 0, time.perf_counter()
+        bar = tqdm(loader, desc=f"{phase} {epoch + 1}/{self.max_epochs}", initial=self.batch_in_epoch, total=total,
+                   disable=not self.progress_bar, leave=False, dynamic_ncols=True)
+        try:
+            for raw in bar:
+                batch = self.data.device_batch(raw, self.device)
+                if self.channels_last:
+                    batch = {k: v.contiguous(memory_format=torch.channels_last) if v.dim() == 4 else v for k, v in batch.items()}
+                # The iteration index within the epoch decides steps with every > 1
+                # (StarGAN's n_critic); counted from the epoch start, it survives a resume.
+                logs = self.train_iteration(steps, batch, self.batch_in_epoch)
+                self.accumulate(logs)
+                images += len(raw["path"])
+                self.global_step += 1
+                self.batch_in_epoch += 1
+                if self.global_step % self.log_every_n_steps == 0:
+                    means = self.flush_logs(epoch, phase, images / max(time.perf_counter() - tick, 1e-9))
+                    bar.set_postfix({k.split("/", 1)[1]: f"{v:.3g}" for k, v in means.items() if k.startswith("train/")})
+                    images, tick = 0, time.perf_counter()
+                if self.stop_signal is not None:
+                    return False
+                if self.reached_max_steps():
+                    return True
+                # A periodic save on an epoch's last batch is left to the epoch-end save
+                # just after it, so the two never disagree about where the epoch ended.
+                if self.save_every_n_steps and self.global_step % self.save_every_n_steps == 0 and self.batch_in_epoch < total:
+                    self.save(phase)
+        except Exception:
+            # Ctrl-C also reaches DataLoader workers, which then die: the next fetch
+            # fails. With a stop requested that is expected; save instead of crashing.
+            if self.stop_signal is None:
+                raise
+            return False
+        finally:
+            bar.close()
+        return self.stop_signal is None
 
     def train_iteration(self, steps: list[Step], batch: dict, iteration: int) -> dict[str, torch.Tensor]:
         state: dict = {}
@@ -225,6 +272,44 @@ class Trainer:
             logs.update({f"{step.name}/{k}": v for k, v in values.items()})
         self.scaler.update()
         return logs
+
+    # -- logging ----------------------------------------------------------------------
+    def accumulate(self, logs: dict[str, torch.Tensor]) -> None:
+        """Sum losses on the device; no host sync until the next log interval."""
+        for key, value in logs.items():
+            value = value.detach().float()
+            self.log_sums[key] = self.log_sums[key] + value if key in self.log_sums else value.clone()
+        self.log_count += 1
+
+    def flush_logs(self, epoch: int, phase: str, images_per_sec: float) -> dict[str, float]:
+        means = {f"train/{k}": float(v) / self.log_count for k, v in self.log_sums.items()}  # the one sync
+        means.update({f"lr/{k}": opt.param_groups[0]["lr"] for k, opt in self.optimizers.items()})
+        means.update({"train/images_per_sec": images_per_sec, "epoch": epoch, "phase": PHASES.index(phase)})
+        self.logger.log_metrics(means, step=self.global_step)
+        self.log_sums, self.log_count = {}, 0
+        return means
+
+    # -- stopping on signals ------------------------------------------------------------
+    @contextlib.contextmanager
+    def stop_signals(self):
+        """SIGTERM (cluster preemption) and SIGINT (Ctrl-C) ask for a checkpoint at the
+        next step boundary and a clean exit; a second Ctrl-C aborts at once."""
+        if threading.current_thread() is not threading.main_thread():
+            yield
+            return
+
+        def request_stop(signum, frame):
+            if self.stop_signal == signal.SIGINT and signum == signal.SIGINT:
+                raise KeyboardInterrupt
+            self.stop_signal = signum
+            log.warning("%s received: saving a checkpoint at the end of this step", signal.Signals(signum).name)
+
+        previous = {sig: signal.signal(sig, request_stop) for sig in (signal.SIGTERM, signal.SIGINT)}
+        try:
+            yield
+        finally:
+            for sig, handler in previous.items():
+                signal.signal(sig, handler)
 
     # -- validation -------------------------------------------------------------------
     @torch.no_grad()
@@ -262,8 +347,20 @@ class Trainer:
         return path
 
     # -- checkpoints ------------------------------------------------------------------
-    def save(self, path: Path, phase: str) -> Path:
-        ckpt = make_checkpoint(
+    def update_best(self, metrics: dict[str, float]) -> bool:
+        if self.monitor not in metrics:
+            raise ConfigError(
+                f"trainer.monitor={self.monitor} is not a validation metric; "
+                f"choose one of {', '.join(sorted(metrics))}"
+            )
+        value = metrics[self.monitor]
+        better = self.best is None or (value > self.best if self.monitor_mode == "max" else value < self.best)
+        if better:
+            self.best = value
+        return better
+
+    def state(self, phase: str) -> dict:
+        return make_checkpoint(
             self.config,
             recipe=self.recipe.name,
             nets=self.recipe.state_dict(),
@@ -272,10 +369,34 @@ class Trainer:
             scaler=self.scaler.state_dict(),
             global_step=self.global_step,
             epoch=self.epoch,
+            batch_in_epoch=self.batch_in_epoch,
             phase=phase,
+            best={"monitor": self.monitor, "mode": self.monitor_mode, "value": self.best},
+            log_sums=dict(self.log_sums),
+            log_count=self.log_count,
+            rng=capture_rng(),
+            logger_run_id=getattr(self.logger, "run_id", None),
         )
-        atomic_save(ckpt, path)
-        return path
+
+    def save(self, phase: str) -> Path:
+        return self.checkpoints.save(self.state(phase))
+
+    def load_state(self, ckpt: dict) -> None:
+        """Continue exactly where `ckpt` stopped (after `setup`)."""
+        if ckpt.get("recipe") != self.recipe.name:
+            raise CheckpointError(f"cannot resume a {ckpt.get('recipe')} checkpoint with recipe {self.recipe.name}")
+        load_nets(self.recipe, ckpt["nets"], "resume checkpoint")
+        for name, opt in self.optimizers.items():
+            opt.load_state_dict(ckpt["optimizers"][name])
+        for name, scheduler in self.schedulers.items():
+            scheduler.load_state_dict(ckpt["schedulers"][name])
+        self.scaler.load_state_dict(ckpt["scaler"])
+        self.global_step, self.epoch = ckpt["global_step"], ckpt["epoch"]
+        self.batch_in_epoch = ckpt.get("batch_in_epoch", 0)
+        self.best = ckpt.get("best", {}).get("value")
+        self.log_sums = {k: v.to(self.device) for k, v in ckpt.get("log_sums", {}).items()}
+        self.log_count = ckpt.get("log_count", 0)
+        restore_rng(ckpt["rng"])
 
 
 def count_parameters(module: nn.Module) -> int:

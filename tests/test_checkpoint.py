@@ -73,3 +73,18 @@ def test_loading_never_runs_code_from_the_file(tmp_path, monkeypatch):
     with pytest.raises(CheckpointError, match="refusing to build 'os.system'"):
         load_recipe(tmp_path / "cfg.pt")
     assert not (tmp_path / "pwned").exists()
+
+
+def test_init_from_copies_the_weights_and_refuses_another_recipe(tmp_path):
+    from gancolor.train import init_weights_from
+
+    source = make_recipe()
+    path = atomic_save(make_checkpoint(CONFIG, recipe="pix2pix", nets=source.state_dict(), global_step=7), tmp_path / "a.pt")
+    target = make_recipe()
+    assert not torch.equal(target.generator.down[0][0].weight, source.generator.down[0][0].weight)
+    init_weights_from(target, path)
+    for key, value in source.state_dict().items():
+        assert torch.equal(target.state_dict()[key], value), key
+    other = atomic_save(make_checkpoint(CONFIG, recipe="cyclegan", nets={}), tmp_path / "b.pt")
+    with pytest.raises(CheckpointError, match="is a cyclegan checkpoint; this run trains pix2pix"):
+        init_weights_from(make_recipe(), other)

@@ -275,28 +275,41 @@ def _first_batches(loader: torch.utils.data.DataLoader, n: int) -> list[torch.Te
     return out
 
 
-def _data(photo_folder: dict[str, object], num_workers: int) -> FolderData:
-    return FolderData(photo_folder["root"], image_size=32, batch_size=2, num_workers=num_workers, val_fraction=0.2)
+def _data(photo_folder: dict[str, object], num_workers: int, seed: int = 0) -> FolderData:
+    return FolderData(
+        photo_folder["root"], image_size=32, batch_size=2, num_workers=num_workers, val_fraction=0.2, seed=seed
+    )
 
 
 def test_augmentation_is_reproducible_for_a_seed(photo_folder):
     # Separate objects: albumentations seeds each pipeline from OS entropy when it is
-    # built, so only the loader's generator can make the two agree.
-    data = _data(photo_folder, 0)
-    one = _first_batches(data.train_loader(generator_seed=7), 2)
-    two = _first_batches(_data(photo_folder, 0).train_loader(generator_seed=7), 2)
-    other = _first_batches(data.train_loader(generator_seed=8), 2)
+    # built, so only the sampler's per-sample seeds can make the two agree.
+    one = _first_batches(_data(photo_folder, 0, seed=7).train_loader(), 2)
+    two = _first_batches(_data(photo_folder, 0, seed=7).train_loader(), 2)
+    other = _first_batches(_data(photo_folder, 0, seed=8).train_loader(), 2)
     assert all(torch.equal(a, b) for a, b in zip(one, two))
     assert not all(torch.equal(a, b) for a, b in zip(one, other))
 
 
-def test_worker_processes_are_seeded_reproducibly(photo_folder):
-    one = _first_batches(_data(photo_folder, 2).train_loader(generator_seed=7), 2)
-    two = _first_batches(_data(photo_folder, 2).train_loader(generator_seed=7), 2)
-    in_process = _first_batches(_data(photo_folder, 0).train_loader(generator_seed=7), 2)
+def test_epochs_differ_and_an_epoch_can_be_entered_mid_way(photo_folder):
+    loader = _data(photo_folder, 0, seed=7).train_loader()
+    loader.sampler.set_epoch(3)
+    epoch3 = _first_batches(loader, 2)
+    loader.sampler.set_epoch(4)
+    assert not torch.equal(_first_batches(loader, 1)[0], epoch3[0])
+    fresh = _data(photo_folder, 0, seed=7).train_loader()
+    fresh.sampler.set_epoch(3, start=2)  # skip one batch of two: what a resume does
+    assert torch.equal(_first_batches(fresh, 1)[0], epoch3[1])
+
+
+def test_batches_do_not_depend_on_the_number_of_workers(photo_folder):
+    one = _first_batches(_data(photo_folder, 2, seed=7).train_loader(), 2)
+    two = _first_batches(_data(photo_folder, 2, seed=7).train_loader(), 2)
+    in_process = _first_batches(_data(photo_folder, 0, seed=7).train_loader(), 2)
     assert len(one) == 2
     assert all(torch.equal(a, b) for a, b in zip(one, two))
-    assert not all(torch.equal(a, b) for a, b in zip(one, in_process))  # workers get their own seeds
+    # Every sample carries its own augmentation seed, so which worker loads it does not matter.
+    assert all(torch.equal(a, b) for a, b in zip(one, in_process))
 
 
 def test_file_deleted_after_scan_is_skipped_with_a_warning(tmp_path, caplog):
@@ -396,8 +409,10 @@ def test_aligned_pairs_share_crop_and_flip(tmp_path, direction):
     _write_pairs(tmp_path, "test", gray_left=direction == "AtoB")
     data = AlignedData(tmp_path, direction=direction, image_size=48, batch_size=2, num_workers=0, scale_min=0.2)
     assert (data.train_size, data.val_size) == (2, 1)
-    for seed in range(4):
-        batch = next(iter(data.train_loader(generator_seed=seed)))
+    loader = data.train_loader()
+    for epoch in range(4):
+        loader.sampler.set_epoch(epoch)
+        batch = next(iter(loader))
         assert batch["rgb"].shape == batch["input_rgb"].shape == (2, 3, 48, 48)
         assert batch["input_rgb"].dtype == torch.uint8
         L_target, ab = color.batch_to_lab(batch["rgb"])
@@ -406,7 +421,7 @@ def test_aligned_pairs_share_crop_and_flip(tmp_path, direction):
         diff = (L_target - L_input).abs()
         # Resampling gray and colour pixels differs by rounding only; a different crop
         # or flip would differ by tenths.
-        assert diff.mean() < 0.01 and diff.max() < 0.1, (seed, float(diff.mean()), float(diff.max()))
+        assert diff.mean() < 0.01 and diff.max() < 0.1, (epoch, float(diff.mean()), float(diff.max()))
         L, lab_ab = lab_batch(batch)
         assert torch.equal(L, L_input) and torch.equal(lab_ab, ab)
     val = next(iter(data.val_loader()))

@@ -21,11 +21,12 @@ from typing import Any
 
 import numpy as np
 import torch
-from torch.utils.data import DataLoader, RandomSampler, Sampler
+from torch.utils.data import DataLoader
 
 from gancolor import color
 from gancolor.data.datasets import AlignedDataset, ColorImageDataset, _SkippingDataset
 from gancolor.data.images import find_images, truncated_images_allowed
+from gancolor.data.sampling import EpochSampler
 from gancolor.data.scan import ScanResult, scan_color_images
 from gancolor.data.transforms import PAIRED_TARGET, eval_transform, train_transform
 from gancolor.errors import ConfigError, DataError
@@ -134,33 +135,20 @@ class FolderData:
     def val_paths(self) -> list[str]:
         return list(self._datasets()[1].paths)
 
-    def train_loader(self, generator_seed: int | None = None, sampler: Sampler | None = None) -> DataLoader:
-        """Shuffled, augmented batches; reproducible for a given `generator_seed`.
-
-        `generator_seed` (default: the data seed) seeds the loader's torch.Generator,
-        which fixes the shuffle order and every worker's augmentation seed. Under DDP
-        pass a DistributedSampler as `sampler` (it then owns shuffling) and a
-        per-rank `generator_seed`, or every rank augments identically.
+    def train_loader(self, rank: int = 0, world_size: int = 1) -> DataLoader:
+        """Shuffled, augmented batches; the order and every crop are a function of
+        (seed, epoch) only (see EpochSampler): call `loader.sampler.set_epoch(epoch,
+        start)` before each epoch. Under DDP each rank gets a disjoint shard.
         """
         dataset = self._datasets()[0]
-        generator = torch.Generator()
-        generator.manual_seed(self.seed if generator_seed is None else int(generator_seed))
-        if self.num_workers == 0:
-            # No worker_init_fn runs in-process, so seed the augmentation here, from
-            # the same generator.
-            dataset.reseed(int(torch.randint(0, 2**62, (1,), generator=generator)))
-        if sampler is None and self.repeats > 1:
-            sampler = RandomSampler(dataset, num_samples=self.repeats * len(dataset), generator=generator)
-        per_epoch = len(sampler) if sampler is not None else len(dataset)
+        sampler = EpochSampler(len(dataset), self.seed, self.repeats, rank=rank, world_size=world_size)
         return DataLoader(
             dataset,
             batch_size=self.batch_size,
-            shuffle=sampler is None,
             sampler=sampler,
             # Dropping the ragged last batch keeps BatchNorm away from batches of one,
             # but a set smaller than a batch must still yield something.
-            drop_last=per_epoch >= self.batch_size,
-            generator=generator,
+            drop_last=len(sampler) >= self.batch_size,
             **self._loader_options(),
         )
 
@@ -189,7 +177,11 @@ class FolderData:
 
     def _loader_options(self) -> dict[str, Any]:
         workers = self.num_workers
+        # A loader without its own generator draws its workers' base seed from the
+        # global torch RNG each epoch, which would shift the training RNG stream.
+        generator = torch.Generator().manual_seed(self.seed)
         return {
+            "generator": generator,
             "num_workers": workers,
             "pin_memory": torch.cuda.is_available(),
             "persistent_workers": workers > 0,

@@ -42,7 +42,12 @@ class _SkippingDataset(Dataset):
     def __len__(self) -> int:
         return len(self.paths)
 
-    def __getitem__(self, index: int) -> dict[str, Any]:
+    def __getitem__(self, index: int | tuple[int, int]) -> dict[str, Any]:
+        if isinstance(index, tuple):
+            # (index, sample_seed) from EpochSampler: the crop and flip of this sample
+            # depend on the seed alone, not on what this worker loaded before.
+            index, sample_seed = index
+            self.reseed(sample_seed)
         if not self.paths:
             raise IndexError(index)
         n = len(self.paths)

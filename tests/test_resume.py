@@ -1,0 +1,194 @@
+"""Checkpoints users can trust: exact resume after SIGKILL or SIGTERM, fallback past a
+broken checkpoint, refused overrides, init_from."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+
+from gancolor.checkpoint import load_checkpoint
+
+# 6 sample photos, batch 2, repeats 4: 12 steps per epoch; epoch 1 is pretraining.
+# A checkpoint after every step, so a kill anywhere leaves a mid-epoch one.
+RUN = [
+    "data.image_size=32",
+    "data.batch_size=2",
+    "data.repeats=4",
+    "generator.ngf=8",
+    "discriminator.ndf=8",
+    "trainer.max_epochs=3",
+    "trainer.pretrain_epochs=1",
+    "trainer.log_every_n_steps=1",
+    "trainer.save_every_n_steps=1",
+    "trainer.num_samples=1",
+    "trainer.progress_bar=false",
+    "logger=none",
+]
+STEPS_PER_EPOCH = 12
+TOTAL_STEPS = 3 * STEPS_PER_EPOCH
+
+pytestmark = pytest.mark.slow
+
+
+def env(cache: Path) -> dict:
+    return {**os.environ, "GANCOLOR_CACHE": str(cache), "WANDB_MODE": "offline"}
+
+
+def gancolor(args, cache, **kwargs):
+    return subprocess.run([sys.executable, "-m", "gancolor", *args], env=env(cache), capture_output=True, text=True, timeout=300, **kwargs)
+
+
+def start(args, cache):
+    return subprocess.Popen([sys.executable, "-m", "gancolor", *args], env=env(cache), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
+def rows(run: Path) -> list[dict]:
+    return [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines() if line.strip()]
+
+
+def last_step(run: Path) -> int:
+    path = run / "metrics.jsonl"
+    if not path.exists():
+        return 0
+    lines = [line for line in path.read_text().splitlines() if line.strip()]
+    try:
+        return json.loads(lines[-1])["step"] if lines else 0
+    except json.JSONDecodeError:  # a line being written
+        return 0
+
+
+def interrupt(args, cache, run: Path, after_step: int, sig: int) -> subprocess.Popen:
+    """Start a run and send `sig` once it has logged `after_step`."""
+    process = start([*args, f"hydra.run.dir={run}"], cache)
+    deadline = time.time() + 240
+    while last_step(run) < after_step:
+        assert process.poll() is None, process.communicate()[1][-2000:]
+        assert time.time() < deadline
+        time.sleep(0.01)
+    assert process.poll() is None, "the run finished before it could be interrupted"
+    process.send_signal(sig)
+    process.wait(timeout=120)
+    return process
+
+
+def comparable(rows: list[dict]) -> list[dict]:
+    """Everything a run logs except wall-clock speed."""
+    return [{k: v for k, v in r.items() if k != "train/images_per_sec"} for r in rows]
+
+
+def assert_same_run(a: Path, b: Path) -> None:
+    ra, rb = comparable(rows(a)), comparable(rows(b))
+    assert [r["step"] for r in ra] == [r["step"] for r in rb]
+    for x, y in zip(ra, rb):
+        assert x.keys() == y.keys()
+        for key in x:
+            assert x[key] == pytest.approx(y[key], rel=1e-6, abs=1e-7), (x["step"], key)
+    ga, gb = (load_checkpoint(p / "checkpoints" / "last.pt")["nets"] for p in (a, b))
+    for key in ga:
+        if ga[key].is_floating_point():
+            torch.testing.assert_close(ga[key], gb[key], rtol=1e-6, atol=1e-6)
+
+
+@pytest.fixture(scope="module")
+def cache(tmp_path_factory):
+    return tmp_path_factory.mktemp("cache")
+
+
+@pytest.fixture(scope="module")
+def uninterrupted(tmp_path_factory, cache) -> Path:
+    run = tmp_path_factory.mktemp("runs") / "uninterrupted"
+    result = gancolor([*RUN, f"hydra.run.dir={run}"], cache)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert last_step(run) == TOTAL_STEPS
+    return run
+
+
+@pytest.mark.parametrize(
+    "after_step",
+    [STEPS_PER_EPOCH // 2, STEPS_PER_EPOCH + 5],
+    ids=["killed-in-pretraining-resumed-across-the-phase-boundary", "killed-mid-adversarial-epoch"],
+)
+def test_sigkill_then_resume_equals_the_uninterrupted_run(tmp_path, cache, uninterrupted, after_step):
+    run = tmp_path / "killed"
+    killed = interrupt(RUN, cache, run, after_step, signal.SIGKILL)
+    assert killed.returncode == -signal.SIGKILL
+    ckpt = load_checkpoint(run / "checkpoints" / "last.pt")
+    assert 0 < ckpt["batch_in_epoch"] < STEPS_PER_EPOCH, "the kill left a mid-epoch checkpoint"
+
+    resumed = gancolor([f"resume={run}"], cache)
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    assert not list(tmp_path.glob("runs")), "a resume continues in the same run folder"
+    assert_same_run(uninterrupted, run)
+
+
+def test_sigterm_saves_mid_epoch_exits_0_and_resumes_exactly(tmp_path, cache, uninterrupted):
+    run = tmp_path / "preempted"
+    stopped = interrupt(RUN, cache, run, STEPS_PER_EPOCH + 3, signal.SIGTERM)
+    stderr = stopped.stderr.read()
+    assert stopped.returncode == 0, stderr[-2000:]
+    assert f"resume with: python -m gancolor resume={run}" in stderr
+    ckpt = load_checkpoint(run / "checkpoints" / "last.pt")
+    assert ckpt["global_step"] == last_step(run) and ckpt["phase"] == "adversarial"
+
+    resumed = gancolor([f"resume={run / 'checkpoints' / 'last.pt'}"], cache)
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    assert_same_run(uninterrupted, run)
+
+
+def test_truncated_checkpoint_fails_in_one_line_or_falls_back(tmp_path, cache):
+    short = ["trainer.max_steps=5", "trainer.keep_last=3"]
+    run = tmp_path / "run"
+    assert gancolor([*RUN, *short, f"hydra.run.dir={run}"], cache).returncode == 0
+    folder = run / "checkpoints"
+    assert sorted(p.name for p in folder.glob("step_*.pt")) == ["step_00000003.pt", "step_00000004.pt", "step_00000005.pt"]
+    assert (folder / "last.pt").samefile(folder / "step_00000005.pt")
+    data = (folder / "last.pt").read_bytes()
+    (folder / "last.pt").write_bytes(data[: len(data) // 3])  # also truncates step_5: same file
+
+    result = gancolor([f"resume={folder / 'last.pt'}"], cache)  # exactly this file: an error
+    assert result.returncode == 2
+    assert [line for line in result.stderr.splitlines() if line.strip()] == [result.stderr.strip()]
+    assert "last.pt" in result.stderr and result.stderr.startswith("gancolor: error: cannot read checkpoint")
+
+    result = gancolor([f"resume={run}", "trainer.max_steps=7"], cache)  # a run folder: fall back
+    assert result.returncode == 0, result.stderr[-3000:]
+    log = (run / "train.log").read_text()
+    assert "resuming from the newest good checkpoint instead" in log and "step_00000004.pt" in log
+    assert load_checkpoint(folder / "last.pt")["global_step"] == 7
+    assert [r["step"] for r in rows(run) if "train/G/pixel" in r or "train/G/loss" in r] == list(range(1, 8))
+
+
+def test_resume_refuses_overrides_that_change_the_experiment(tmp_path, cache):
+    run = tmp_path / "run"
+    assert gancolor([*RUN, "trainer.max_steps=2", f"hydra.run.dir={run}"], cache).returncode == 0
+    result = gancolor([f"resume={run}", "model.lr=0.1", "trainer.max_steps=3"], cache)
+    assert result.returncode == 2
+    assert result.stderr.count("\n") == 1 and "cannot change model.lr=0.1" in result.stderr
+    before = rows(run)
+    result = gancolor([f"resume={run}", "trainer.max_steps=3", "logger=none", "data.num_workers=0"], cache)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert rows(run)[: len(before)] == before and last_step(run) == 3
+
+
+def test_init_from_loads_weights_and_starts_at_step_zero(tmp_path, cache):
+    source = tmp_path / "source"
+    assert gancolor([*RUN, "trainer.max_steps=3", f"hydra.run.dir={source}"], cache).returncode == 0
+    ckpt = source / "checkpoints" / "last.pt"
+
+    run = tmp_path / "finetune"
+    result = gancolor([*RUN, f"init_from={ckpt}", "trainer.max_steps=2", "trainer.pretrain_epochs=0", f"hydra.run.dir={run}"], cache)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert [r["step"] for r in rows(run) if "train/G/loss" in r] == [1, 2]
+    assert "initialised the nets from" in (run / "train.log").read_text()
+    new = load_checkpoint(run / "checkpoints" / "last.pt")
+    assert new["global_step"] == 2 and new["optimizers"]["G"]["state"][0]["step"] == 2  # fresh Adam
+
+    other = gancolor([*RUN, f"init_from={ckpt}", "generator.ngf=16", f"hydra.run.dir={tmp_path / 'x'}"], cache)
+    assert other.returncode == 2 and other.stderr.count("\n") == 1
+    assert "does not fit these nets" in other.stderr and "different shape" in other.stderr
