@@ -35,7 +35,7 @@ from gancolor.models.base import Recipe, Step
 log = logging.getLogger("gancolor.trainer")
 
 PRECISIONS = {"32": None, "bf16": torch.bfloat16, "16-mixed": torch.float16}
-PHASES = ("pretrain", "adversarial")
+PHASES = ("pretrain", "critic", "adversarial")
 
 
 def resolve_device(name: str) -> torch.device:
@@ -82,6 +82,8 @@ class Trainer:
         self,
         max_epochs: int = 20,
         pretrain_epochs: int = 0,
+        critic_pretrain_epochs: int = 0,
+        freeze_epochs: dict[str, int] | None = None,
         max_steps: int | None = None,
         precision: str = "32",
         device: str = "auto",
@@ -99,6 +101,8 @@ class Trainer:
     ) -> None:
         self.max_epochs = _int_at_least("trainer.max_epochs", max_epochs, 1)
         self.pretrain_epochs = _int_at_least("trainer.pretrain_epochs", pretrain_epochs, 0)
+        self.critic_pretrain_epochs = _int_at_least("trainer.critic_pretrain_epochs", critic_pretrain_epochs, 0)
+        self.freeze_epochs = {str(k): _int_at_least(f"trainer.freeze_epochs.{k}", v, 0) for k, v in (freeze_epochs or {}).items()}
         self.max_steps = None if max_steps is None else _int_at_least("trainer.max_steps", max_steps, 1)
         if str(precision) not in PRECISIONS:
             raise ConfigError(f"trainer.precision must be one of {', '.join(PRECISIONS)}, got {precision!r}")
@@ -134,7 +138,31 @@ class Trainer:
 
     # -- schedule ---------------------------------------------------------------------
     def phase(self, epoch: int) -> str:
-        return "pretrain" if epoch < self.pretrain_epochs else "adversarial"
+        """pretrain (G alone on a pixel loss), then critic (D alone against the frozen,
+        pretrained G: DeOldify's NoGAN), then adversarial."""
+        if epoch < self.pretrain_epochs:
+            return "pretrain"
+        if epoch < self.pretrain_epochs + self.critic_pretrain_epochs:
+            return "critic"
+        return "adversarial"
+
+    def steps_for(self, phase: str) -> list[Step]:
+        return {
+            "pretrain": self.recipe.pretrain_steps,
+            "critic": self.recipe.critic_steps,
+            "adversarial": self.recipe.adversarial_steps,
+        }[phase]()
+
+    def apply_freeze_schedule(self, epoch: int) -> None:
+        """trainer.freeze_epochs {submodule: K}: hold e.g. generator.encoder fixed for the
+        first K epochs (a pretrained encoder is not wrecked by a random decoder's early
+        gradients), then train it (at its own learning rate, see the recipe's optimiser)."""
+        for path, epochs in self.freeze_epochs.items():
+            try:
+                module = self.recipe.get_submodule(path)
+            except AttributeError:
+                raise ConfigError(f"trainer.freeze_epochs: {self.recipe.name} has no submodule {path!r}") from None
+            module.requires_grad_(epoch >= epochs)
 
     def lr_factor(self, epoch: int) -> float:
         """Constant, then linear decay to 0 over the last lr_decay_epochs (the
@@ -176,6 +204,9 @@ class Trainer:
         self.recipe, self.data, self.logger, self.config = recipe, data, logger, config
 
         self.setup(recipe)
+        if self.freeze_epochs:  # a misspelt module fails now, not epochs later
+            self.apply_freeze_schedule(self.epoch)
+        recipe.on_fit_start(self)
         train_loader = data.train_loader()
         val_loader = data.val_loader() if self.val_every_n_epochs else None
         if resume is not None:
@@ -190,6 +221,7 @@ class Trainer:
         with self.stop_signals():
             while self.epoch < self.max_epochs and not self.reached_max_steps():
                 epoch, phase = self.epoch, self.phase(self.epoch)
+                self.apply_freeze_schedule(epoch)
                 train_loader.sampler.set_epoch(epoch, start=self.batch_in_epoch * data.batch_size)
                 if not self.train_epoch(train_loader, phase, epoch):
                     self.save(phase)  # stopped by a signal, mid-epoch
@@ -217,7 +249,7 @@ class Trainer:
         """Train on the rest of the epoch. False when a stop signal cut it short."""
         recipe = self.recipe
         recipe.train()
-        steps: list[Step] = recipe.pretrain_steps() if phase == "pretrain" else recipe.adversarial_steps()
+        steps = self.steps_for(phase)
         total = self.batch_in_epoch + len(loader)
         images, tick = 0, time.perf_counter()
         bar = tqdm(loader, desc=f"{phase} {epoch + 1}/{self.max_epochs}", initial=self.batch_in_epoch, total=total,

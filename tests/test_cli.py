@@ -58,7 +58,7 @@ def test_default_training_leaves_a_complete_run_folder(tmp_path, cache):
     assert pretrain_rows and train_rows and len(val_rows) == 2
     assert {"train/D/out_real", "train/D/out_fake", "train/D/loss", "lr/G", "lr/D"} <= set(train_rows[-1])
     assert {"val/ssim", "val/mae", "val/colorfulness_ratio"} <= set(val_rows[-1])
-    assert all(r["phase"] == 0 for r in pretrain_rows) and all(r["phase"] == 1 for r in train_rows)
+    assert all(r["phase"] == 0 for r in pretrain_rows) and all(r["phase"] == 2 for r in train_rows)
 
     ckpt = load_checkpoint(run / "checkpoints" / "last.pt")
     assert ckpt["recipe"] == "pix2pix" and ckpt["epoch"] == 2 and ckpt["phase"] == "adversarial"

@@ -81,3 +81,35 @@ def test_mixed_precision_iteration_runs_on_cpu(setup, precision):
     assert all(torch.isfinite(v) for v in logs.values())
     assert not same(g0, snapshot(recipe.generator))
     assert trainer.scaler.is_enabled() == (precision == "16-mixed")
+
+
+def test_critic_phase_trains_the_discriminator_against_a_frozen_generator(setup):
+    trainer, recipe, batch = setup
+    trainer.pretrain_epochs, trainer.critic_pretrain_epochs = 1, 2
+    assert [trainer.phase(e) for e in range(4)] == ["pretrain", "critic", "critic", "adversarial"]
+    g0, d0 = snapshot(recipe.generator), snapshot(recipe.discriminator)
+    logs = trainer.train_iteration(trainer.steps_for("critic"), batch, iteration=0)
+    assert set(logs) >= {"D/loss", "D/out_real", "D/out_fake"} and not any(k.startswith("G/") for k in logs)
+    assert same(g0, snapshot(recipe.generator)) and not same(d0, snapshot(recipe.discriminator))
+    assert all(p.grad is None for p in recipe.generator.parameters())
+
+
+def test_freeze_schedule_holds_a_submodule_for_its_first_epochs(setup):
+    _, recipe, batch = setup
+    trainer = Trainer(device="cpu", progress_bar=False, freeze_epochs={"generator.down.0": 1})
+    trainer.setup(recipe)
+    first = recipe.generator.down[0]
+    trainer.apply_freeze_schedule(0)
+    before, rest = snapshot(first), snapshot(recipe.generator.up)
+    trainer.train_iteration(recipe.pretrain_steps(), batch, 0)
+    assert same(before, snapshot(first)) and not same(rest, snapshot(recipe.generator.up))
+    trainer.apply_freeze_schedule(1)
+    trainer.train_iteration(recipe.pretrain_steps(), batch, 1)
+    assert not same(before, snapshot(first))
+
+    from gancolor.errors import ConfigError
+
+    wrong = Trainer(device="cpu", progress_bar=False, freeze_epochs={"generator.encoderr": 1})
+    wrong.setup(recipe)
+    with pytest.raises(ConfigError, match="no submodule 'generator.encoderr'"):
+        wrong.apply_freeze_schedule(0)

@@ -50,9 +50,19 @@ class Recipe(nn.Module):
         """Phase 1: the generator alone on a pixel loss."""
         raise NotImplementedError
 
+    def critic_steps(self) -> list[Step]:
+        """Optional phase between the two: the discriminator alone against the frozen,
+        pretrained generator (DeOldify's NoGAN critic pretraining)."""
+        raise NotImplementedError(f"{self.name} has no critic-pretraining phase")
+
     def adversarial_steps(self) -> list[Step]:
-        """Phase 2: the adversarial alternation, in order."""
+        """Phase 3: the adversarial alternation, in order."""
         raise NotImplementedError
+
+    def on_fit_start(self, trainer) -> None:
+        """Called once before training, nets already on `trainer.device`: a recipe that
+        needs statistics of its training set (CIC's colour prior) computes them here from
+        `trainer.data` and may cache them in `trainer.run_dir`."""
 
     @torch.no_grad()
     def colorize(self, L: torch.Tensor) -> torch.Tensor:
@@ -64,5 +74,11 @@ class Recipe(nn.Module):
         raise NotImplementedError
 
 
-def adam(params, lr: float, beta1: float, beta2: float, weight_decay: float = 0.0) -> torch.optim.Adam:
-    return torch.optim.Adam(params, lr=lr, betas=(beta1, beta2), weight_decay=weight_decay)
+def adam(net_or_params, lr: float, beta1: float, beta2: float, weight_decay: float = 0.0) -> torch.optim.Adam:
+    """Adam over a net's parameter groups. A net may define `param_groups(lr)` to give
+    parts of itself their own learning rate (a pretrained encoder trains slower)."""
+    if isinstance(net_or_params, nn.Module):
+        groups = net_or_params.param_groups(lr) if hasattr(net_or_params, "param_groups") else net_or_params.parameters()
+    else:
+        groups = net_or_params
+    return torch.optim.Adam(groups, lr=lr, betas=(beta1, beta2), weight_decay=weight_decay)

@@ -33,6 +33,8 @@ class Pix2Pix(Recipe):
         lr: float = 2e-4,
         beta1: float = 0.5,
         beta2: float = 0.999,
+        d_lr_mult: float = 1.0,
+        weight_decay: float = 0.0,
     ) -> None:
         super().__init__()
         self.name = name
@@ -42,12 +44,13 @@ class Pix2Pix(Recipe):
         self.lambda_L1 = float(loss["lambda_L1"])
         self.pixel_loss = pixel_loss(loss.get("pretrain_loss", "l1"))
         self.l1 = nn.L1Loss()
-        self.lr, self.betas = lr, (beta1, beta2)
+        self.lr, self.betas, self.weight_decay = lr, (beta1, beta2), weight_decay
+        self.d_lr = lr * d_lr_mult  # TTUR (Heusel et al. 2017): D may learn faster than G
 
     def configure_optimizers(self) -> dict[str, torch.optim.Optimizer]:
         return {
-            "G": adam(self.generator.parameters(), self.lr, *self.betas),
-            "D": adam(self.discriminator.parameters(), self.lr, *self.betas),
+            "G": adam(self.generator, self.lr, *self.betas, self.weight_decay),
+            "D": adam(self.discriminator, self.d_lr, *self.betas, self.weight_decay),
         }
 
     # -- phase 1: the generator alone ------------------------------------------------
@@ -59,7 +62,11 @@ class Pix2Pix(Recipe):
         loss = self.pixel_loss(fake_ab.float(), batch["ab"])
         return loss, {"pixel": loss.detach()}
 
-    # -- phase 2: D on real and detached fake, then G against a frozen D ----------------
+    # -- optional: the critic alone against the pretrained G (NoGAN) ------------------
+    def critic_steps(self) -> list[Step]:
+        return [Step("D", self.discriminator_step, optimizer="D", frozen=("generator",))]
+
+    # -- phase 3: D on real and detached fake, then G against a frozen D ----------------
     def adversarial_steps(self) -> list[Step]:
         return [
             Step("D", self.discriminator_step, optimizer="D"),
