@@ -8,6 +8,7 @@ failure into `gancolor: error: ...` with exit code 2.
 
 from __future__ import annotations
 
+import os
 import sys
 from pathlib import Path
 
@@ -52,6 +53,13 @@ def train_main() -> None:
         run_dir = run_dir_of(resume[-1])
         if run_dir is not None:
             sys.argv.append(f"hydra.run.dir={run_dir}")
+
+    from gancolor import distributed
+
+    if distributed.launched_by_torchrun():
+        # Join the group before Hydra names the run folder, so all ranks agree on it.
+        distributed.init_process_group()
+        os.environ["GANCOLOR_RUN_TIME"] = distributed.shared_run_time()
 
     import hydra
 

@@ -20,6 +20,7 @@ import torch
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, OmegaConf
 
+from gancolor import distributed
 from gancolor.build import build, build_recipe
 from gancolor.checkpoint import find_resume_checkpoint, load_checkpoint, load_nets
 from gancolor.cli import fail
@@ -37,6 +38,8 @@ def seed_everything(seed: int) -> None:
 
 
 def build_logger(cfg: DictConfig, run_dir: Path, config: dict, run_id: str | None = None) -> Logger:
+    if not distributed.is_main():
+        return Logger()  # rank 0 alone logs, writes samples and talks to W&B
     loggers: list[Logger] = [JsonlLogger(run_dir / "metrics.jsonl")]
     if cfg.logger is not None and cfg.logger.get("_target_"):
         # Partial first: handed to instantiate, the config's own _target_ keys would be built.
@@ -93,6 +96,8 @@ def resume_config(cfg: DictConfig, stored: dict, overrides: list[str]) -> DictCo
 def train(cfg: DictConfig) -> float | None:
     """The Hydra task: returns the monitored validation metric (for sweepers)."""
     run_dir = Path(HydraConfig.get().runtime.output_dir)
+    if not distributed.is_main():
+        quiet_secondary_rank()
     started = False
     resume = None
     try:
@@ -110,7 +115,9 @@ def train(cfg: DictConfig) -> float | None:
             init_weights_from(recipe, cfg.init_from)
         data.setup()  # finds and checks the images: a bad folder fails here, not mid-run
         config = OmegaConf.to_container(cfg, resolve=True)
-        if resume is None:
+        if not distributed.is_main():
+            pass
+        elif resume is None:
             (run_dir / "config.yaml").write_text(OmegaConf.to_yaml(config))
         else:
             drop_metrics_after(run_dir / "metrics.jsonl", resume["global_step"])
@@ -122,17 +129,27 @@ def train(cfg: DictConfig) -> float | None:
             logger.finish()
     except UserError as exc:
         log.error("%s", exc)
-        if not started and resume is None:
+        if not started and resume is None and distributed.is_main():
             _remove_unused_run_dir(run_dir)
         fail(str(exc), exc.exit_code)
     if trainer.stop_signal is not None:
         name = signal.Signals(trainer.stop_signal).name
         message = f"stopped by {name} at step {trainer.global_step}; resume with: python -m gancolor resume={run_dir}"
         log.warning("%s", message)
-        print(f"gancolor: {message}", file=sys.stderr, flush=True)
+        if distributed.is_main():
+            print(f"gancolor: {message}", file=sys.stderr, flush=True)
         # Preemption is an expected, clean end; Ctrl-C keeps the shell's convention.
         sys.exit(0 if trainer.stop_signal == signal.SIGTERM else 130)
     return metrics.get(trainer.monitor)
+
+
+def quiet_secondary_rank() -> None:
+    """Ranks other than 0 keep warnings on the console and write nothing to train.log."""
+    root = logging.getLogger()
+    for handler in list(root.handlers):
+        if isinstance(handler, logging.FileHandler):
+            root.removeHandler(handler)
+    root.setLevel(logging.WARNING)
 
 
 def init_weights_from(recipe, path: str) -> None:

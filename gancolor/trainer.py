@@ -16,6 +16,7 @@ import logging
 import signal
 import threading
 import time
+import warnings
 from collections import defaultdict
 from pathlib import Path
 from typing import Iterable
@@ -24,6 +25,7 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
+from gancolor import distributed
 from gancolor.checkpoint import CheckpointFolder, capture_rng, load_nets, make_checkpoint, restore_rng
 from gancolor.color import gray_to_rgb, lab_normalized_to_rgb
 from gancolor.data import lab_batch
@@ -98,6 +100,13 @@ class Trainer:
         monitor_mode: str = "max",
         progress_bar: bool = True,
         channels_last: bool = False,
+        compile: bool = False,
+        compile_mode: str = "default",
+        cudnn_benchmark: bool = True,
+        strategy: str = "auto",
+        sync_batchnorm: bool = False,
+        find_unused_parameters: bool = False,
+        check_ranks_agree: bool = False,
     ) -> None:
         self.max_epochs = _int_at_least("trainer.max_epochs", max_epochs, 1)
         self.pretrain_epochs = _int_at_least("trainer.pretrain_epochs", pretrain_epochs, 0)
@@ -126,7 +135,27 @@ class Trainer:
         self.monitor, self.monitor_mode = str(monitor), monitor_mode
         self.progress_bar = bool(progress_bar)
         self.channels_last = bool(channels_last)
+        if strategy not in ("auto", "single", "ddp"):
+            raise ConfigError(f"trainer.strategy must be auto, single or ddp, got {strategy!r}")
+        if strategy == "single" and distributed.launched_by_torchrun():
+            raise ConfigError("trainer.strategy=single but torchrun started several processes; use trainer=ddp")
+        self.ddp = distributed.active()
+        self.sync_batchnorm = bool(sync_batchnorm)
+        self.find_unused_parameters = bool(find_unused_parameters)
+        self.check_ranks_agree = bool(check_ranks_agree)
+        self.rank, self.world_size = distributed.rank(), distributed.world_size()
+        if self.ddp and self.device_name == "auto" and torch.cuda.is_available():
+            self.device_name = f"cuda:{distributed.local_rank()}"
         self.device = resolve_device(self.device_name)
+        if self.sync_batchnorm and self.device.type != "cuda":
+            raise ConfigError("trainer.sync_batchnorm needs CUDA (NCCL); on CPUs leave it false")
+        self.ddp_nets: dict[str, nn.Module] = {}
+        if compile_mode not in ("default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs"):
+            raise ConfigError(f"trainer.compile_mode must be a torch.compile mode, got {compile_mode!r}")
+        self.compile, self.compile_mode = bool(compile), compile_mode
+        if self.device.type == "cuda":
+            # Fixed training shapes: let cuDNN pick its fastest kernels once.
+            torch.backends.cudnn.benchmark = bool(cudnn_benchmark)
         # Where training stands; all of it goes into every checkpoint.
         self.global_step = 0
         self.epoch = 0
@@ -157,12 +186,13 @@ class Trainer:
         """trainer.freeze_epochs {submodule: K}: hold e.g. generator.encoder fixed for the
         first K epochs (a pretrained encoder is not wrecked by a random decoder's early
         gradients), then train it (at its own learning rate, see the recipe's optimiser)."""
-        for path, epochs in self.freeze_epochs.items():
-            try:
-                module = self.recipe.get_submodule(path)
-            except AttributeError:
-                raise ConfigError(f"trainer.freeze_epochs: {self.recipe.name} has no submodule {path!r}") from None
-            module.requires_grad_(epoch >= epochs)
+        with self.unwrapped():
+            for path, epochs in self.freeze_epochs.items():
+                try:
+                    module = self.recipe.get_submodule(path)
+                except AttributeError:
+                    raise ConfigError(f"trainer.freeze_epochs: {self.recipe.name} has no submodule {path!r}") from None
+                module.requires_grad_(epoch >= epochs)
 
     def lr_factor(self, epoch: int) -> float:
         """Constant, then linear decay to 0 over the last lr_decay_epochs (the
@@ -185,6 +215,12 @@ class Trainer:
         recipe.to(self.device)
         if self.channels_last:
             recipe.to(memory_format=torch.channels_last)
+        if self.compile:
+            # In place (nn.Module.compile): parameter names, checkpoints and the freezing
+            # of nets by attribute stay exactly as without compilation.
+            for net in recipe.children():
+                if any(True for _ in net.parameters()):
+                    net.compile(mode=self.compile_mode)
         self.optimizers = recipe.configure_optimizers()
         self.schedulers = {
             name: torch.optim.lr_scheduler.LambdaLR(opt, self.lr_factor) for name, opt in self.optimizers.items()
@@ -207,13 +243,15 @@ class Trainer:
         if self.freeze_epochs:  # a misspelt module fails now, not epochs later
             self.apply_freeze_schedule(self.epoch)
         recipe.on_fit_start(self)
-        train_loader = data.train_loader()
-        val_loader = data.val_loader() if self.val_every_n_epochs else None
+        train_loader = data.train_loader(rank=self.rank, world_size=self.world_size)
+        val_loader = data.val_loader() if self.val_every_n_epochs and self.is_main else None
         if resume is not None:
-            self.load_state(resume)  # last: it restores the RNGs that building drew from
+            self.load_state(resume)  # after building: it restores the RNGs that building drew from
+        self.wrap_ddp()
         log.info(
-            "training %s on %s (%s precision): %d train / %d val images, %d steps per epoch, run folder %s%s",
+            "training %s on %s (%s precision): %d train / %d val images, %d steps per epoch, run folder %s%s%s",
             recipe.name, self.device, self.precision, data.train_size, data.val_size, len(train_loader), self.run_dir,
+            f"; {self.world_size} processes, effective batch {data.batch_size * self.world_size}" if self.ddp else "",
             f"; resumed at epoch {self.epoch + 1}, step {self.global_step}" if resume is not None else "",
         )
 
@@ -227,18 +265,26 @@ class Trainer:
                     self.save(phase)  # stopped by a signal, mid-epoch
                     return last_metrics
                 # The epoch is over (or max_steps hit inside it: then it ends there).
-                for scheduler in self.schedulers.values():
-                    scheduler.step()
+                with warnings.catch_warnings():
+                    # Schedules count epochs; an optimiser idle in this phase (D during
+                    # pretraining) still moves along its schedule, which torch warns about.
+                    warnings.filterwarnings("ignore", message="Detected call of `lr_scheduler.step()`")
+                    for scheduler in self.schedulers.values():
+                        scheduler.step()
                 self.epoch, self.batch_in_epoch = epoch + 1, 0
                 last = self.epoch == self.max_epochs or self.reached_max_steps()
                 improved = False
-                if val_loader is not None and (self.epoch % self.val_every_n_epochs == 0 or last):
-                    last_metrics = self.validate(val_loader, epoch)
-                    improved = self.update_best(last_metrics)
+                if self.val_every_n_epochs and (self.epoch % self.val_every_n_epochs == 0 or last):
+                    # Rank 0 validates; every rank needs the result to agree on saving.
+                    last_metrics = self.validate(val_loader, epoch) if val_loader is not None else {}
+                    last_metrics = distributed.all_gather_object(last_metrics)[0]
+                    improved = self.update_best(last_metrics) if last_metrics else False
                 if last or improved or (self.save_every_n_epochs and self.epoch % self.save_every_n_epochs == 0):
                     path = self.save(phase)
                     if improved:
                         self.checkpoints.mark_best(path)
+        if self.ddp and self.check_ranks_agree:
+            self.assert_ranks_agree()
         log.info("done: %d steps, %d epochs; checkpoint %s", self.global_step, self.epoch, self.checkpoints.last)
         return last_metrics
 
@@ -270,7 +316,7 @@ class Trainer:
                     means = self.flush_logs(epoch, phase, images / max(time.perf_counter() - tick, 1e-9))
                     bar.set_postfix({k.split("/", 1)[1]: f"{v:.3g}" for k, v in means.items() if k.startswith("train/")})
                     images, tick = 0, time.perf_counter()
-                if self.stop_signal is not None:
+                if self.stop_requested():
                     return False
                 if self.reached_max_steps():
                     return True
@@ -286,7 +332,7 @@ class Trainer:
             return False
         finally:
             bar.close()
-        return self.stop_signal is None
+        return not self.stop_requested()
 
     def train_iteration(self, steps: list[Step], batch: dict, iteration: int) -> dict[str, torch.Tensor]:
         state: dict = {}
@@ -295,7 +341,7 @@ class Trainer:
             if iteration % step.every:
                 continue
             optimizer = self.optimizers[step.optimizer]
-            with frozen(self.recipe, step.frozen):
+            with self.holding(step.frozen):
                 with self.autocast():
                     loss, values = step.fn(batch, state)
                 optimizer.zero_grad(set_to_none=True)
@@ -320,6 +366,79 @@ class Trainer:
         self.logger.log_metrics(means, step=self.global_step)
         self.log_sums, self.log_count = {}, 0
         return means
+
+    # -- several processes ------------------------------------------------------------
+    @property
+    def is_main(self) -> bool:
+        return self.rank == 0
+
+    def wrap_ddp(self) -> None:
+        """Wrap each of the recipe's trainable nets in DistributedDataParallel.
+
+        The recipe keeps calling self.generator(...); the trainer swaps the attribute for
+        its wrapper. Checkpoints and frozen steps see the plain nets (`unwrapped`).
+        """
+        if not self.ddp:
+            return
+        from torch.nn.parallel import DistributedDataParallel as DDP
+
+        # DDP only ever synchronises the parameters that required grad when it was built,
+        # so build it with everything trainable and freeze again afterwards. A net with
+        # frozen parts (freeze_epochs) has parameters without gradients in some steps,
+        # which DDP only tolerates when it looks for them.
+        find_unused = self.find_unused_parameters or bool(self.freeze_epochs)
+        flags = {p: p.requires_grad for p in self.recipe.parameters()}
+        self.recipe.requires_grad_(True)
+        try:
+            for name, net in list(self.recipe.named_children()):
+                if not any(True for _ in net.parameters()):
+                    continue
+                if self.sync_batchnorm:
+                    net = nn.SyncBatchNorm.convert_sync_batchnorm(net)
+                ids = [self.device.index] if self.device.type == "cuda" else None
+                self.ddp_nets[name] = DDP(net, device_ids=ids, find_unused_parameters=find_unused)
+                setattr(self.recipe, name, self.ddp_nets[name])
+        finally:
+            for p, flag in flags.items():
+                p.requires_grad_(flag)
+
+    @contextlib.contextmanager
+    def unwrapped(self, names: Iterable[str] | None = None):
+        """The plain nets in place of their DDP wrappers, for the duration."""
+        names = [n for n in (self.ddp_nets if names is None else names) if n in self.ddp_nets]
+        for name in names:
+            setattr(self.recipe, name, self.ddp_nets[name].module)
+        try:
+            yield
+        finally:
+            for name in names:
+                setattr(self.recipe, name, self.ddp_nets[name])
+
+    @contextlib.contextmanager
+    def holding(self, names: Iterable[str]):
+        """Freeze the named nets for one step. Under DDP they are also called unwrapped:
+        a wrapped net that gets no gradients would leave DDP waiting for them."""
+        names = tuple(names)
+        with self.unwrapped(names), frozen(self.recipe, names):
+            yield
+
+    def assert_ranks_agree(self) -> None:
+        """Every rank must end with the same weights; say so in the log, or fail."""
+        with self.unwrapped():
+            checksum = float(sum(p.detach().double().sum() for p in self.recipe.parameters()))
+        sums = distributed.all_gather_object(checksum)
+        if max(sums) - min(sums) > 1e-9 * max(1.0, abs(sums[0])):
+            raise RuntimeError(f"DDP ranks disagree on the weights: checksums {sums}")
+        log.info("all %d ranks hold identical weights (checksum %.10g)", self.world_size, checksum)
+
+    def stop_requested(self) -> bool:
+        """A signal reached this process (or, under DDP, any rank): stop at this step."""
+        if self.ddp:
+            stop = distributed.any_rank(self.stop_signal is not None, self.device)
+            if stop and self.stop_signal is None:
+                self.stop_signal = signal.SIGTERM
+            return stop
+        return self.stop_signal is not None
 
     # -- stopping on signals ------------------------------------------------------------
     @contextlib.contextmanager
@@ -346,6 +465,10 @@ class Trainer:
     # -- validation -------------------------------------------------------------------
     @torch.no_grad()
     def validate(self, loader, epoch: int) -> dict[str, float]:
+        with self.unwrapped():  # rank 0 alone: no DDP collectives in its forward passes
+            return self._validate(loader, epoch)
+
+    def _validate(self, loader, epoch: int) -> dict[str, float]:
         self.recipe.eval()
         per_image: dict[str, list[torch.Tensor]] = defaultdict(list)
         rows: list[torch.Tensor] = []
@@ -406,12 +529,17 @@ class Trainer:
             best={"monitor": self.monitor, "mode": self.monitor_mode, "value": self.best},
             log_sums=dict(self.log_sums),
             log_count=self.log_count,
-            rng=capture_rng(),
+            rng=distributed.all_gather_object(capture_rng()),  # one entry per rank
             logger_run_id=getattr(self.logger, "run_id", None),
         )
 
     def save(self, phase: str) -> Path:
-        return self.checkpoints.save(self.state(phase))
+        """Every rank takes part (RNG states are gathered); rank 0 writes; all wait for it."""
+        with self.unwrapped():
+            state = self.state(phase)
+        path = self.checkpoints.save(state) if self.is_main else self.checkpoints.last
+        distributed.barrier()
+        return path
 
     def load_state(self, ckpt: dict) -> None:
         """Continue exactly where `ckpt` stopped (after `setup`)."""
@@ -428,7 +556,13 @@ class Trainer:
         self.best = ckpt.get("best", {}).get("value")
         self.log_sums = {k: v.to(self.device) for k, v in ckpt.get("log_sums", {}).items()}
         self.log_count = ckpt.get("log_count", 0)
-        restore_rng(ckpt["rng"])
+        rng = ckpt["rng"]
+        if isinstance(rng, list):  # one state per rank of the run that saved it
+            if len(rng) != self.world_size:
+                log.warning("the checkpoint has RNG states of %d processes, this run has %d: "
+                            "the continuation is not bit-exact", len(rng), self.world_size)
+            rng = rng[self.rank % len(rng)]
+        restore_rng(rng)
 
 
 def count_parameters(module: nn.Module) -> int:

@@ -209,8 +209,10 @@ def test_pad_reflects_when_it_can() -> None:
     x = torch.arange(5.0).view(1, 1, 1, 5).expand(1, 1, 5, 5).contiguous()
     padded, _ = pad_to_multiple(x, 8)  # pad 3 < 5: reflect
     assert padded[0, 0, 0].tolist() == [0, 1, 2, 3, 4, 3, 2, 1]
-    padded, _ = pad_to_multiple(x, 16)  # pad 11 >= 5: replicate
-    assert padded[0, 0, 0, 5:].tolist() == [4.0] * 11
+    padded, _ = pad_to_multiple(x, 16)  # pad 11 >= 5: mirrored in rounds
+    assert padded[0, 0, 0].tolist() == [0, 1, 2, 3, 4, 3, 2, 1, 0, 1, 2, 3, 4, 3, 2, 1]
+    one, _ = pad_to_multiple(torch.ones(1, 1, 1, 1), 4)  # nothing to mirror: replicated
+    assert one.shape == (1, 1, 4, 4) and torch.equal(one, torch.ones(1, 1, 4, 4))
 
 
 @pytest.mark.parametrize("build", [

@@ -93,20 +93,30 @@ def pad_to_multiple(
     take photos of any size.
 
     Reflect padding continues the image's texture, so the padded border looks like more
-    photo rather than a flat band; PyTorch's reflect needs the pad to be smaller than the
-    dimension, so tiny inputs (e.g. 17 px padded to 256) fall back to replicate.
+    photo rather than a flat band. PyTorch's reflect needs the pad to be smaller than the
+    dimension, so tiny inputs (e.g. 17 px padded to 256) are mirrored in several rounds;
+    only a 1-pixel dimension is replicated. (Replicate padding by more than the input
+    size also trips a torch.compile bug in its backward pass.)
     """
     if multiple < 1:
         raise ValueError(f"multiple must be >= 1, got {multiple}")
     h, w = x.shape[-2:]
     pad_h = _padded_length(h, multiple, min_size) - h
     pad_w = _padded_length(w, multiple, min_size) - w
-    # One dimension at a time: each may need its own mode.
-    if pad_h:
-        x = F.pad(x, (0, 0, 0, pad_h), mode="reflect" if pad_h < h else "replicate")
-    if pad_w:
-        x = F.pad(x, (0, pad_w, 0, 0), mode="reflect" if pad_w < w else "replicate")
+    x = _mirror_pad(x, pad_h, dim=-2)
+    x = _mirror_pad(x, pad_w, dim=-1)
     return x, (h, w)
+
+
+def _mirror_pad(x: torch.Tensor, pad: int, dim: int) -> torch.Tensor:
+    """Reflect-pad the bottom (dim -2) or right (dim -1) by `pad`, in rounds if needed."""
+    while pad > 0:
+        size = x.shape[dim]
+        step = min(pad, size - 1) if size > 1 else pad
+        spec = (0, 0, 0, step) if dim == -2 else (0, step, 0, 0)
+        x = F.pad(x, spec, mode="reflect" if size > 1 else "replicate")
+        pad -= step
+    return x
 
 
 def crop_to(x: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
