@@ -18,6 +18,7 @@ from pathlib import Path
 import numpy as np
 import torch
 from hydra.core.hydra_config import HydraConfig
+from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
 
 from gancolor import distributed
@@ -129,6 +130,8 @@ def train(cfg: DictConfig) -> float | None:
             logger.finish()
     except UserError as exc:
         log.error("%s", exc)
+        if HydraConfig.get().mode == RunMode.MULTIRUN:
+            raise  # Hydra marks this job failed and runs the others; the summary says which
         if not started and resume is None and distributed.is_main():
             _remove_unused_run_dir(run_dir)
         fail(str(exc), exc.exit_code)

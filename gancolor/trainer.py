@@ -247,6 +247,8 @@ class Trainer:
         val_loader = data.val_loader() if self.val_every_n_epochs and self.is_main else None
         if resume is not None:
             self.load_state(resume)  # after building: it restores the RNGs that building drew from
+            if self.best is not None:  # a worse value after the resume must not replace it
+                self.logger.log_summary({f"best/{self.monitor}": self.best})
         self.wrap_ddp()
         log.info(
             "training %s on %s (%s precision): %d train / %d val images, %d steps per epoch, run folder %s%s%s",
@@ -281,8 +283,13 @@ class Trainer:
                     improved = self.update_best(last_metrics) if last_metrics else False
                 if last or improved or (self.save_every_n_epochs and self.epoch % self.save_every_n_epochs == 0):
                     path = self.save(phase)
-                    if improved:
+                    if improved and self.is_main:
                         self.checkpoints.mark_best(path)
+                    self.logger.log_checkpoint(  # uploads only with logger.log_checkpoints=true
+                        self.checkpoints.last,
+                        aliases=["latest", f"epoch-{self.epoch}", *(["best"] if improved else [])],
+                        metadata={"epoch": self.epoch, "step": self.global_step, self.monitor: last_metrics.get(self.monitor)},
+                    )
         if self.ddp and self.check_ranks_agree:
             self.assert_ranks_agree()
         log.info("done: %d steps, %d epochs; checkpoint %s", self.global_step, self.epoch, self.checkpoints.last)
@@ -472,22 +479,28 @@ class Trainer:
         self.recipe.eval()
         per_image: dict[str, list[torch.Tensor]] = defaultdict(list)
         rows: list[torch.Tensor] = []
+        table: list[dict] = []  # the sample images with their own metrics (a W&B Table)
         for batch in loader:
             L, ab = lab_batch(batch, self.device)
             with self.autocast():
                 fake_ab = self.recipe.colorize(L)
             pred = lab_normalized_to_rgb(L, fake_ab.float())
             truth = lab_normalized_to_rgb(L, ab)
-            for name, values in image_metrics(pred, truth).items():
-                per_image[name].append(values.cpu())
+            values = {name: v.cpu() for name, v in image_metrics(pred, truth).items()}
+            for name, v in values.items():
+                per_image[name].append(v)
             for i in range(min(L.shape[0], self.num_samples - len(rows) // 3)):
-                rows += [gray_to_rgb(L[i : i + 1])[0].cpu(), pred[i].cpu(), truth[i].cpu()]
+                gray = gray_to_rgb(L[i : i + 1])[0].cpu()
+                rows += [gray, pred[i].cpu(), truth[i].cpu()]
+                table.append({"gray": gray, "generated": pred[i].cpu(), "truth": truth[i].cpu(),
+                              **{name: float(v[i]) for name, v in values.items() if v.dim() == 1}})
         self.recipe.train()
         metrics = {f"val/{k}": v for k, v in summarize(per_image).items()}
         self.logger.log_metrics({**metrics, "epoch": epoch}, step=self.global_step)
         if rows:
             path = self.save_samples(rows, epoch)
             self.logger.log_image("val/samples", path, step=self.global_step, caption="gray | generated | truth")
+            self.logger.log_validation_table(table, step=self.global_step)
         log.info(
             "epoch %d: val psnr %.2f dB, ssim %.3f, mae %.4f, colourfulness ratio %.2f",
             epoch + 1, metrics["val/psnr"], metrics["val/ssim"], metrics["val/mae"], metrics["val/colorfulness_ratio"],
