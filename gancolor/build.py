@@ -60,6 +60,24 @@ def recipe_from_stored_config(config: dict, source: str):
     return build_recipe(cfg)
 
 
+def config_for_rebuilding(config: dict, nets: dict | None = None) -> dict:
+    """A stored config made independent of files that only training needed.
+
+    The checkpoint's weights replace a pretrained encoder's (so its file need not exist
+    on this machine, and nothing should warn that it is missing), and CIC's ab bins are
+    in the weights too (so a bins file need not exist either).
+    """
+    import copy
+
+    config = copy.deepcopy(config)
+    encoder = (config.get("generator") or {}).get("encoder")
+    if isinstance(encoder, dict) and "weights" in encoder:
+        encoder["weights"] = False
+    if nets is not None and "bins" in nets and "bins" in (config.get("model") or {}):
+        config["model"]["bins"] = nets["bins"].tolist()
+    return config
+
+
 def _targets(node: Any):
     if isinstance(node, dict):
         for key, value in node.items():

@@ -100,10 +100,10 @@ def load_recipe(path: str | os.PathLike, device: str | torch.device = "cpu"):
     Everything comes from the file (its stored config names the nets), so colorize
     and evaluate need nothing else.
     """
-    from gancolor.build import recipe_from_stored_config
+    from gancolor.build import config_for_rebuilding, recipe_from_stored_config
 
     ckpt = load_checkpoint(path)
-    recipe = recipe_from_stored_config(ckpt["config"], str(path))
+    recipe = recipe_from_stored_config(config_for_rebuilding(ckpt["config"], ckpt.get("nets")), str(path))
     load_nets(recipe, ckpt["nets"], path)
     return recipe.to(device).eval(), ckpt
 

@@ -22,7 +22,7 @@ from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
 
 from gancolor import distributed
-from gancolor.build import build, build_recipe
+from gancolor.build import build, build_recipe, config_for_rebuilding
 from gancolor.checkpoint import find_resume_checkpoint, load_checkpoint, load_nets
 from gancolor.cli import fail
 from gancolor.errors import CheckpointError, ConfigError, UserError
@@ -111,7 +111,10 @@ def train(cfg: DictConfig) -> float | None:
         seed_everything(int(cfg.seed))
         trainer = build(cfg.trainer, "trainer")
         data = build(cfg.data, "data")
-        recipe = build_recipe(cfg)
+        if resume is None:
+            recipe = build_recipe(cfg)
+        else:  # its weights come from the checkpoint, not from pretrained or bins files
+            recipe = build_recipe(OmegaConf.create(config_for_rebuilding(OmegaConf.to_container(cfg), resume["nets"])))
         if cfg.get("init_from"):
             init_weights_from(recipe, cfg.init_from)
         data.setup()  # finds and checks the images: a bad folder fails here, not mid-run

@@ -91,11 +91,15 @@ class FolderData:
         scale_min: float = 0.5,
         max_images: int | None = None,
         repeats: int = 1,
+        resize_to: int | None = None,
     ) -> None:
         _check_options(image_size, batch_size, num_workers, val_fraction, scale_min, max_images)
         if int(repeats) < 1:
             raise ConfigError(f"data.repeats: must be at least 1, got {repeats}")
         self.repeats = int(repeats)
+        if resize_to is not None and int(resize_to) < int(image_size):
+            raise ConfigError(f"data.resize_to ({resize_to}) must be at least data.image_size ({image_size})")
+        self.resize_to = None if resize_to is None else int(resize_to)
         self.root = root
         self.image_size = int(image_size)
         self.batch_size = int(batch_size)
@@ -165,8 +169,8 @@ class FolderData:
 
     def _make_dataset(self, paths: Sequence[Path], train: bool) -> _SkippingDataset:
         if train:
-            return ColorImageDataset(paths, train_transform(self.image_size, (self.scale_min, 1.0)))
-        return ColorImageDataset(paths, eval_transform(self.image_size))
+            return ColorImageDataset(paths, train_transform(self.image_size, (self.scale_min, 1.0), resize_to=self.resize_to))
+        return ColorImageDataset(paths, eval_transform(self.image_size, resize_to=self.resize_to))
 
     # -- internals ----------------------------------------------------------------
 
@@ -267,10 +271,12 @@ class SampleData(FolderData):
         scale_min: float = 0.5,
         max_images: int | None = None,
         repeats: int = 1,
+        resize_to: int | None = None,
     ) -> None:
         super().__init__(
             root=sample_cache_dir(cache_dir),
             repeats=repeats,
+            resize_to=resize_to,
             image_size=image_size,
             batch_size=batch_size,
             num_workers=num_workers,
@@ -309,17 +315,18 @@ class AlignedData(FolderData):
         scale_min: float = 0.5,
         max_images: int | None = None,
         repeats: int = 1,
+        resize_to: int | None = None,
     ) -> None:
-        super().__init__(root, image_size, batch_size, num_workers, val_fraction, seed, scale_min, max_images, repeats)
+        super().__init__(root, image_size, batch_size, num_workers, val_fraction, seed, scale_min, max_images, repeats, resize_to)
         # Validate now rather than at setup(): a typo should fail before any scan.
         AlignedDataset([], None, direction)
         self.direction = direction
 
     def _make_dataset(self, paths: Sequence[Path], train: bool) -> _SkippingDataset:
         if train:
-            transform = train_transform(self.image_size, (self.scale_min, 1.0), paired=True)
+            transform = train_transform(self.image_size, (self.scale_min, 1.0), paired=True, resize_to=self.resize_to)
         else:
-            transform = eval_transform(self.image_size, paired=True)
+            transform = eval_transform(self.image_size, paired=True, resize_to=self.resize_to)
         return AlignedDataset(paths, transform, self.direction)
 
 

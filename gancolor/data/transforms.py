@@ -23,8 +23,23 @@ import albumentations as A  # noqa: E402
 PAIRED_TARGET = "input_rgb"
 
 
-def train_transform(image_size: int, scale: tuple[float, float] = (0.5, 1.0), paired: bool = False) -> A.Compose:
-    """Random crop covering `scale` of the area, resized to a square, plus a random flip."""
+def train_transform(
+    image_size: int, scale: tuple[float, float] = (0.5, 1.0), paired: bool = False, resize_to: int | None = None
+) -> A.Compose:
+    """Random crop covering `scale` of the area, resized to a square, plus a random flip.
+
+    With `resize_to`, Zhang et al.'s recipe instead: the whole image resized to a
+    resize_to square, then a random image_size crop of it (176 px crops of 256 px images).
+    """
+    if resize_to is not None:
+        return _compose(
+            [
+                A.Resize(resize_to, resize_to, area_for_downscale="image"),
+                A.RandomCrop(image_size, image_size),
+                A.HorizontalFlip(p=0.5),
+            ],
+            paired,
+        )
     return _compose(
         [
             # INTER_AREA when shrinking: photos are usually much larger than the
@@ -36,8 +51,11 @@ def train_transform(image_size: int, scale: tuple[float, float] = (0.5, 1.0), pa
     )
 
 
-def eval_transform(image_size: int, paired: bool = False) -> A.Compose:
-    """Deterministic: short side to `image_size`, then the central square."""
+def eval_transform(image_size: int, paired: bool = False, resize_to: int | None = None) -> A.Compose:
+    """Deterministic: short side to `image_size` (or the image to a `resize_to` square),
+    then the central image_size square."""
+    if resize_to is not None:
+        return _compose([A.Resize(resize_to, resize_to, area_for_downscale="image"), A.CenterCrop(image_size, image_size)], paired)
     return _compose(
         [
             A.SmallestMaxSize(max_size=image_size, area_for_downscale="image"),
