@@ -22,7 +22,8 @@ def rgb_to_lab_normalized(rgb: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor
     Computed in float32 whatever the input dtype: Lab's cube roots lose too much in
     bf16/fp16 for the round trip to stay under 1/255.
     """
-    lab = rgb_to_lab(rgb.float().clamp(0.0, 1.0))
+    with torch.autocast(rgb.device.type, enabled=False):
+        lab = rgb_to_lab(rgb.float().clamp(0.0, 1.0))
     L = lab[:, :1] / L_SCALE - 1.0
     ab = lab[:, 1:] / AB_SCALE
     return L, ab
@@ -31,7 +32,8 @@ def rgb_to_lab_normalized(rgb: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor
 def lab_normalized_to_rgb(L: torch.Tensor, ab: torch.Tensor) -> torch.Tensor:
     """(L, ab) in [-1, 1] -> sRGB in [0, 1]; out-of-gamut colours are clipped."""
     lab = torch.cat([(L.float() + 1.0) * L_SCALE, ab.float() * AB_SCALE], dim=1)
-    return lab_to_rgb(lab, clip=True)
+    with torch.autocast(lab.device.type, enabled=False):
+        return lab_to_rgb(lab, clip=True)
 
 
 def uint8_to_float(images: torch.Tensor) -> torch.Tensor:

@@ -117,6 +117,7 @@ def train(cfg: DictConfig) -> float | None:
             recipe = build_recipe(OmegaConf.create(config_for_rebuilding(OmegaConf.to_container(cfg), resume["nets"])))
         if cfg.get("init_from"):
             init_weights_from(recipe, cfg.init_from)
+        trainer.check_phases(recipe)  # a phase the recipe lacks fails before any work
         data.setup()  # finds and checks the images: a bad folder fails here, not mid-run
         config = OmegaConf.to_container(cfg, resolve=True)
         if not distributed.is_main():

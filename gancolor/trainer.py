@@ -162,7 +162,7 @@ class Trainer:
         self.batch_in_epoch = 0  # batches of `epoch` already trained on (non-zero mid-epoch)
         self.best: float | None = None
         self.log_sums: dict[str, torch.Tensor] = {}
-        self.log_count = 0
+        self.log_counts: dict[str, int] = {}  # per key: a step with every > 1 logs less often
         self.stop_signal: int | None = None
 
     # -- schedule ---------------------------------------------------------------------
@@ -174,6 +174,16 @@ class Trainer:
         if epoch < self.pretrain_epochs + self.critic_pretrain_epochs:
             return "critic"
         return "adversarial"
+
+    def check_phases(self, recipe: Recipe) -> None:
+        """Ask the recipe for the steps of every phase this schedule will run, so that a
+        phase it does not have fails now, in one line, not epochs into the run."""
+        self.recipe = recipe
+        for phase in sorted({self.phase(e) for e in range(self.max_epochs)}, key=PHASES.index):
+            try:
+                self.steps_for(phase)
+            except NotImplementedError as exc:
+                raise ConfigError(f"{recipe.name}: {exc}") from None
 
     def steps_for(self, phase: str) -> list[Step]:
         return {
@@ -312,9 +322,9 @@ class Trainer:
                 batch = self.data.device_batch(raw, self.device)
                 if self.channels_last:
                     batch = {k: v.contiguous(memory_format=torch.channels_last) if v.dim() == 4 else v for k, v in batch.items()}
-                # The iteration index within the epoch decides steps with every > 1
-                # (StarGAN's n_critic); counted from the epoch start, it survives a resume.
-                logs = self.train_iteration(steps, batch, self.batch_in_epoch)
+                # The global step decides steps with every > 1 (StarGAN's n_critic): it
+                # runs across epoch boundaries and is restored on resume.
+                logs = self.train_iteration(steps, batch, self.global_step)
                 self.accumulate(logs)
                 images += len(raw["path"])
                 self.global_step += 1
@@ -364,14 +374,14 @@ class Trainer:
         for key, value in logs.items():
             value = value.detach().float()
             self.log_sums[key] = self.log_sums[key] + value if key in self.log_sums else value.clone()
-        self.log_count += 1
+            self.log_counts[key] = self.log_counts.get(key, 0) + 1
 
     def flush_logs(self, epoch: int, phase: str, images_per_sec: float) -> dict[str, float]:
-        means = {f"train/{k}": float(v) / self.log_count for k, v in self.log_sums.items()}  # the one sync
+        means = {f"train/{k}": float(v) / self.log_counts[k] for k, v in self.log_sums.items()}  # the one sync
         means.update({f"lr/{k}": opt.param_groups[0]["lr"] for k, opt in self.optimizers.items()})
         means.update({"train/images_per_sec": images_per_sec, "epoch": epoch, "phase": PHASES.index(phase)})
         self.logger.log_metrics(means, step=self.global_step)
-        self.log_sums, self.log_count = {}, 0
+        self.log_sums, self.log_counts = {}, {}
         return means
 
     # -- several processes ------------------------------------------------------------
@@ -541,7 +551,7 @@ class Trainer:
             phase=phase,
             best={"monitor": self.monitor, "mode": self.monitor_mode, "value": self.best},
             log_sums=dict(self.log_sums),
-            log_count=self.log_count,
+            log_counts=dict(self.log_counts),
             rng=distributed.all_gather_object(capture_rng()),  # one entry per rank
             logger_run_id=getattr(self.logger, "run_id", None),
         )
@@ -568,7 +578,7 @@ class Trainer:
         self.batch_in_epoch = ckpt.get("batch_in_epoch", 0)
         self.best = ckpt.get("best", {}).get("value")
         self.log_sums = {k: v.to(self.device) for k, v in ckpt.get("log_sums", {}).items()}
-        self.log_count = ckpt.get("log_count", 0)
+        self.log_counts = dict(ckpt.get("log_counts", {}))
         rng = ckpt["rng"]
         if isinstance(rng, list):  # one state per rank of the run that saved it
             if len(rng) != self.world_size:

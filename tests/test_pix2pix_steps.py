@@ -113,3 +113,22 @@ def test_freeze_schedule_holds_a_submodule_for_its_first_epochs(setup):
     wrong.setup(recipe)
     with pytest.raises(ConfigError, match="no submodule 'generator.encoderr'"):
         wrong.apply_freeze_schedule(0)
+
+
+def test_log_means_count_each_key_on_its_own():
+    from gancolor.loggers import Logger
+
+    class Capture(Logger):
+        def __init__(self):
+            self.rows = []
+
+        def log_metrics(self, metrics, step):
+            self.rows.append(metrics)
+
+    trainer = Trainer(device="cpu", progress_bar=False)
+    trainer.optimizers, trainer.logger = {}, Capture()
+    trainer.accumulate({"D/loss": torch.tensor(1.0), "G/loss": torch.tensor(4.0)})
+    trainer.accumulate({"D/loss": torch.tensor(3.0)})  # G ran every other iteration only
+    means = trainer.flush_logs(epoch=0, phase="adversarial", images_per_sec=1.0)
+    assert means["train/D/loss"] == 2.0 and means["train/G/loss"] == 4.0
+    assert trainer.log_sums == {} and trainer.log_counts == {}

@@ -8,6 +8,7 @@ spaces are converted.
 
 from gancolor.data.datamodule import AlignedData, FolderData, SampleData, lab_batch, seed_worker, seeded_split
 from gancolor.data.datasets import AlignedDataset, ColorImageDataset
+from gancolor.data.domains import DomainImageDataset, DomainsData
 from gancolor.data.images import (
     GRAY_TOLERANCE,
     IMAGE_EXTENSIONS,
@@ -18,6 +19,7 @@ from gancolor.data.images import (
 )
 from gancolor.data.scan import ScanResult, scan_color_images
 from gancolor.data.transforms import eval_transform, train_transform
+from gancolor.data.unpaired import UnpairedData, UnpairedDataset
 
 __all__ = [
     "GRAY_TOLERANCE",
@@ -25,9 +27,13 @@ __all__ = [
     "AlignedData",
     "AlignedDataset",
     "ColorImageDataset",
+    "DomainImageDataset",
+    "DomainsData",
     "FolderData",
     "SampleData",
     "ScanResult",
+    "UnpairedData",
+    "UnpairedDataset",
     "UnreadableImage",
     "eval_transform",
     "find_images",

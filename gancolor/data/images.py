@@ -1,10 +1,11 @@
 """Finding, decoding and vetting image files.
 
-Everything that touches an image file on disk goes through `load_rgb`, so training,
-scanning and (later) colourising real photos agree on what a file looks like: EXIF
-orientation applied, any PIL mode turned into 8-bit RGB, and every way a file can be
-broken reported as one `UnreadableImage` naming the file. No colour-space maths happens
-here beyond "make it RGB"; Lab lives in gancolor.color.
+Everything that touches an image file on disk goes through `load_rgb` (training,
+scanning, evaluation) or `load_image` (colourising real photos), so they agree on what
+a file looks like: EXIF orientation applied, any PIL mode turned into 8-bit RGB (or,
+for `load_image`, gray kept as gray at its bit depth and alpha kept apart), and every
+way a file can be broken reported as one `UnreadableImage` naming the file. No
+colour-space maths happens here beyond "make it RGB"; Lab lives in gancolor.color.
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ from __future__ import annotations
 import logging
 import os
 import struct
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -208,3 +210,129 @@ def truncated_images_allowed() -> bool:
     a cut-off download would decode to a half-grey photo without an error.
     """
     return bool(ImageFile.LOAD_TRUNCATED_IMAGES)
+
+
+# -- full-fidelity decoding for colourisation ----------------------------------------
+
+_ORIENTATION_TAG = 0x0112
+
+
+class ImageTooLarge(UnreadableImage):
+    """An image with more pixels than the caller's limit (checked before decoding)."""
+
+
+@dataclass
+class DecodedImage:
+    """An upright image as `load_image` hands it over.
+
+    pixels: (H, W) uint8 or uint16 gray, or (H, W, 3) uint8 RGB. Gray files stay gray so
+        a 16-bit scan keeps its depth; colour files are RGB whatever they were stored as
+        (palette, CMYK, YCbCr...).
+    alpha: (H, W) uint8, or None when the file has no transparency.
+    exif: the file's EXIF block without its orientation tag (the pixels are already
+        upright, so a kept tag would rotate them a second time), or None.
+    """
+
+    pixels: np.ndarray
+    alpha: np.ndarray | None = None
+    exif: bytes | None = None
+
+    @property
+    def size(self) -> tuple[int, int]:
+        """(height, width)."""
+        return self.pixels.shape[0], self.pixels.shape[1]
+
+
+def load_image(path: str | os.PathLike[str], max_pixels: int | None = None) -> DecodedImage:
+    """Decode an image file at full resolution for colourisation, upright per EXIF.
+
+    Unlike `load_rgb` (which feeds training), gray stays gray at 8 or 16 bits, alpha
+    is returned separately instead of being dropped, and the EXIF block is kept
+    (minus orientation) for the output file. `max_pixels` rejects an image from its
+    header alone, before any memory is spent on decoding it. Raises UnreadableImage
+    (ImageTooLarge for the limit) naming the file.
+    """
+    path = Path(path)
+    try:
+        if path.stat().st_size == 0:
+            raise UnreadableImage(path, "empty file (0 bytes)")
+        with Image.open(path) as img:
+            width, height = img.size
+            if max_pixels is not None and width * height > max_pixels:
+                megapixels = width * height / 1e6
+                raise ImageTooLarge(
+                    path, f"{width}x{height} = {megapixels:.1f} MP is over the limit of {max_pixels / 1e6:g} MP (max_pixels)"
+                )
+            img.load()
+            exif = _exif_without_orientation(img)
+            img = _upright(img)
+            return _split_for_colorize(img, path, exif)
+    except FileNotFoundError:
+        raise UnreadableImage(path, "file not found") from None
+    except IsADirectoryError:
+        raise UnreadableImage(path, "is a folder") from None
+    except UnreadableImage:
+        raise
+    except _DECODE_ERRORS as exc:
+        raise UnreadableImage(path, _reason(exc)) from exc
+
+
+def _exif_without_orientation(img: Image.Image) -> bytes | None:
+    # Camera, date and GPS tags are worth carrying over; a broken EXIF block is not
+    # worth failing a photo for, so it is simply not copied. Parsed into a new Exif
+    # object: editing img.getexif() would change what exif_transpose then reads. Only
+    # a real EXIF block (JPEG, PNG, WebP) is taken: a TIFF's own tags describe its
+    # strips and compression, not the photo.
+    raw = img.info.get("exif")
+    if not raw:
+        return None
+    try:
+        exif = Image.Exif()
+        exif.load(raw)
+        exif.pop(_ORIENTATION_TAG, None)
+        return exif.tobytes() if len(exif) else None
+    except Exception:  # noqa: BLE001 - PIL's EXIF parser raises many types on bad data
+        return None
+
+
+def _split_for_colorize(img: Image.Image, path: Path, exif: bytes | None) -> DecodedImage:
+    # Transparency arrives in several guises: an alpha band (RGBA, LA, PA, and the
+    # premultiplied RGBa, La) or a transparent palette index / gray level in info.
+    mode = img.mode
+    if mode in ("RGBa", "PA") or (mode == "P" and "transparency" in img.info):
+        img = img.convert("RGBA")
+    elif mode == "La" or (mode == "L" and "transparency" in img.info):
+        img = img.convert("LA")
+    alpha = None
+    if img.mode in ("RGBA", "LA"):
+        alpha = np.array(img.getchannel("A"), dtype=np.uint8)
+        img = img.convert("L" if img.mode == "LA" else "RGB")
+    mode = img.mode
+    if mode.startswith("I;16") or mode in ("I", "F"):
+        pixels = _high_depth_gray(np.asarray(img), mode)
+    elif mode in ("1", "L"):
+        pixels = np.asarray(img.convert("L"), dtype=np.uint8)
+    else:
+        try:
+            pixels = np.asarray(img if mode == "RGB" else img.convert("RGB"), dtype=np.uint8)
+        except ValueError as exc:
+            raise UnreadableImage(path, f"unsupported image mode {mode}") from exc
+    return DecodedImage(np.ascontiguousarray(pixels), alpha, exif)
+
+
+def _high_depth_gray(values: np.ndarray, mode: str) -> np.ndarray:
+    """16-bit, 32-bit integer or float gray -> uint16 (or uint8 when the data is 8-bit).
+
+    Same reading of the range as `_high_depth_gray_to_uint8`, without its float64 copy
+    of the whole image and without throwing away the low byte of a 16-bit scan.
+    """
+    if mode.startswith("I;16"):
+        return values.astype(np.uint16, copy=False)
+    peak = float(values.max()) if values.size else 0.0
+    if mode == "I":
+        if peak <= 255:
+            return np.clip(values, 0, 255).astype(np.uint8)
+        return np.clip(values, 0, 65535).astype(np.uint16)
+    full_scale = 1.0 if peak <= 1.0 else 255.0
+    scaled = np.clip(values.astype(np.float32, copy=False), 0.0, full_scale) * np.float32(65535.0 / full_scale)
+    return np.rint(scaled).astype(np.uint16)

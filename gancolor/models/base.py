@@ -53,7 +53,7 @@ class Recipe(nn.Module):
     def critic_steps(self) -> list[Step]:
         """Optional phase between the two: the discriminator alone against the frozen,
         pretrained generator (DeOldify's NoGAN critic pretraining)."""
-        raise NotImplementedError(f"{self.name} has no critic-pretraining phase")
+        raise NotImplementedError(f"{self.name} has no critic-pretraining phase: set trainer.critic_pretrain_epochs=0")
 
     def adversarial_steps(self) -> list[Step]:
         """Phase 3: the adversarial alternation, in order."""

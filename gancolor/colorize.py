@@ -1,0 +1,504 @@
+"""Colourise photographs of any size with a trained checkpoint.
+
+    python -m gancolor.colorize ckpt=runs/pix2pix/.../checkpoints/last.pt input=old_photos/ output=out/
+
+input     an image file, a folder (searched recursively) or a glob ('scans/**/*.tif': quote it)
+output    a folder; each result keeps its input's path relative to the input folder (or to
+          the glob's fixed part). With a single input file, output may be a file name.
+
+Options (key=value; defaults in conf/colorize.yaml):
+  output_ext=same|jpg|png|webp|tif|bmp   format of the results (same: the input's own)
+  quality=95          JPEG / WebP quality
+  overwrite=false     an existing output is kept (and counted as done) unless true
+  compare=false       also write NAME_compare.EXT: input | output side by side
+  render_size=N       short side the net runs at (default: its training resolution)
+  device=auto         auto | cpu | cuda | cuda:N
+  precision=32        32 | bf16
+  batch_size=N        images per net call (default 8 on a GPU, 1 on the CPU)
+  max_pixels=N        skip larger images (default 100000000; null: no limit)
+  progress_bar=true
+
+Every result has its input's size and orientation (EXIF applied, orientation tag
+dropped), and its alpha channel where the format holds one. A bad input is reported
+on one line and skipped; the others are still done.
+
+Exit status: 0 every input was colourised (or already was), 2 some inputs were
+skipped, 1 none could be done; 2 also for a bad argument, before any work.
+"""
+
+from __future__ import annotations
+
+import glob
+import os
+import re
+import sys
+import tempfile
+import time
+from collections import defaultdict, deque
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+from gancolor.cli import CONF_DIR, fail
+from gancolor.data.images import IMAGE_EXTENSIONS, DecodedImage, UnreadableImage, find_images, is_image_file, load_image
+from gancolor.errors import ConfigError, UserError
+
+# Output formats by extension; the first extension of each format is what output_ext
+# names pick.
+FORMATS = {".jpg": "JPEG", ".jpeg": "JPEG", ".png": "PNG", ".webp": "WEBP", ".tif": "TIFF", ".tiff": "TIFF", ".bmp": "BMP"}
+OUTPUT_EXTS = ("same", "jpg", "jpeg", "png", "webp", "tif", "tiff", "bmp")
+ALPHA_FORMATS = frozenset({"PNG", "WEBP", "TIFF"})
+EXIF_FORMATS = frozenset({"JPEG", "PNG", "WEBP"})
+_JPEG_MAX_EXIF = 65533  # one APP1 segment
+COMPARE_SUFFIX = "_compare"
+
+EXIT_OK, EXIT_NONE, EXIT_SOME = 0, 1, 2
+
+
+# -- arguments: key=value, composed by Hydra ----------------------------------------
+
+
+def compose_command(
+    config_name: str, argv: list[str], *, path_keys: frozenset[str], list_keys: frozenset[str] = frozenset(), usage: str
+):
+    """Compose conf/<config_name>.yaml with `argv` (key=value overrides), as a DictConfig.
+
+    The compose API, not @hydra.main: nothing is written (no outputs/ folder, no
+    .hydra/) and no logging is reconfigured. Two conveniences over plain Hydra, both
+    for file names: values of `path_keys` are quoted before parsing, so names with
+    spaces, commas, brackets or non-ASCII letters need no quoting of their own (Hydra's
+    grammar rejects them unquoted); and a key of `list_keys` given several times
+    (ckpt=a.pt ckpt=b.pt) becomes one list, as ckpt=[a.pt,b.pt] would. Any mistake
+    exits with one line and status 2.
+    """
+    from hydra import compose, initialize_config_dir
+    from hydra.errors import HydraException
+    from omegaconf import OmegaConf
+    from omegaconf.errors import OmegaConfBaseException
+
+    from gancolor.build import one_line
+
+    if any(arg in ("-h", "--help") for arg in argv):
+        try:
+            print(usage.strip(), flush=True)
+        except BrokenPipeError:  # `--help | head`: the reader has all it wanted
+            sys.stderr.close()
+        sys.exit(0)
+    overrides: list[str] = []
+    gathered: dict[str, list[str]] = defaultdict(list)
+    for arg in argv:
+        key, sep, value = arg.partition("=")
+        if not sep or not key:
+            fail(f"expected key=value, got {arg!r} (see --help)")
+        if key in list_keys and value.startswith("["):
+            overrides.append(f"{key}={value}")  # Hydra's own list syntax, as given
+        elif key in list_keys:
+            gathered[key].append(value)
+        else:
+            overrides.append(f"{key}={_quoted(value) if key in path_keys else value}")
+    for key, values in gathered.items():
+        quoted = [_quoted(v) for v in values]
+        overrides.append(f"{key}={quoted[0]}" if len(quoted) == 1 else f"{key}=[{','.join(quoted)}]")
+    try:
+        with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
+            cfg = compose(config_name=config_name, overrides=overrides)
+    except (HydraException, OmegaConfBaseException, ValueError) as exc:
+        message = one_line(exc).replace(" Set the environment variable HYDRA_FULL_ERROR=1 for a complete stack trace.", "")
+        unknown = re.search(r"Could not override '([^']+)'", message)
+        if unknown:
+            message = f"unknown argument {unknown.group(1)!r}"
+        fail(f"bad argument: {message} (see --help)")
+    missing = sorted(OmegaConf.missing_keys(cfg))
+    if missing:
+        fail(f"missing argument: {', '.join(f'{k}=...' for k in missing)} (see --help)")
+    return cfg
+
+
+def _quoted(value: str) -> str:
+    """`value` as a Hydra quoted string, unless it already is one or is null.
+
+    Hydra unescapes only backslashes that precede a quote or end the string, so only
+    those are doubled.
+    """
+    if value == "null" or value[:1] in ("'", '"'):
+        return value
+    escaped = re.sub(r"(\\*)('|$)", lambda m: m.group(1) * 2 + ("\\'" if m.group(2) else ""), value)
+    return f"'{escaped}'"
+
+
+def int_option(name: str, value, minimum: int, allow_none: bool = False) -> int | None:
+    if value is None and allow_none:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise ConfigError(f"{name} must be an integer{' or null' if allow_none else ''}, got {value!r}")
+    if value < minimum:
+        raise ConfigError(f"{name} must be >= {minimum}, got {value}")
+    return value
+
+
+def bool_option(name: str, value) -> bool:
+    if not isinstance(value, bool):
+        raise ConfigError(f"{name} must be true or false, got {value!r}")
+    return value
+
+
+# -- what to do: inputs -> outputs ---------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Job:
+    src: Path
+    dst: Path
+
+
+@dataclass
+class Options:
+    ckpt: Path
+    input: str
+    output: Path
+    output_ext: str = "same"
+    quality: int = 95
+    overwrite: bool = False
+    compare: bool = False
+    render_size: int | None = None
+    device: str = "auto"
+    precision: str = "32"
+    batch_size: int | None = None
+    max_pixels: int | None = 100_000_000
+    progress_bar: bool = True
+
+    @classmethod
+    def from_config(cls, cfg) -> "Options":
+        ext = str(cfg.output_ext).lower().lstrip(".")
+        if ext not in OUTPUT_EXTS:
+            raise ConfigError(f"output_ext must be one of {', '.join(OUTPUT_EXTS)}, got {cfg.output_ext!r}")
+        quality = int_option("quality", cfg.quality, 1)
+        if quality > 100:
+            raise ConfigError(f"quality must be 1..100, got {quality}")
+        precision = str(cfg.precision)
+        if precision not in ("32", "bf16"):
+            raise ConfigError(f"precision must be 32 or bf16, got {cfg.precision!r}")
+        return cls(
+            ckpt=Path(str(cfg.ckpt)).expanduser(),
+            input=os.path.expanduser(str(cfg.input)),
+            output=Path(str(cfg.output)).expanduser(),
+            output_ext=ext,
+            quality=quality,
+            overwrite=bool_option("overwrite", cfg.overwrite),
+            compare=bool_option("compare", cfg.compare),
+            render_size=int_option("render_size", cfg.render_size, 1, allow_none=True),
+            device=str(cfg.device),
+            precision=precision,
+            batch_size=int_option("batch_size", cfg.batch_size, 1, allow_none=True),
+            max_pixels=int_option("max_pixels", cfg.max_pixels, 1, allow_none=True),
+            progress_bar=bool_option("progress_bar", cfg.progress_bar),
+        )
+
+
+def output_suffix(src: Path, output_ext: str) -> str:
+    if output_ext == "same":
+        # An input format we cannot write (or an odd extension on an explicit file)
+        # gets PNG: lossless, and it keeps alpha.
+        return src.suffix if src.suffix.lower() in FORMATS else ".png"
+    return "." + output_ext
+
+
+def plan(options: Options) -> list[Job]:
+    """The (input, output) pairs, in sorted input order. UserError when nothing matches."""
+    raw = options.input
+    source = Path(raw)
+    exclude = options.output.resolve()
+    if source.is_file():
+        if options.output.suffix.lower() in FORMATS and not options.output.is_dir():
+            return [Job(source, options.output)]
+        return [Job(source, options.output / (source.stem + output_suffix(source, options.output_ext)))]
+    if source.is_dir():
+        base = source
+        # An output folder inside the input folder must not feed last run's results back in.
+        files = [p for p in find_images(source) if not _is_within(p.resolve(), exclude)]
+    elif glob.has_magic(raw):
+        base = _glob_base(raw)
+        files = sorted(
+            (Path(p) for p in glob.glob(raw, recursive=True) if Path(p).is_file() and is_image_file(p)),
+            key=lambda p: p.as_posix(),
+        )
+        files = [p for p in files if not _is_within(p.resolve(), exclude)]
+    else:
+        raise UserError(f"input not found: {raw}")
+    if not files:
+        kinds = ", ".join(sorted(e.lstrip(".") for e in IMAGE_EXTENSIONS))
+        raise UserError(f"no image files ({kinds}) at {raw}")
+    jobs = []
+    for path in files:
+        rel = path.relative_to(base)
+        jobs.append(Job(path, options.output / rel.parent / (rel.stem + output_suffix(path, options.output_ext))))
+    return jobs
+
+
+def _glob_base(pattern: str) -> Path:
+    """The pattern's leading folders without wildcards: results are named relative to it."""
+    parts = Path(pattern).parts
+    fixed: list[str] = []
+    for part in parts[:-1]:
+        if glob.has_magic(part):
+            break
+        fixed.append(part)
+    return Path(*fixed) if fixed else Path(".")
+
+
+def _is_within(path: Path, folder: Path) -> bool:
+    return path == folder or folder in path.parents
+
+
+# -- writing ---------------------------------------------------------------------------
+
+_UMASK: int | None = None
+
+
+def _file_mode() -> int:
+    # mkstemp creates 0600 files; results should get the permissions any new file gets.
+    global _UMASK
+    if _UMASK is None:
+        _UMASK = os.umask(0)
+        os.umask(_UMASK)
+    return 0o666 & ~_UMASK
+
+
+def write_image(pixels: np.ndarray, path: Path, quality: int = 95, exif: bytes | None = None) -> None:
+    """Write uint8 RGB/RGBA pixels atomically: a temporary file in the same folder, then
+    os.replace, so an interrupted run never leaves half a JPEG under the final name."""
+    fmt = FORMATS.get(path.suffix.lower(), "PNG")
+    image = Image.fromarray(pixels)
+    if image.mode == "RGBA" and fmt not in ALPHA_FORMATS:
+        image = image.convert("RGB")
+    params: dict = {}
+    if fmt in ("JPEG", "WEBP"):
+        params["quality"] = quality
+    if exif and fmt in EXIF_FORMATS and not (fmt == "JPEG" and len(exif) > _JPEG_MAX_EXIF):
+        params["exif"] = exif
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".part", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            image.save(f, format=fmt, **params)
+            f.flush()
+            os.fsync(f.fileno())
+        os.chmod(tmp, _file_mode())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def side_by_side(left: np.ndarray, right: np.ndarray) -> np.ndarray:
+    """input | output as one RGB image; transparent areas shown over white."""
+    return np.concatenate([_flatten(left), _flatten(right)], axis=1)
+
+
+def _flatten(pixels: np.ndarray) -> np.ndarray:
+    if pixels.ndim == 2:
+        return np.repeat(pixels[:, :, None], 3, axis=2)
+    if pixels.shape[2] == 3:
+        return pixels
+    alpha = pixels[..., 3:].astype(np.float32) / 255.0
+    return (pixels[..., :3] * alpha + 255.0 * (1.0 - alpha) + 0.5).astype(np.uint8)
+
+
+def compare_path(dst: Path) -> Path:
+    return dst.with_name(dst.stem + COMPARE_SUFFIX + dst.suffix)
+
+
+# -- the run -------------------------------------------------------------------------
+
+
+@dataclass
+class Tally:
+    written: list[Path] = field(default_factory=list)
+    kept: list[Path] = field(default_factory=list)
+    failed: list[tuple[Path, str]] = field(default_factory=list)
+
+    def exit_code(self) -> int:
+        if not self.failed:
+            return EXIT_OK
+        return EXIT_SOME if (self.written or self.kept) else EXIT_NONE
+
+
+def _eight_bit_view(decoded: DecodedImage) -> np.ndarray:
+    pixels = decoded.pixels
+    if pixels.dtype == np.uint16:
+        pixels = (pixels >> 8).astype(np.uint8)
+    if decoded.alpha is not None:
+        rgb = pixels if pixels.ndim == 3 else np.repeat(pixels[:, :, None], 3, axis=2)
+        return np.dstack([rgb, decoded.alpha])
+    return pixels
+
+
+def run(options: Options, log=None) -> Tally:
+    """Colourise everything `options` names. Per-file problems are tallied, not raised."""
+    from gancolor.checkpoint import load_recipe
+    from gancolor.inference import Colorizer, pick_device, trained_size
+
+    device = pick_device(options.device)
+    jobs = plan(options)
+    recipe, ckpt = load_recipe(options.ckpt, device)
+    render_size = options.render_size or trained_size(ckpt)
+    colorizer = Colorizer(recipe, render_size, device, options.precision)
+    try:
+        return process(jobs, colorizer, options, log)
+    finally:
+        colorizer.close()
+
+
+def process(jobs: list[Job], colorizer, options: Options, log=None) -> Tally:
+    """Colourise `jobs` with a ready Colorizer (what `run` does once the model is loaded)."""
+    import torch
+    from tqdm.auto import tqdm
+
+    batch_size = options.batch_size or (8 if colorizer.device.type == "cuda" else 1)
+    _allow_large_images(options.max_pixels)
+
+    tally = Tally()
+    bar = tqdm(total=len(jobs), unit="img", disable=None if options.progress_bar else True, dynamic_ncols=True)
+
+    def say(message: str) -> None:
+        (log or (lambda m: tqdm.write(m, file=sys.stderr)))(message)
+
+    def skip(job: Job, reason: str) -> None:
+        tally.failed.append((job.src, reason))
+        say(f"gancolor: skipped {job.src}: {reason}")
+        bar.update()
+
+    todo: list[Job] = []
+    claimed: dict[Path, Path] = {}
+    for job in jobs:
+        key = job.dst.resolve()
+        if key == job.src.resolve():
+            skip(job, "the output would replace the input itself (choose another output= or output_ext=)")
+        elif key in claimed:
+            skip(job, f"same output file {job.dst} as {claimed[key]} (rename one, or choose output_ext=)")
+        elif job.dst.exists() and not options.overwrite:
+            claimed[key] = job.src
+            tally.kept.append(job.dst)
+            bar.update()
+        else:
+            claimed[key] = job.src
+            todo.append(job)
+
+    def load(job: Job):
+        decoded = load_image(job.src, max_pixels=options.max_pixels)
+        prepared = colorizer.prepare(decoded.pixels, decoded.alpha)
+        if not options.compare:
+            decoded.pixels = None  # the full-res input is not needed again: free it early
+        return decoded, prepared
+
+    # Decoding the next images overlaps with the net and the writing of the current ones.
+    reader = ThreadPoolExecutor(max_workers=1, thread_name_prefix="gancolor-read")
+    pending: deque[tuple[Job, Future]] = deque()
+    upcoming = iter(todo)
+
+    def read_ahead() -> None:
+        job = next(upcoming, None)
+        if job is not None:
+            pending.append((job, reader.submit(load, job)))
+
+    try:
+        for _ in range(batch_size + 1):
+            read_ahead()
+        while pending:
+            chunk = []
+            while pending and len(chunk) < batch_size:
+                job, future = pending.popleft()
+                read_ahead()
+                try:
+                    decoded, prepared = future.result()
+                except UnreadableImage as exc:
+                    skip(job, exc.reason)
+                    continue
+                except (MemoryError, torch.OutOfMemoryError):
+                    skip(job, "out of memory (lower max_pixels, or use a machine with more memory)")
+                    continue
+                chunk.append((job, decoded, prepared))
+            # Only images whose net inputs have one shape share a batch: padding one to
+            # another's size would change its result (instance norm, borders).
+            groups: dict[tuple, list] = defaultdict(list)
+            for item in chunk:
+                groups[tuple(item[2].small.shape)].append(item)
+            for items in groups.values():
+                abs_ = colorizer.predict([prepared.small for _, _, prepared in items])
+                for (job, decoded, prepared), ab in zip(items, abs_):
+                    try:
+                        result = colorizer.finish(prepared, ab)
+                        fmt = FORMATS.get(job.dst.suffix.lower(), "PNG")
+                        if decoded.alpha is not None and fmt not in ALPHA_FORMATS:
+                            say(f"gancolor: note: {job.src}: alpha dropped ({fmt} has none; output_ext=png keeps it)")
+                        write_image(result, job.dst, options.quality, decoded.exif)
+                    except (MemoryError, torch.OutOfMemoryError):
+                        skip(job, "out of memory (lower max_pixels, or use a machine with more memory)")
+                        continue
+                    except (OSError, ValueError) as exc:
+                        # Writing: a full disk, no permission, a size the format cannot hold.
+                        skip(job, f"cannot write {job.dst}: {_first_line(exc)}")
+                        continue
+                    tally.written.append(job.dst)
+                    if options.compare:
+                        # A side-by-side view is twice as wide: it may exceed what the
+                        # format holds (JPEG 65535 px) where the result itself did not.
+                        try:
+                            write_image(side_by_side(_eight_bit_view(decoded), result), compare_path(job.dst), options.quality)
+                        except (MemoryError, OSError, ValueError) as exc:
+                            say(f"gancolor: note: {job.src}: no comparison image: {_first_line(exc)}")
+                    bar.update()
+    finally:
+        for _, future in pending:
+            future.cancel()
+        reader.shutdown(wait=True, cancel_futures=True)
+        bar.close()
+    return tally
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__
+
+
+def _allow_large_images(max_pixels: int | None) -> None:
+    # PIL refuses (as a "decompression bomb") anything over 2x MAX_IMAGE_PIXELS and warns
+    # above it; max_pixels is the limit the user chose, checked from the header in
+    # load_image, so PIL's own one must not get in its way.
+    import warnings
+
+    Image.MAX_IMAGE_PIXELS = None if max_pixels is None else max(max_pixels, Image.MAX_IMAGE_PIXELS or 0)
+    warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+
+
+def summary(tally: Tally, output: Path, seconds: float) -> str:
+    parts = [f"{len(tally.written)} colourised"]
+    if tally.kept:
+        parts.append(f"{len(tally.kept)} already there (kept; overwrite=true redoes them)")
+    if tally.failed:
+        parts.append(f"{len(tally.failed)} skipped")
+    return f"gancolor: {', '.join(parts)} -> {output} in {seconds:.1f} s"
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    cfg = compose_command(
+        "colorize", argv, path_keys=frozenset({"ckpt", "input", "output"}), usage=__doc__ or ""
+    )
+    started = time.perf_counter()
+    try:
+        options = Options.from_config(cfg)
+        tally = run(options)
+    except UserError as exc:
+        fail(str(exc), exc.exit_code)
+    except KeyboardInterrupt:
+        fail("interrupted", 130)
+    print(summary(tally, options.output, time.perf_counter() - started), flush=True)
+    return tally.exit_code()
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,336 @@
+"""Evaluate checkpoints on held-out colour photos with the metrics the field reports.
+
+    python -m gancolor.evaluate ckpt=runs/pix2pix/.../checkpoints/last.pt data.root=~/val_photos
+    python -m gancolor.evaluate ckpt=a.pt ckpt=b.pt data.root=~/val_photos     # comparison
+    python -m gancolor.evaluate ckpt=[a.pt,b.pt] data.root=~/val_photos        # the same
+
+Each photo is resized to data.image_size on its short side (null: full size), its
+lightness goes through the same colourisation as `python -m gancolor.colorize`, and the
+8-bit result is compared with the photo. Metrics: PSNR, SSIM, MAE, MSE, colourfulness
+(Hasler & Suesstrunk 2003) of outputs and truth and their ratio, histogram
+intersection of the a and b distributions, and LPIPS and FID when their backbone
+weights are on disk (lpips.weights=PATH, fid.weights=PATH; never downloaded; otherwise
+the column reads "unavailable: ..."). Validation during training uses the same
+functions (gancolor.metrics).
+
+Options (key=value; defaults in conf/evaluate.yaml): data.image_size=256,
+data.max_images=N, output=DIR, num_samples=8, render_size=N, device=auto,
+precision=32|bf16, lpips.weights=auto|PATH|null, lpips.net=alex|vgg|squeeze,
+fid.weights=auto|PATH|null, progress_bar=true.
+
+Writes metrics.json and report.html to output (default: <run folder>/eval for one
+checkpoint, ./eval for several). Exit status 0, or 2 with one line for a bad argument.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import time
+from collections import defaultdict
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image
+
+from gancolor.cli import fail
+from gancolor.colorize import bool_option, compose_command, int_option
+from gancolor.errors import ConfigError, DataError, UserError
+
+COLUMNS = [
+    "psnr", "ssim", "mae", "mse", "colorfulness", "colorfulness_true", "colorfulness_ratio",
+    "hist_intersection_a", "hist_intersection_b", "lpips", "fid",
+]
+PER_IMAGE = ["psnr", "ssim", "mae", "mse", "colorfulness", "colorfulness_true"]
+
+
+@dataclass
+class Options:
+    ckpts: list[Path]
+    root: Path
+    image_size: int | None = 256
+    max_images: int | None = None
+    output: Path | None = None
+    num_samples: int = 8
+    render_size: int | None = None
+    device: str = "auto"
+    precision: str = "32"
+    progress_bar: bool = True
+    lpips_weights: str | None = "auto"
+    lpips_net: str = "alex"
+    fid_weights: str | None = "auto"
+
+    @classmethod
+    def from_config(cls, cfg) -> "Options":
+        raw = cfg.ckpt
+        ckpts = [raw] if isinstance(raw, str) else list(raw) if raw is not None else []
+        if not ckpts or not all(isinstance(c, str) and c for c in ckpts):
+            raise ConfigError(f"ckpt must name one or more checkpoint files, got {raw!r}")
+        precision = str(cfg.precision)
+        if precision not in ("32", "bf16"):
+            raise ConfigError(f"precision must be 32 or bf16, got {cfg.precision!r}")
+        def weights(value) -> str | None:
+            return None if value is None else str(value)
+
+        return cls(
+            ckpts=[Path(os.path.expanduser(c)) for c in ckpts],
+            root=Path(os.path.expanduser(str(cfg.data.root))),
+            image_size=int_option("data.image_size", cfg.data.image_size, 1, allow_none=True),
+            max_images=int_option("data.max_images", cfg.data.max_images, 1, allow_none=True),
+            output=None if cfg.output is None else Path(os.path.expanduser(str(cfg.output))),
+            num_samples=int_option("num_samples", cfg.num_samples, 0),
+            render_size=int_option("render_size", cfg.render_size, 1, allow_none=True),
+            device=str(cfg.device),
+            precision=precision,
+            progress_bar=bool_option("progress_bar", cfg.progress_bar),
+            lpips_weights=weights(cfg.lpips.weights),
+            lpips_net=str(cfg.lpips.net),
+            fid_weights=weights(cfg.fid.weights),
+        )
+
+
+def default_output(ckpts: list[Path]) -> Path:
+    """<run folder>/eval for one checkpoint (runs/<model>/<date>/checkpoints/x.pt), else ./eval."""
+    if len(ckpts) == 1:
+        parent = ckpts[0].resolve().parent
+        return (parent.parent if parent.name == "checkpoints" else parent) / "eval"
+    return Path("eval")
+
+
+def resize_short_side(rgb: np.ndarray, size: int | None) -> np.ndarray:
+    """Short side to `size`, aspect kept; area averaging when shrinking (as training)."""
+    if size is None:
+        return rgb
+    height, width = rgb.shape[:2]
+    scale = size / min(height, width)
+    shape = (max(1, round(width * scale)), max(1, round(height * scale)))
+    if shape == (width, height):
+        return rgb
+    method = Image.Resampling.BOX if scale < 1 else Image.Resampling.BICUBIC
+    return np.asarray(Image.fromarray(rgb).resize(shape, method))
+
+
+def load_photos(options: Options, say) -> tuple[list[Path], list[np.ndarray], dict]:
+    """The usable colour photos under data.root, decoded once for every checkpoint."""
+    from gancolor.data.images import UnreadableImage, find_images, load_rgb
+    from gancolor.data.scan import scan_color_images
+
+    if not options.root.is_dir():
+        raise DataError(f"data.root is not a folder: {options.root}")
+    scan = scan_color_images(find_images(options.root))
+    skipped = {"grayscale": [str(p) for p in scan.grayscale], "unreadable": [[str(p), r] for p, r in scan.unreadable]}
+    for path, reason in scan.unreadable:
+        say(f"gancolor: skipped {path}: {reason}")
+    if scan.grayscale:
+        say(f"gancolor: {len(scan.grayscale)} grayscale photo(s) skipped (no colour to compare with)")
+    paths, photos = [], []
+    for path in scan.good[: options.max_images] if options.max_images else scan.good:
+        try:
+            photos.append(resize_short_side(load_rgb(path), options.image_size))
+            paths.append(path)
+        except UnreadableImage as exc:
+            skipped["unreadable"].append([str(path), exc.reason])
+            say(f"gancolor: skipped {path}: {exc.reason}")
+    if not photos:
+        raise DataError(f"no usable colour photos under {options.root} ({scan.summary()})")
+    return paths, photos, skipped
+
+
+def evaluate(options: Options, say=print) -> dict:
+    """Run every checkpoint over the photos; returns what metrics.json holds."""
+    from tqdm.auto import tqdm
+
+    from gancolor.checkpoint import load_recipe
+    from gancolor.inference import Colorizer, pick_device, trained_size
+    from gancolor.metrics import MetricUnavailable, histogram_intersection, image_metrics, load_fid, load_lpips, summarize
+    from gancolor.report import Report, write_report
+
+    device = pick_device(options.device)
+    output = options.output or default_output(options.ckpts)
+    for ckpt in options.ckpts:
+        if not ckpt.is_file():
+            raise UserError(f"checkpoint not found: {ckpt}")
+    paths, photos, skipped = load_photos(options, say)
+    names = [str(p.relative_to(options.root)) for p in paths]
+
+    lpips = fid = None
+    lpips_status = fid_status = None
+    try:
+        lpips = load_lpips(options.lpips_weights, options.lpips_net).to(device)
+    except MetricUnavailable as exc:
+        lpips_status = str(exc)
+    try:
+        fid = load_fid(options.fid_weights).to(device)
+        fid.reset_real_features = False  # the truth's features are the same for every checkpoint
+    except MetricUnavailable as exc:
+        fid_status = str(exc)
+
+    samples = min(options.num_samples, len(photos))
+    grays: list[np.ndarray] = []
+    outputs: list[list[np.ndarray]] = []
+    results = []
+    for k, ckpt_path in enumerate(options.ckpts):
+        recipe, ckpt = load_recipe(ckpt_path, device)
+        render_size = options.render_size or trained_size(ckpt)
+        colorizer = Colorizer(recipe, render_size, device, options.precision)
+        per_image: dict[str, list[torch.Tensor]] = defaultdict(list)
+        rows, shown, lpips_values = [], [], []
+        started = time.perf_counter()
+        bar = tqdm(photos, desc=ckpt_path.name, unit="img", leave=False, disable=None if options.progress_bar else True)
+        for i, photo in enumerate(bar):
+            prepared = colorizer.prepare(photo)
+            result = colorizer.finish(prepared, colorizer.predict([prepared.small])[0])
+            if i < samples:
+                shown.append(result)
+                if k == 0:
+                    grays.append(colorizer.gray(prepared))
+            pred = _to_tensor(result, device)
+            truth = _to_tensor(photo, device)
+            values = image_metrics(pred, truth)
+            for name, value in values.items():
+                per_image[name].append(value.cpu())
+            row = {"path": names[i], **{m: float(values[m][0]) for m in PER_IMAGE}}
+            a, b = histogram_intersection(values["ab_hist"], values["ab_hist_true"])[0].tolist()
+            row["hist_intersection_a"], row["hist_intersection_b"] = a, b
+            if lpips is not None:
+                row["lpips"] = float(lpips(pred, truth)[0])
+                lpips_values.append(row["lpips"])
+            if fid is not None:
+                if k == 0:
+                    fid.update(truth, real=True)
+                fid.update(pred, real=False)
+            rows.append(row)
+        bar.close()
+        metrics = summarize(per_image)
+        metrics["lpips"] = float(np.mean(lpips_values)) if lpips is not None else lpips_status
+        metrics["fid"] = _fid_value(fid) if fid is not None else fid_status
+        outputs.append(shown)
+        results.append(
+            {
+                "ckpt": str(ckpt_path),
+                "recipe": ckpt.get("recipe"),
+                "epoch": ckpt.get("epoch"),
+                "global_step": ckpt.get("global_step"),
+                "render_size": render_size,
+                "seconds": round(time.perf_counter() - started, 3),
+                "metrics": {c: metrics.get(c) for c in COLUMNS},
+                "per_image": rows,
+            }
+        )
+        colorizer.close()
+        del recipe, colorizer
+
+    report = {
+        "data_root": str(options.root),
+        "num_images": len(photos),
+        "image_size": options.image_size,
+        "device": str(device),
+        "precision": options.precision,
+        "skipped": skipped,
+        "checkpoints": results,
+    }
+    output.mkdir(parents=True, exist_ok=True)
+    _write_json(report, output / "metrics.json")
+
+    labels = [r["ckpt"] for r in results]
+    html = Report(
+        title=f"gancolor evaluation: {len(photos)} photos from {options.root}",
+        columns=COLUMNS,
+        rows=[(label, r["metrics"]) for label, r in zip(labels, results)],
+        grid_header=["gray (input)", *([f"output: {_short(l)}" for l in labels] if len(labels) > 1 else ["output"]), "truth"],
+        grid=[(names[i], [grays[i], *(shown[i] for shown in outputs), photos[i]]) for i in range(samples)],
+        notes=_notes(options, len(photos), skipped),
+    )
+    write_report(html, output / "report.html")
+    report["output"] = str(output)
+    return report
+
+
+def _to_tensor(rgb: np.ndarray, device) -> torch.Tensor:
+    return torch.from_numpy(np.ascontiguousarray(rgb[..., :3])).to(device).permute(2, 0, 1).unsqueeze(0).float().div_(255.0)
+
+
+def _fid_value(fid) -> float | str:
+    try:
+        value = float(fid.compute())
+    except (RuntimeError, ValueError) as exc:
+        return f"unavailable: {str(exc).strip().splitlines()[0][:160]}"
+    finally:
+        fid.reset()  # fake features only: reset_real_features is off
+    return value
+
+
+def _short(label: str) -> str:
+    path = Path(label)
+    return str(Path(*path.parts[-3:])) if len(path.parts) > 3 else label
+
+
+def _notes(options: Options, count: int, skipped: dict) -> list[str]:
+    notes = [
+        f"{count} photos, short side {options.image_size or 'unchanged'}; outputs are the 8-bit images colorize writes.",
+        "Histogram intersection pools the a and b values of all pixels of the set (bins one Lab unit wide).",
+    ]
+    if skipped["grayscale"] or skipped["unreadable"]:
+        gray, bad = len(skipped["grayscale"]), len(skipped["unreadable"])
+        notes.append(f"Skipped: {gray} grayscale, {bad} unreadable (see metrics.json).")
+    if count < 2000:
+        notes.append("FID over fewer than a few thousand photos is biased upwards: compare FIDs of the same photo set only.")
+    return notes
+
+
+def _write_json(data: dict, path: Path) -> None:
+    tmp = path.with_name(f".{path.name}.part")
+    tmp.write_text(json.dumps(data, indent=2, allow_nan=False) + "\n", encoding="utf-8")
+    tmp.replace(path)
+
+
+def format_table(report: dict) -> str:
+    """The comparison table for the terminal; unavailable metrics read n/a."""
+    short = {"colorfulness": "colourful", "colorfulness_true": "truth", "colorfulness_ratio": "ratio",
+             "hist_intersection_a": "HI a", "hist_intersection_b": "HI b"}
+    heads = ["checkpoint"] + [short.get(c, c) for c in COLUMNS]
+    lines = []
+    for r in report["checkpoints"]:
+        cells = [_short(r["ckpt"])]
+        for c in COLUMNS:
+            v = r["metrics"].get(c)
+            cells.append("n/a" if isinstance(v, str) or v is None else f"{v:.4g}")
+        lines.append(cells)
+    widths = [max(len(row[i]) for row in [heads, *lines]) for i in range(len(heads))]
+
+    def fmt(row: list[str]) -> str:
+        return "  ".join(cell.rjust(w) if i else cell.ljust(w) for i, (cell, w) in enumerate(zip(row, widths)))
+
+    out = [fmt(heads), *(fmt(row) for row in lines)]
+    first = report["checkpoints"][0]["metrics"]
+    for c in ("lpips", "fid"):
+        if isinstance(first.get(c), str):
+            out.append(f"{c}: {first[c]}")
+    return "\n".join(out)
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    cfg = compose_command(
+        "evaluate", argv,
+        path_keys=frozenset({"ckpt", "data.root", "output", "lpips.weights", "fid.weights"}),
+        list_keys=frozenset({"ckpt"}),
+        usage=__doc__ or "",
+    )
+    try:
+        options = Options.from_config(cfg)
+        report = evaluate(options, say=lambda m: print(m, file=sys.stderr, flush=True))
+    except UserError as exc:
+        fail(str(exc), exc.exit_code)
+    except KeyboardInterrupt:
+        fail("interrupted", 130)
+    print(format_table(report))
+    print(f"gancolor: wrote {Path(report['output']) / 'metrics.json'} and report.html")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,193 @@
+"""StarGAN (Choi et al. 2018, "StarGAN: Unified Generative Adversarial Networks for
+Multi-Domain Image-to-Image Translation"): one generator G(x, c) translates an image x
+into any target domain c; one discriminator D has two heads, D_src (real or fake, per
+patch) and D_cls (which domain). With source domain c' and target domain c:
+
+    L_D = -L_adv + lambda_cls * L_cls^r                                         (eq. 5)
+    L_G =  L_adv + lambda_cls * L_cls^f + lambda_rec * L_rec
+    L_adv   = E_x[D_src(x)] - E_{x,c}[D_src(G(x, c))]
+              - lambda_gp * E_x^[(||grad_x^ D_src(x^)||_2 - 1)^2]               (eq. 8, WGAN-GP)
+    L_cls^r = E_{x,c'}[-log D_cls(c' | x)]            real images, their own domain  (eq. 2)
+    L_cls^f = E_{x,c}[-log D_cls(c | G(x, c))]        fakes, the target domain      (eq. 3)
+    L_rec   = E_{x,c,c'}[ ||x - G(G(x, c), c')||_1 ]  back to the source domain    (eq. 4)
+
+Each iteration trains D; G is trained every `n_critic` iterations (Step.every), as in
+yunjey/stargan, with the same target domains D saw in that iteration: the batch's
+labels shuffled across it. Images are in `color_space` ("rgb": sRGB in [-1, 1], the
+reference's; "lab": normalised (L, ab)); the batch holds sRGB in [0, 1] and labels.
+
+The failure the seed reports (after long training StarGAN "reproduces the images
+from the input in both cases") is made visible: each G step also logs, per target
+domain k, the translation strength mean |G(x, k) - x| (sRGB in [0, 1], over images
+not already in k) and the accuracy of D's classifier on G(x, k) (`G/strength/<k>`,
+`G/fake_acc/<k>`). A strength near 0 with a low fake accuracy is that failure.
+
+colorize(L) translates the gray image with lightness L into `target_domain` ("color").
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Callable
+
+import torch
+import torch.nn.functional as F
+from omegaconf import DictConfig
+from torch import nn
+
+from gancolor import color
+from gancolor.errors import ConfigError
+from gancolor.losses import GANLoss, gradient_penalty
+from gancolor.models.base import Recipe, Step, adam
+
+NetFactory = Callable[..., nn.Module]
+
+
+class StarGAN(Recipe):
+    def __init__(
+        self,
+        generator: NetFactory,
+        discriminator: NetFactory,
+        loss: DictConfig | dict,
+        domains: Sequence[str],
+        target_domain: str = "color",
+        name: str = "stargan",
+        color_space: str = "rgb",
+        n_critic: int = 5,
+        g_lr: float = 1e-4,
+        d_lr: float = 1e-4,
+        beta1: float = 0.5,
+        beta2: float = 0.999,
+        log_domains: bool = True,
+    ) -> None:
+        super().__init__()
+        self.name = name
+        self.domains = [str(d) for d in domains]
+        if len(self.domains) < 2:
+            raise ConfigError(f"model.domains needs at least 2 domains, got {self.domains}")
+        if target_domain not in self.domains:
+            raise ConfigError(f"model.target_domain {target_domain!r} is not one of the domains {self.domains}")
+        self.target = self.domains.index(target_domain)
+        self.color_space = color.check_net_space(color_space)
+        for part, where in ((generator, "generator"), (discriminator, "discriminator")):
+            if isinstance(part, nn.Module) or not callable(part):
+                raise ConfigError(
+                    f"{where}: stargan sizes it to the domains; set {where}._partial_=true (conf/model/stargan.yaml does)"
+                )
+        n = len(self.domains)
+        self.G = generator(n_domains=n, in_channels=3, out_channels=3)
+        self.D = discriminator(n_domains=n, in_channels=3)
+        self.lambda_cls = float(loss["lambda_cls"])
+        self.lambda_rec = float(loss["lambda_rec"])
+        self.lambda_gp = float(loss["lambda_gp"])
+        if loss["gan_mode"] == "wgan-gp" and self.lambda_gp <= 0:
+            raise ConfigError("loss.gan_mode=wgan-gp needs loss.lambda_gp > 0 (a critic without the penalty diverges)")
+        self.gan_loss = GANLoss(loss["gan_mode"], penalized=self.lambda_gp > 0)
+        if int(n_critic) < 1:
+            raise ConfigError(f"model.n_critic must be >= 1, got {n_critic}")
+        self.n_critic = int(n_critic)
+        self.g_lr, self.d_lr, self.betas = g_lr, d_lr, (beta1, beta2)
+        self.log_domains = bool(log_domains)
+
+    def configure_optimizers(self) -> dict[str, torch.optim.Optimizer]:
+        return {
+            "G": adam(self.G.parameters(), self.g_lr, *self.betas),
+            "D": adam(self.D.parameters(), self.d_lr, *self.betas),
+        }
+
+    def real_images(self, batch: dict, state: dict) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """x (in the colour space), its domains c' and this iteration's targets c."""
+        if "x_real" not in state:
+            if "image" not in batch or "domain" not in batch:
+                raise ConfigError(
+                    f"{self.name} trains on labelled domains: use data=domains "
+                    f"(data.root=DIR for your photos); this batch has {sorted(batch)}"
+                )
+            state["x_real"] = color.encode(batch["image"], self.color_space)
+            c_org = batch["domain"]
+            # yunjey/stargan: the targets are the batch's own labels, shuffled.
+            state["c_trg"] = c_org[torch.randperm(len(c_org), device=c_org.device)]
+        return state["x_real"], batch["domain"], state["c_trg"]
+
+    # -- pretraining: none ---------------------------------------------------------------
+    def pretrain_steps(self) -> list[Step]:
+        # The only pixel loss StarGAN has is reconstruction, which G = identity satisfies:
+        # pretraining on it would teach exactly the failure the seed reports.
+        raise ConfigError(
+            f"{self.name} has no generator-only pretraining (the paper has none): set trainer.pretrain_epochs=0"
+        )
+
+    # -- adversarial: D every iteration, G every n_critic ----------------------------------
+    def adversarial_steps(self) -> list[Step]:
+        return [
+            Step("D", self.discriminator_step, optimizer="D"),
+            Step("G", self.generator_step, optimizer="G", frozen=("D",), every=self.n_critic),
+        ]
+
+    def discriminator_step(self, batch: dict, state: dict):
+        x_real, c_org, c_trg = self.real_images(batch, state)
+        out_src, out_cls = self.D(x_real)
+        loss_real = self.gan_loss(out_src, True)
+        loss_cls = F.cross_entropy(out_cls.float(), c_org)  # L_cls^r
+
+        with torch.no_grad():
+            x_fake = self.G(x_real, c_trg)
+        out_src_fake, _ = self.D(x_fake)
+        loss_fake = self.gan_loss(out_src_fake, False)
+        loss_gp = torch.zeros((), device=x_real.device)
+        if self.lambda_gp > 0:
+            loss_gp = gradient_penalty(lambda x: self.D(x)[0], x_real, x_fake)
+
+        loss = loss_real + loss_fake + self.lambda_cls * loss_cls + self.lambda_gp * loss_gp
+        return loss, {
+            "loss": loss.detach(),
+            "real": loss_real.detach(),
+            "fake": loss_fake.detach(),
+            "cls": loss_cls.detach(),
+            "gp": loss_gp.detach(),
+            "out_real": out_src.detach().float().mean(),
+            "out_fake": out_src_fake.detach().float().mean(),
+            "real_acc": (out_cls.detach().argmax(1) == c_org).float().mean(),
+        }
+
+    def generator_step(self, batch: dict, state: dict):
+        x_real, c_org, c_trg = self.real_images(batch, state)
+        x_fake = self.G(x_real, c_trg)
+        out_src, out_cls = self.D(x_fake)
+        loss_fake = self.gan_loss(out_src, True, for_discriminator=False)
+        loss_cls = F.cross_entropy(out_cls.float(), c_trg)  # L_cls^f
+        x_rec = self.G(x_fake, c_org)  # back to where it came from
+        loss_rec = F.l1_loss(x_rec.float(), x_real)
+
+        loss = loss_fake + self.lambda_rec * loss_rec + self.lambda_cls * loss_cls
+        logs = {"loss": loss.detach(), "fake": loss_fake.detach(), "cls": loss_cls.detach(), "rec": loss_rec.detach()}
+        if self.log_domains:
+            logs.update(self.translation_report(batch["image"], x_real, c_org))
+        return loss, logs
+
+    @torch.no_grad()
+    def translation_report(self, rgb: torch.Tensor, x: torch.Tensor, c_org: torch.Tensor) -> dict[str, torch.Tensor]:
+        """Per target domain k: mean |G(x, k) - x| in sRGB [0, 1] over the images not
+        already in k, and how often D's classifier calls G(x, k) domain k."""
+        logs: dict[str, torch.Tensor] = {}
+        for k, name in enumerate(self.domains):
+            target = torch.full_like(c_org, k)
+            fake = self.G(x, target)
+            diff = (color.decode(fake, self.color_space) - rgb.float()).abs().flatten(1).mean(1)
+            moved = (c_org != k).float()
+            # A batch holding only domain k has no image to move: the mean over all of them
+            # (near 0 when G is right to keep them) is then the only figure there is.
+            strength = torch.where(moved.sum() > 0, (diff * moved).sum() / moved.sum().clamp_min(1), diff.mean())
+            logs[f"strength/{name}"] = strength
+            logs[f"fake_acc/{name}"] = (self.D(fake)[1].argmax(1) == k).float().mean()
+        return logs
+
+    # -- inference --------------------------------------------------------------------
+    @torch.no_grad()
+    def colorize(self, L: torch.Tensor) -> torch.Tensor:
+        x = color.gray_from_lightness(L, self.color_space)
+        target = torch.full((len(L),), self.target, dtype=torch.long, device=L.device)
+        return color.ab_from_net(self.G(x, target), self.color_space)
+
+    def generator_modules(self) -> list[nn.Module]:
+        return [self.G]

@@ -1,0 +1,342 @@
+"""python -m gancolor.colorize on every awkward kind of input, made inside the tests."""
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from gancolor import color
+from gancolor.colorize import _quoted, main
+from gancolor.inference import Colorizer, render_shape
+
+RENDER = 32  # the tiny checkpoint's training size: every test runs the net at 32 px
+
+
+@pytest.fixture(scope="module")
+def ckpt(tmp_path_factory) -> Path:
+    """A tiny pix2pix checkpoint (random weights) built in-process: what is tested here
+    is the plumbing around the net, not the quality of its colours."""
+    from hydra import compose, initialize_config_dir
+    from omegaconf import OmegaConf
+
+    from gancolor.build import build_recipe
+    from gancolor.checkpoint import atomic_save, make_checkpoint
+    from gancolor.cli import CONF_DIR
+
+    overrides = [f"data.image_size={RENDER}", "generator.ngf=8", "discriminator.ndf=8", "logger=none"]
+    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
+        cfg = compose(config_name="config", overrides=overrides)
+    torch.manual_seed(0)
+    recipe = build_recipe(cfg)
+    path = tmp_path_factory.mktemp("ckpt") / "tiny.pt"
+    atomic_save(make_checkpoint(OmegaConf.to_container(cfg, resolve=True), recipe="pix2pix", nets=recipe.state_dict(), epoch=1, global_step=1), path)
+    return path
+
+
+@pytest.fixture(scope="module")
+def colorizer(ckpt) -> Colorizer:
+    from gancolor.checkpoint import load_recipe
+
+    recipe, _ = load_recipe(ckpt)
+    return Colorizer(recipe, RENDER)
+
+
+def colorize(ckpt, *args: str) -> int:
+    return main([f"ckpt={ckpt}", "progress_bar=false", *args])
+
+
+def texture(height: int, width: int, seed: int = 0) -> np.ndarray:
+    """Gray detail down to single pixels, over a smooth gradient."""
+    rng = np.random.default_rng(seed)
+    ramp = np.linspace(30, 220, width)[None, :] + np.linspace(-20, 20, height)[:, None]
+    return np.clip(ramp + rng.normal(0, 25, (height, width)), 0, 255).astype(np.uint8)
+
+
+def colour(height: int, width: int, seed: int = 0) -> np.ndarray:
+    gray = texture(height, width, seed).astype(np.int16)
+    return np.clip(np.stack([gray + 40, gray, gray - 40], axis=2), 0, 255).astype(np.uint8)
+
+
+def lightness(rgb: np.ndarray) -> torch.Tensor:
+    return color.rgb_to_lightness(color.uint8_to_float(torch.from_numpy(np.ascontiguousarray(rgb[..., :3])).permute(2, 0, 1)[None]))
+
+
+# -- the reusable function ---------------------------------------------------------
+
+
+@pytest.mark.parametrize("shape", [(1, 1), (1, 9), (37, 53), (120, 80), (97, 300)])
+def test_any_size_keeps_the_original_full_resolution_lightness(colorizer, shape):
+    gray = texture(*shape)
+    out = colorizer(gray)
+    assert out.shape == (*shape, 3) and out.dtype == np.uint8
+    # The net ran at 32 px; the result still carries every pixel of the input's L,
+    # up to 8-bit rounding and the clipping of out-of-gamut colours.
+    difference = (lightness(out) - colorizer.lightness(gray)).abs() * color.L_SCALE
+    assert difference.mean() < 0.3 and difference.max() < 2.5
+
+
+def test_render_shape_keeps_aspect_with_short_side_at_render_size():
+    assert render_shape(4000, 6000, 256) == (256, 384)
+    assert render_shape(6000, 4000, 256) == (384, 256)
+    assert render_shape(10, 10, 256) == (256, 256)  # small inputs are enlarged to the trained scale
+    assert render_shape(1, 1000, 32) == (32, 32000)
+
+
+def test_rgb_input_colour_is_discarded_and_alpha_kept(colorizer):
+    rgb = colour(40, 60)
+    # The same lightness with no colour at all: it must colourise (nearly) the same,
+    # whether given as RGB or as a one-channel gray image.
+    gray_twin = colorizer.gray(colorizer.prepare(rgb))
+    out = colorizer(rgb)
+    assert np.abs(out.astype(int) - colorizer(gray_twin)).max() <= 3
+    assert np.abs(out.astype(int) - colorizer(np.ascontiguousarray(gray_twin[..., 0]))).max() <= 3
+
+    alpha = np.tile(np.arange(60, dtype=np.uint8)[None, :] * 4, (40, 1))
+    rgba = colorizer(np.dstack([rgb, alpha]))
+    assert rgba.shape == (40, 60, 4)
+    np.testing.assert_array_equal(rgba[..., 3], alpha)
+    np.testing.assert_array_equal(rgba[..., :3], out)
+
+
+def test_sixteen_bit_gray_uses_its_full_depth(colorizer):
+    eight = texture(30, 40)
+    sixteen = eight.astype(np.uint16) * 257  # the same picture at 16 bits
+    np.testing.assert_array_equal(colorizer(sixteen), colorizer(eight))
+    fine = sixteen + 100  # a change below one 8-bit level still reaches L
+    assert not torch.equal(colorizer.lightness(fine), colorizer.lightness(sixteen))
+
+
+# -- the command on awkward files ----------------------------------------------------
+
+
+def _exif(orientation: int | None = None, make: str | None = None) -> bytes:
+    exif = Image.Exif()
+    if orientation:
+        exif[0x0112] = orientation
+    if make:
+        exif[0x010F] = make
+    return exif.tobytes()
+
+
+def write_awkward_inputs(folder: Path) -> dict[str, tuple[int, int]]:
+    """Every kind of file the issue lists; returns name -> expected (width, height)."""
+    folder.mkdir(parents=True, exist_ok=True)
+    expected = {}
+
+    def save(name: str, image: Image.Image, size: tuple[int, int] | None = None, **params) -> None:
+        path = folder / name
+        path.parent.mkdir(parents=True, exist_ok=True)
+        image.save(path, **params)
+        expected[name] = size or image.size
+
+    save("gray8.png", Image.fromarray(texture(31, 45)))
+    save("gray16.png", Image.fromarray(texture(30, 40).astype(np.uint16) * 257))
+    save("gray16.tif", Image.fromarray(texture(21, 34).astype(np.uint16) * 257))
+    save("rgb.jpg", Image.fromarray(colour(48, 64)), quality=90)
+    rgba = np.dstack([colour(33, 50), np.tile(np.linspace(0, 255, 50).astype(np.uint8), (33, 1))])
+    save("rgba.png", Image.fromarray(rgba))
+    palette = Image.fromarray(colour(24, 36)).quantize(colors=16)
+    palette.info["transparency"] = 0
+    save("palette.png", palette, transparency=0)
+    save("la.png", Image.fromarray(np.dstack([texture(20, 30), np.full((20, 30), 128, np.uint8)]), mode="LA"))
+    save("cmyk.jpg", Image.fromarray(colour(26, 38)).convert("CMYK"), quality=90)
+    save("cmyk.tif", Image.fromarray(colour(18, 28)).convert("CMYK"))
+    save("photo.webp", Image.fromarray(colour(40, 30)), quality=90)
+    save("photo.bmp", Image.fromarray(colour(17, 23)))
+    # Stored 60 wide x 20 high, displayed upright (orientation 6) as 20 x 60.
+    save("phone.jpg", Image.fromarray(colour(20, 60)), size=(20, 60), quality=90, exif=_exif(6, "gancolor-test"))
+    save("old albums/vieille photo é 写真.png", Image.fromarray(texture(25, 35)))
+    return expected
+
+
+def test_every_awkward_input_is_colourised_at_its_own_size(tmp_path, ckpt, capsys):
+    expected = write_awkward_inputs(tmp_path / "in")
+    assert colorize(ckpt, f"input={tmp_path / 'in'}", f"output={tmp_path / 'out'}") == 0
+    out = capsys.readouterr()
+    assert f"{len(expected)} colourised" in out.out and "skipped" not in out.err
+
+    for name, size in expected.items():
+        path = tmp_path / "out" / name  # output_ext=same: the input's own name and format
+        assert path.is_file(), name
+        with Image.open(path) as image:
+            assert image.size == size, name
+            assert image.format == Image.open(tmp_path / "in" / name).format
+            assert image.mode in ("RGB", "RGBA"), name
+            assert image.getexif().get(0x0112) is None, name  # upright pixels, no orientation tag
+
+    def alpha(path):
+        return np.asarray(Image.open(path).convert("RGBA"))[..., 3]
+
+    for name in ("rgba.png", "la.png", "palette.png"):
+        assert Image.open(tmp_path / "out" / name).mode == "RGBA", name
+        np.testing.assert_array_equal(alpha(tmp_path / "out" / name), alpha(tmp_path / "in" / name))
+    with Image.open(tmp_path / "out" / "phone.jpg") as phone:
+        assert phone.getexif().get(0x010F) == "gancolor-test"  # the rest of the EXIF travels
+
+
+def test_upright_output_matches_the_displayed_input(tmp_path, ckpt):
+    # Left third bright, rest dark, stored sideways: after colourisation, the bright
+    # band must be where a viewer of the input sees it (top, for orientation 6).
+    stored = np.full((30, 90), 40, np.uint8)
+    stored[:, :30] = 230
+    Image.fromarray(stored).save(tmp_path / "side.jpg", quality=95, exif=_exif(6))
+    assert colorize(ckpt, f"input={tmp_path / 'side.jpg'}", f"output={tmp_path / 'out'}", "output_ext=png") == 0
+    upright = np.asarray(Image.open(tmp_path / "out" / "side.png").convert("L")).astype(int)
+    assert upright.shape == (90, 30)
+    assert upright[:25].mean() > 150 and upright[35:].mean() < 100
+
+
+def test_bad_files_are_reported_skipped_and_the_rest_done(tmp_path, ckpt, capsys):
+    good = tmp_path / "in" / "good.png"
+    good.parent.mkdir()
+    Image.fromarray(texture(20, 30)).save(good)
+    Image.fromarray(texture(24, 24)).save(tmp_path / "in" / "also good.jpg")
+    (tmp_path / "in" / "empty.jpg").write_bytes(b"")
+    data = (tmp_path / "in" / "also good.jpg").read_bytes()
+    (tmp_path / "in" / "truncated.jpg").write_bytes(data[: len(data) // 2])
+    (tmp_path / "in" / "notes.png").write_text("not an image at all")
+    Image.fromarray(texture(100, 120)).save(tmp_path / "in" / "huge.png")
+
+    code = colorize(ckpt, f"input={tmp_path / 'in'}", f"output={tmp_path / 'out'}", "max_pixels=10000")
+    assert code == 2
+    out = capsys.readouterr()
+    errors = [line for line in out.err.splitlines() if line.strip()]
+    assert len(errors) == 4
+    for name, reason in [("empty.jpg", "empty"), ("truncated.jpg", "truncated"), ("notes.png", "not an image"), ("huge.png", "max_pixels")]:
+        line = next(line for line in errors if name in line)
+        assert line.startswith("gancolor: skipped ") and reason in line
+    assert "2 colourised" in out.out and "4 skipped" in out.out
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["also good.jpg", "good.png"]
+
+
+def test_nothing_done_exits_1(tmp_path, ckpt, capsys):
+    (tmp_path / "in").mkdir()
+    (tmp_path / "in" / "a.jpg").write_bytes(b"")
+    (tmp_path / "in" / "b.png").write_bytes(b"\x89PNG\r\n\x1a\n broken")
+    assert colorize(ckpt, f"input={tmp_path / 'in'}", f"output={tmp_path / 'out'}") == 1
+    assert "0 colourised, 2 skipped" in capsys.readouterr().out
+    assert not (tmp_path / "out").exists() or not any((tmp_path / "out").iterdir())
+
+
+def test_existing_outputs_are_kept_unless_overwrite(tmp_path, ckpt, capsys):
+    Image.fromarray(texture(20, 20)).save(tmp_path / "a.png")
+    args = [f"input={tmp_path / 'a.png'}", f"output={tmp_path / 'out'}"]
+    assert colorize(ckpt, *args) == 0
+    result = tmp_path / "out" / "a.png"
+    result.write_bytes(b"marker")  # stands in for an earlier result
+    capsys.readouterr()
+    assert colorize(ckpt, *args) == 0
+    assert result.read_bytes() == b"marker"
+    assert "1 already there" in capsys.readouterr().out
+    assert colorize(ckpt, *args, "overwrite=true") == 0
+    assert Image.open(result).size == (20, 20)
+
+
+def test_output_extension_compare_and_single_file_output(tmp_path, ckpt, capsys):
+    rgba = np.dstack([colour(20, 30), np.full((20, 30), 200, np.uint8)])
+    Image.fromarray(rgba).save(tmp_path / "a.png")
+    assert colorize(ckpt, f"input={tmp_path / 'a.png'}", f"output={tmp_path / 'out'}", "output_ext=jpg", "compare=true") == 0
+    assert "alpha dropped" in capsys.readouterr().err  # JPEG has no alpha: said, not silent
+    with Image.open(tmp_path / "out" / "a.jpg") as image:
+        assert image.format == "JPEG" and image.size == (30, 20)
+    with Image.open(tmp_path / "out" / "a_compare.jpg") as image:
+        assert image.size == (60, 20)  # input | output
+
+    assert colorize(ckpt, f"input={tmp_path / 'a.png'}", f"output={tmp_path / 'named.webp'}") == 0
+    with Image.open(tmp_path / "named.webp") as image:
+        assert image.format == "WEBP" and image.mode == "RGBA"
+
+
+def test_glob_input_names_results_relative_to_its_fixed_part(tmp_path, ckpt, monkeypatch):
+    for sub in ("x", "y"):
+        (tmp_path / "in" / sub).mkdir(parents=True)
+        Image.fromarray(texture(16, 16)).save(tmp_path / "in" / sub / "p.png")
+        Image.fromarray(texture(16, 16)).save(tmp_path / "in" / sub / "q.jpg")
+    monkeypatch.chdir(tmp_path)
+    assert colorize(ckpt, "input=in/*/*.png", "output=out") == 0
+    assert sorted(p.relative_to(tmp_path / "out").as_posix() for p in (tmp_path / "out").rglob("*.*")) == ["x/p.png", "y/p.png"]
+    assert not (tmp_path / "outputs").exists()  # composing the config writes nothing
+
+
+def test_batching_changes_nothing(tmp_path, ckpt):
+    for i in range(3):
+        Image.fromarray(texture(40, 56, seed=i)).save(tmp_path / f"{i}.png")
+    Image.fromarray(texture(56, 40)).save(tmp_path / "portrait.png")  # its own shape: its own batch
+    assert colorize(ckpt, f"input={tmp_path}", f"output={tmp_path / 'one'}", "batch_size=1") == 0
+    assert colorize(ckpt, f"input={tmp_path}", f"output={tmp_path / 'four'}", "batch_size=4") == 0
+    for name in ("0.png", "1.png", "2.png", "portrait.png"):
+        np.testing.assert_array_equal(np.asarray(Image.open(tmp_path / "one" / name)), np.asarray(Image.open(tmp_path / "four" / name)))
+
+
+def test_interrupted_write_leaves_no_partial_file(tmp_path, ckpt, monkeypatch):
+    Image.fromarray(texture(20, 20)).save(tmp_path / "a.png")
+    real_save = Image.Image.save
+
+    def failing_save(self, fp, *args, **kwargs):
+        if hasattr(fp, "write"):
+            fp.write(b"half an image")
+            raise KeyboardInterrupt
+        return real_save(self, fp, *args, **kwargs)
+
+    monkeypatch.setattr(Image.Image, "save", failing_save)
+    with pytest.raises(SystemExit) as info:
+        colorize(ckpt, f"input={tmp_path / 'a.png'}", f"output={tmp_path / 'out'}")
+    assert info.value.code == 130
+    assert list((tmp_path / "out").iterdir()) == []
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["input=x", "output=y"], "missing argument: ckpt=..."),
+        (["ckpt=c.pt", "input=x", "output=y", "colour=1"], "unknown argument 'colour'"),
+        (["ckpt=c.pt", "input=x", "output=y", "output_ext=gif"], "output_ext must be one of"),
+        (["ckpt=c.pt", "input=x", "output=y", "quality=101"], "quality must be 1..100"),
+        (["ckpt=c.pt", "input=x", "output=y", "render_size=0"], "render_size must be >= 1"),
+        (["ckpt=c.pt", "input=x", "output=y", "precision=fp8"], "precision must be 32 or bf16"),
+        (["input"], "expected key=value"),
+    ],
+)
+def test_bad_arguments_are_one_line_and_exit_2(args, message, capsys):
+    with pytest.raises(SystemExit) as info:
+        main(args)
+    assert info.value.code == 2
+    lines = [line for line in capsys.readouterr().err.splitlines() if line.strip()]
+    assert len(lines) == 1 and lines[0].startswith("gancolor: error: ") and message in lines[0]
+
+
+def test_missing_input_and_checkpoint_are_one_line_errors(tmp_path, ckpt, capsys):
+    with pytest.raises(SystemExit) as info:
+        colorize(ckpt, f"input={tmp_path / 'nowhere'}", f"output={tmp_path / 'out'}")
+    assert info.value.code == 2 and "input not found" in capsys.readouterr().err
+    Image.fromarray(texture(8, 8)).save(tmp_path / "a.png")
+    with pytest.raises(SystemExit) as info:
+        main([f"ckpt={tmp_path / 'none.pt'}", f"input={tmp_path / 'a.png'}", f"output={tmp_path / 'out'}"])
+    assert info.value.code == 2 and "checkpoint not found" in capsys.readouterr().err
+
+
+def test_paths_need_no_hydra_quoting():
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    parser = OverridesParser.create()
+    for value in ["été/写真 (1).jpg", "a,b=c[1].png", "it's.jpg", "C:\\photos\\", "end\\'", "~/x #2.tif"]:
+        assert parser.parse_overrides([f"input={_quoted(value)}"])[0].value() == value
+
+
+def test_command_line_exit_code_and_no_stray_folders(tmp_path, ckpt):
+    Image.fromarray(texture(20, 20)).save(tmp_path / "a b.png")
+    (tmp_path / "bad.png").write_bytes(b"")
+    env = {**os.environ, "PYTHONIOENCODING": "utf-8"}
+    result = subprocess.run(
+        [sys.executable, "-m", "gancolor.colorize", f"ckpt={ckpt}", "input=.", "output=out"],
+        cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120,
+    )
+    assert result.returncode == 2, result.stderr
+    assert "gancolor: skipped bad.png: empty file (0 bytes)" in result.stderr
+    assert (tmp_path / "out" / "a b.png").is_file()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a b.png", "bad.png", "out"]

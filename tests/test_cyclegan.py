@@ -1,0 +1,398 @@
+"""CycleGAN: the ResNet generator, unpaired data, one iteration, checkpoints, the CLI."""
+
+from __future__ import annotations
+
+import functools
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from gancolor import color
+from gancolor.checkpoint import atomic_save, load_checkpoint, load_recipe
+from gancolor.cli import CONF_DIR
+from gancolor.data import UnpairedData
+from gancolor.errors import ConfigError, DataError
+from gancolor.models.cyclegan import CycleGAN
+from gancolor.nets import PatchDiscriminator, ResnetGenerator
+from gancolor.trainer import Trainer
+
+LOSS = {"gan_mode": "lsgan", "lambda_cycle": 10.0, "lambda_identity": 0.5}
+
+
+def snapshot(module: torch.nn.Module) -> list[torch.Tensor]:
+    return [p.detach().clone() for p in module.parameters()]
+
+
+def same(a: list[torch.Tensor], b: list[torch.Tensor]) -> bool:
+    return all(torch.equal(x, y) for x, y in zip(a, b))
+
+
+def make_recipe(color_space: str = "lab", pool_size: int = 50, lambda_identity: float = 0.5) -> CycleGAN:
+    return CycleGAN(
+        generator=functools.partial(ResnetGenerator, ngf=8, image_size=32),
+        discriminator=functools.partial(PatchDiscriminator, ndf=8, norm="instance"),
+        loss={**LOSS, "lambda_identity": lambda_identity},
+        color_space=color_space,
+        pool_size=pool_size,
+    )
+
+
+def crops(photos, size: int = 32, offset: int = 100) -> torch.Tensor:
+    return color.uint8_to_float(torch.stack([torch.from_numpy(p[offset : offset + size, offset : offset + size]).permute(2, 0, 1) for p in photos]))
+
+
+def unpaired_batch(photos, size: int = 32) -> dict[str, torch.Tensor]:
+    """Gray versions of two photos as A, two other photos as B: not pairs."""
+    return {"A": color.to_gray(crops(photos[:2], size)), "B": crops(photos[2:], size)}
+
+
+# -- the ResNet generator ------------------------------------------------------------------
+
+
+def test_resnet_generator_has_the_papers_layout_and_depth():
+    assert ResnetGenerator(image_size=256).n_blocks == 9
+    assert ResnetGenerator(image_size=128).n_blocks == 6
+    assert ResnetGenerator(image_size=32, n_blocks=3).n_blocks == 3
+    net = ResnetGenerator(in_channels=3, out_channels=3, ngf=64, n_blocks=9)
+    convs = [m for m in net.modules() if isinstance(m, torch.nn.Conv2d)]
+    ups = [m for m in net.modules() if isinstance(m, torch.nn.ConvTranspose2d)]
+    # c7s1-64, d128, d256, 9 x R256 (two convs each), c7s1-3; u128, u64.
+    assert [(m.in_channels, m.out_channels, m.kernel_size[0], m.stride[0]) for m in convs[:3]] == [(3, 64, 7, 1), (64, 128, 3, 2), (128, 256, 3, 2)]
+    assert len(convs) == 3 + 18 + 1 and (convs[-1].in_channels, convs[-1].out_channels, convs[-1].kernel_size[0]) == (64, 3, 7)
+    assert [(m.in_channels, m.out_channels) for m in ups] == [(256, 128), (128, 64)]
+    assert sum(isinstance(m, torch.nn.ReflectionPad2d) for m in net.modules()) == 2 + 18
+    assert isinstance(net.model[-1], torch.nn.Tanh)
+
+
+@pytest.mark.parametrize("size", [(32, 32), (37, 50), (5, 3)])
+def test_resnet_generator_takes_any_size(size):
+    net = ResnetGenerator(1, 2, ngf=8, image_size=32).eval()
+    out = net(torch.rand(2, 1, *size) * 2 - 1)
+    assert out.shape == (2, 2, *size) and out.abs().max() <= 1
+
+
+# -- unpaired data -------------------------------------------------------------------------
+
+
+def save(array: np.ndarray, path: Path) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    h, w = array.shape[:2]
+    Image.fromarray(array).resize((w // 4, h // 4), Image.Resampling.BOX).save(path)
+    return path
+
+
+@pytest.fixture
+def photo_folder(tmp_path, photos) -> Path:
+    for i in range(3):
+        for j, photo in enumerate(photos):
+            save(np.roll(photo, 40 * i, axis=1), tmp_path / "photos" / f"p{i}_{j}.png")
+    return tmp_path / "photos"
+
+
+def test_one_folder_splits_into_disjoint_gray_and_colour_halves(photo_folder):
+    data = UnpairedData(photo_folder, image_size=32, batch_size=2, num_workers=0)
+    data.setup()
+    a, b, val = set(data.a_paths), set(data.b_paths), set(data.val_paths)
+    assert len(a) + len(b) + len(val) == 12 and val
+    assert not (a & b) and not (a & val) and not (b & val), "no photo is seen gray and in colour"
+    assert abs(len(a) - len(b)) <= 1
+    again = UnpairedData(photo_folder, image_size=32, batch_size=2, num_workers=0, seed=0)
+    again.setup()
+    assert again.a_paths == data.a_paths and again.b_paths == data.b_paths
+
+    loader = data.train_loader()
+    raw = next(iter(loader))
+    assert raw["A"].dtype == torch.uint8 and raw["A"].shape == raw["B"].shape == (2, 3, 32, 32)
+    assert {Path(p) for p in raw["path"]} <= a and {Path(p) for p in raw["path_B"]} <= b
+    batch = data.device_batch(raw, "cpu")
+    assert batch["A"].dtype == torch.float32 and (batch["A"].max(1).values - batch["A"].min(1).values).max() < 2e-3
+    assert (batch["B"].max(1).values - batch["B"].min(1).values).max() > 0.1
+    assert "rgb" in next(iter(data.val_loader()))  # the trainer's validation needs colour truth
+
+
+def test_pairing_and_crops_are_a_function_of_seed_and_epoch(photo_folder):
+    def first(epoch: int, start: int = 0):
+        data = UnpairedData(photo_folder, image_size=32, batch_size=2, num_workers=0, seed=3)
+        loader = data.train_loader()
+        loader.sampler.set_epoch(epoch, start=start)
+        return next(iter(loader))
+
+    one, two, other = first(1), first(1), first(2)
+    assert torch.equal(one["A"], two["A"]) and torch.equal(one["B"], two["B"]) and one["path_B"] == two["path_B"]
+    assert not (torch.equal(one["A"], other["A"]) and torch.equal(one["B"], other["B"]))
+    data = UnpairedData(photo_folder, image_size=32, batch_size=1, num_workers=0, seed=3)
+    loader = data.train_loader()
+    loader.sampler.set_epoch(1)
+    second = list(zip(range(2), loader))[1][1]
+    loader.sampler.set_epoch(1, start=1)  # what a resume does
+    assert torch.equal(next(iter(loader))["B"], second["B"])
+
+
+def test_cyclegan_layout_reads_trainA_as_gray_and_validates_on_testB(tmp_path, photos):
+    root = tmp_path / "gray2color"
+    camera = np.repeat(np.asarray(Image.fromarray(photos[0]).convert("L"))[:, :, None], 3, axis=2)
+    save(camera, root / "trainA" / "gray.png")  # grayscale files belong in A ...
+    save(photos[1], root / "trainA" / "colour.png")  # ... and a colour one there is read as gray
+    save(photos[2], root / "trainB" / "b1.png")
+    save(photos[3], root / "trainB" / "b2.png")
+    save(camera, root / "trainB" / "gray_in_b.png")  # not colour: skipped
+    save(photos[0], root / "testB" / "t.png")
+    data = UnpairedData(root, image_size=32, batch_size=1, num_workers=0)
+    data.setup()
+    assert [p.name for p in data.a_paths] == ["colour.png", "gray.png"]
+    assert [p.name for p in data.b_paths] == ["b1.png", "b2.png"]
+    assert [Path(p).name for p in data.val_paths] == ["t.png"]
+    raw = data._datasets()[0][0]
+    A = data.device_batch({k: v[None] for k, v in raw.items() if k in ("A", "B")}, "cpu")["A"]
+    assert (A.max(1).values - A.min(1).values).max() < 2e-3
+
+
+def test_too_few_photos_is_a_data_error(tmp_path, photos):
+    save(photos[0], tmp_path / "one" / "a.png")
+    with pytest.raises(DataError, match="at least 2 training photos"):
+        UnpairedData(tmp_path / "one", image_size=32, val_fraction=0.0).setup()
+
+
+# -- one iteration -------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("color_space", ["lab", "rgb"])
+def test_g_step_with_frozen_discriminators_then_d_step(photos, color_space):
+    torch.manual_seed(0)
+    recipe = make_recipe(color_space)
+    trainer = Trainer(device="cpu", progress_bar=False)
+    trainer.setup(recipe)
+    nets = ("G_AB", "G_BA", "D_A", "D_B")
+    before = {n: snapshot(getattr(recipe, n)) for n in nets}
+    seen: dict[str, dict] = {}
+    trainer.optimizers["G"].register_step_post_hook(lambda *_: seen.update(G={n: snapshot(getattr(recipe, n)) for n in nets}))
+    trainer.optimizers["D"].register_step_post_hook(lambda *_: seen.update(D={n: snapshot(getattr(recipe, n)) for n in nets}))
+    assert [s.name for s in recipe.adversarial_steps()] == ["G", "D"]
+
+    logs = trainer.train_iteration(recipe.adversarial_steps(), unpaired_batch(photos), iteration=0)
+
+    # G step: both generators move, both discriminators stay (frozen).
+    for n in ("G_AB", "G_BA"):
+        assert not same(before[n], seen["G"][n]), n
+    for n in ("D_A", "D_B"):
+        assert same(before[n], seen["G"][n]), n
+    # D step: both discriminators move, the generators stay where the G step put them.
+    for n in ("D_A", "D_B"):
+        assert not same(seen["G"][n], seen["D"][n]), n
+    for n in ("G_AB", "G_BA"):
+        assert same(seen["G"][n], seen["D"][n]), n
+    assert all(p.requires_grad for n in ("D_A", "D_B") for p in getattr(recipe, n).parameters())
+    assert {"G/loss", "G/gan_AB", "G/gan_BA", "G/cycle_A", "G/cycle_B", "G/idt_A", "G/idt_B",
+            "D/loss", "D/A_loss", "D/B_loss", "D/A_out_real", "D/B_out_fake"} <= set(logs)
+    assert all(torch.isfinite(v) for v in logs.values())
+    expected = logs["G/gan_AB"] + logs["G/gan_BA"] + 10 * (logs["G/cycle_A"] + logs["G/cycle_B"]) + 5 * (logs["G/idt_A"] + logs["G/idt_B"])
+    assert logs["G/loss"].item() == pytest.approx(expected.item(), rel=1e-5)
+    assert recipe.pool_A.count == recipe.pool_B.count == 2  # the fakes went into the history
+
+
+def test_lab_nets_keep_lightness_and_channels(photos):
+    recipe = make_recipe("lab")
+    assert (recipe.G_AB.model[1].in_channels, recipe.G_AB.model[-2].out_channels) == (1, 2)
+    assert (recipe.G_BA.model[1].in_channels, recipe.G_BA.model[-2].out_channels) == (3, 1)
+    real_A, _ = recipe.real_images(unpaired_batch(photos), {})
+    fake_B = recipe.G_ab(real_A)
+    assert fake_B.shape[1] == 3 and torch.equal(fake_B[:, :1], real_A)  # a colouriser keeps L
+    rgb = make_recipe("rgb")
+    assert (rgb.G_AB.model[1].in_channels, rgb.G_BA.model[-2].out_channels) == (3, 3)
+
+
+@pytest.mark.parametrize("color_space", ["lab", "rgb"])
+def test_colorize_maps_lightness_to_ab(color_space):
+    recipe = make_recipe(color_space).eval()
+    L = torch.rand(2, 1, 20, 28) * 2 - 1
+    ab = recipe.colorize(L)
+    assert ab.shape == (2, 2, 20, 28) and ab.dtype == torch.float32 and ab.abs().max() <= 1
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        assert recipe.colorize(L).shape == (2, 2, 20, 28)
+
+
+def test_config_mistakes_are_one_line_errors():
+    with pytest.raises(ConfigError, match="_partial_"):
+        CycleGAN(ResnetGenerator(), functools.partial(PatchDiscriminator), LOSS)
+    with pytest.raises(ConfigError, match="color_space"):
+        make_recipe("hsv")
+    with pytest.raises(ConfigError, match="pretrain_epochs=0"):
+        make_recipe().pretrain_steps()
+
+
+def test_checkpoint_holds_everything_to_continue_exactly(tmp_path, photos):
+    """Nets, optimisers and both image pools (contents and random state) come back:
+    the continued run and a run restored from the checkpoint take identical steps."""
+
+    def fresh() -> tuple[Trainer, CycleGAN]:
+        torch.manual_seed(0)
+        recipe = make_recipe(pool_size=3)
+        trainer = Trainer(device="cpu", progress_bar=False)
+        trainer.setup(recipe)
+        trainer.config = {"model": {"_target_": "gancolor.models.cyclegan.CycleGAN"}}
+        trainer.logger = None
+        return trainer, recipe
+
+    batch = unpaired_batch(photos)
+    trainer, recipe = fresh()
+    steps = recipe.adversarial_steps()
+    for i in range(3):  # 6 fakes per pool of 3: full, and swapping
+        trainer.train_iteration(steps, batch, i)
+    path = atomic_save(trainer.state("adversarial"), tmp_path / "last.pt")
+    assert {"pool_A._extra_state", "pool_B._extra_state"} <= set(load_checkpoint(path)["nets"])
+
+    other, restored = fresh()
+    other.load_state(load_checkpoint(path))
+    assert restored.pool_B.count == 3 and torch.equal(restored.pool_B.images, recipe.pool_B.images)
+    for i in range(3, 6):
+        torch.manual_seed(i)
+        a = trainer.train_iteration(steps, batch, i)
+        torch.manual_seed(i)
+        b = other.train_iteration(restored.adversarial_steps(), batch, i)
+        assert {k: v.item() for k, v in a.items()} == {k: v.item() for k, v in b.items()}
+    for x, y in zip(recipe.state_dict().values(), restored.state_dict().values()):
+        if isinstance(x, torch.Tensor):
+            assert torch.equal(x, y)
+    assert torch.equal(recipe.pool_A.images, restored.pool_A.images)
+
+
+# -- configuration and the command line ------------------------------------------------
+
+
+def compose(*overrides: str):
+    from hydra import compose as hydra_compose
+    from hydra import initialize_config_dir
+
+    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
+        return hydra_compose(config_name="config", overrides=list(overrides))
+
+
+def test_model_cyclegan_picks_its_nets_data_and_schedule():
+    try:
+        cfg = compose("model=cyclegan")
+    except Exception as exc:  # noqa: BLE001 - the message is what matters here
+        pytest.fail(f"model=cyclegan does not compose ({exc}); conf/config.yaml must list `model` after `data` and `trainer`")
+    assert cfg.data._target_ == "gancolor.data.UnpairedData" and cfg.data.root is None
+    assert cfg.generator._target_ == "gancolor.nets.ResnetGenerator" and cfg.generator._partial_
+    assert cfg.discriminator.norm == "instance" and cfg.loss.gan_mode == "lsgan"
+    assert (cfg.loss.lambda_cycle, cfg.loss.lambda_identity, cfg.model.pool_size) == (10.0, 0.5, 50)
+    assert cfg.trainer.pretrain_epochs == 0
+    assert cfg.trainer.lr_decay_epochs * 2 == cfg.trainer.max_epochs  # linear decay over the second half
+    user = compose("model=cyclegan", "generator=unet", "trainer.max_epochs=4", "data.root=/x")
+    assert user.generator._target_ == "gancolor.nets.UNetGenerator" and user.generator.norm == "instance"
+    assert not user.generator.use_dropout and user.trainer.max_epochs == 4 and user.data.root == "/x"
+
+
+TINY = [
+    "model=cyclegan",
+    "data.image_size=32",
+    "data.repeats=1",
+    "generator.ngf=8",
+    "generator.n_blocks=2",
+    "discriminator.ndf=8",
+    "trainer.max_epochs=2",
+    "trainer.lr_decay_epochs=1",
+    "trainer.log_every_n_steps=1",
+    "trainer.num_samples=2",
+    "trainer.progress_bar=false",
+    "data.num_workers=0",
+    "logger=none",
+]
+
+
+def gancolor_cli(args: list[str], cwd: Path, cache: Path) -> subprocess.CompletedProcess:
+    env = {**os.environ, "GANCOLOR_CACHE": str(cache), "WANDB_MODE": "offline", "WANDB_SILENT": "true"}
+    return subprocess.run([sys.executable, "-m", "gancolor", *args], cwd=cwd, env=env, capture_output=True, text=True, timeout=300)
+
+
+def metrics(run: Path) -> list[dict]:
+    return [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines() if line.strip()]
+
+
+@pytest.fixture(scope="module")
+def cli_run(tmp_path_factory) -> dict[str, Path]:
+    """`python -m gancolor model=cyclegan` on the sample photos, once for this module."""
+    tmp = tmp_path_factory.mktemp("cyclegan_cli")
+    paths = {"tmp": tmp, "cache": tmp / "cache", "run": tmp / "full"}
+    result = gancolor_cli([*TINY, f"hydra.run.dir={paths['run']}"], tmp, paths["cache"])
+    assert result.returncode == 0, result.stderr[-3000:]
+    return paths
+
+
+def strip_speed(rows: list[dict]) -> list[dict]:
+    return [{k: v for k, v in r.items() if k != "train/images_per_sec"} for r in rows]
+
+
+@pytest.mark.slow
+def test_cli_trains_on_the_sample_photos_and_its_checkpoint_colorizes(cli_run, photos):
+    run = cli_run["run"]
+    rows = metrics(run)
+    train = [r for r in rows if "train/G/loss" in r]
+    val = [r for r in rows if "val/colorfulness_ratio" in r]
+    assert len(train) == 6 and len(val) == 2  # 3 A photos, batch 1, 2 epochs
+    assert {"train/D/A_loss", "train/D/B_loss", "train/G/cycle_A", "train/G/idt_B"} <= set(train[-1])
+    assert train[0]["lr/G"] == 2e-4 and train[-1]["lr/G"] == pytest.approx(1e-4)  # decay over the second epoch
+    ckpt = load_checkpoint(run / "checkpoints" / "last.pt")
+    assert ckpt["recipe"] == "cyclegan" and ckpt["nets"]["pool_B._extra_state"]["count"] == 6
+
+    recipe, _ = load_recipe(run / "checkpoints" / "last.pt")
+    L, _ = color.rgb_to_lab_normalized(crops(photos, size=40))
+    ab = recipe.colorize(L)
+    assert ab.shape == (4, 2, 40, 40) and torch.isfinite(ab).all() and ab.std() > 0
+
+
+@pytest.mark.slow
+def test_cli_resume_continues_exactly(cli_run):
+    """Stopped after 3 steps, then resumed: the same run as the uninterrupted one,
+    image pools included."""
+    part = cli_run["tmp"] / "part"
+    result = gancolor_cli([*TINY, "trainer.max_steps=3", f"hydra.run.dir={part}"], cli_run["tmp"], cli_run["cache"])
+    assert result.returncode == 0, result.stderr[-3000:]
+    result = gancolor_cli([f"resume={part}", "trainer.max_steps=6"], cli_run["tmp"], cli_run["cache"])
+    assert result.returncode == 0, result.stderr[-3000:]
+    for x, y in zip(strip_speed(metrics(cli_run["run"])), strip_speed(metrics(part)), strict=True):
+        assert x.keys() == y.keys() and all(x[k] == pytest.approx(y[k], rel=1e-6, abs=1e-7) for k in x)
+    full = load_checkpoint(cli_run["run"] / "checkpoints" / "last.pt")["nets"]
+    resumed = load_checkpoint(part / "checkpoints" / "last.pt")["nets"]
+    for key, value in full.items():
+        if isinstance(value, torch.Tensor):
+            assert torch.equal(value, resumed[key]), key
+    assert torch.equal(full["pool_A._extra_state"]["images"], resumed["pool_A._extra_state"]["images"])
+
+
+def test_a_paired_batch_is_refused_in_one_line():
+    with pytest.raises(ConfigError, match="data=unpaired"):
+        make_recipe().generator_step({"L": torch.zeros(1, 1, 8, 8), "ab": torch.zeros(1, 2, 8, 8)}, {})
+
+
+# fp16 on a CPU is slow and the GradScaler needs a few backed-off iterations first.
+@pytest.mark.parametrize("precision", ["bf16", pytest.param("16-mixed", marks=pytest.mark.slow)])
+def test_mixed_precision_iteration_runs_on_cpu(photos, precision):
+    torch.manual_seed(0)
+    recipe = make_recipe("lab")
+    trainer = Trainer(device="cpu", precision=precision, progress_bar=False)
+    trainer.setup(recipe)
+    g0 = snapshot(recipe.G_AB)
+    for iteration in range(20):  # fp16: the GradScaler may skip steps while it backs off
+        logs = trainer.train_iteration(recipe.adversarial_steps(), unpaired_batch(photos, size=16), iteration)
+        if not same(g0, snapshot(recipe.G_AB)):
+            break
+    assert all(torch.isfinite(v) for v in logs.values())
+    assert not same(g0, snapshot(recipe.G_AB))
+
+
+def test_reference_preprocessing_resize_then_crop(photo_folder):
+    # The reference CycleGAN loads 286 px and crops 256; here 40 and 32.
+    data = UnpairedData(photo_folder, image_size=32, resize_to=40, batch_size=2, num_workers=0)
+    raw = next(iter(data.train_loader()))
+    assert raw["A"].shape == raw["B"].shape == (2, 3, 32, 32)
+    assert next(iter(data.val_loader()))["rgb"].shape[-2:] == (32, 32)
+    with pytest.raises(ConfigError, match="resize_to"):
+        UnpairedData(photo_folder, image_size=32, resize_to=16)

@@ -1,0 +1,184 @@
+"""python -m gancolor.evaluate: metrics.json, report.html, comparison of checkpoints."""
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from gancolor.evaluate import default_output, main
+
+RENDER = 32
+
+
+@pytest.fixture(scope="module")
+def ckpts(tmp_path_factory) -> list[Path]:
+    """Two tiny pix2pix checkpoints with different random weights, in run-folder layout."""
+    from hydra import compose, initialize_config_dir
+    from omegaconf import OmegaConf
+
+    from gancolor.build import build_recipe
+    from gancolor.checkpoint import atomic_save, make_checkpoint
+    from gancolor.cli import CONF_DIR
+
+    overrides = [f"data.image_size={RENDER}", "generator.ngf=8", "discriminator.ndf=8", "logger=none"]
+    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
+        cfg = compose(config_name="config", overrides=overrides)
+    config = OmegaConf.to_container(cfg, resolve=True)
+    root = tmp_path_factory.mktemp("runs")
+    paths = []
+    for seed in (0, 1):
+        torch.manual_seed(seed)
+        recipe = build_recipe(cfg)
+        path = root / f"run{seed}" / "checkpoints" / "last.pt"
+        atomic_save(make_checkpoint(config, recipe="pix2pix", nets=recipe.state_dict(), epoch=seed, global_step=seed), path)
+        paths.append(path)
+    return paths
+
+
+@pytest.fixture(scope="module")
+def photos(tmp_path_factory) -> Path:
+    """Three colour photos (crops of scikit-image's), one grayscale, one broken file."""
+    from skimage import data
+
+    root = tmp_path_factory.mktemp("val")
+    for name, image in [("astronaut", data.astronaut()), ("chelsea", data.chelsea()), ("coffee", data.coffee())]:
+        Image.fromarray(image[::4, ::4]).save(root / f"{name}.png")
+    Image.fromarray(data.camera()[::8, ::8]).save(root / "gray.png")
+    (root / "broken.jpg").write_bytes(b"\xff\xd8\xff not really")
+    return root
+
+
+@pytest.fixture(scope="module")
+def lpips_weights(tmp_path_factory) -> Path:
+    from safetensors.torch import save_file
+    from torchvision.models import alexnet
+
+    torch.manual_seed(0)
+    state = {k: v.contiguous() for k, v in alexnet(weights=None).state_dict().items() if k.startswith("features.")}
+    path = tmp_path_factory.mktemp("w") / "alexnet features.safetensors"
+    save_file(state, str(path))
+    return path
+
+
+def test_two_checkpoints_give_one_comparison(ckpts, photos, lpips_weights, tmp_path, capsys):
+    out = tmp_path / "eval"
+    missing = tmp_path / "no-inception.pth"
+    code = main([
+        f"ckpt={ckpts[0]}", f"ckpt={ckpts[1]}", f"data.root={photos}", f"output={out}",
+        "data.image_size=48", "num_samples=2", "progress_bar=false",
+        f"lpips.weights={lpips_weights}", f"fid.weights={missing}",
+    ])
+    assert code == 0
+    captured = capsys.readouterr()
+    assert "gancolor: skipped" in captured.err and "broken.jpg" in captured.err
+    assert "1 grayscale photo(s) skipped" in captured.err
+
+    report = json.loads((out / "metrics.json").read_text())
+    assert report["num_images"] == 3
+    assert [c["ckpt"] for c in report["checkpoints"]] == [str(p) for p in ckpts]
+    for entry in report["checkpoints"]:
+        m = entry["metrics"]
+        assert 0 < m["psnr"] < 100 and 0 < m["ssim"] <= 1 and m["mae"] > 0 and m["mse"] > 0
+        assert 0 <= m["hist_intersection_a"] <= 1 and 0 <= m["hist_intersection_b"] <= 1
+        assert m["colorfulness_ratio"] == pytest.approx(m["colorfulness"] / m["colorfulness_true"])
+        assert isinstance(m["lpips"], float) and m["lpips"] > 0
+        assert m["fid"] == f"unavailable: weights not found at {missing} (set fid.weights=PATH)"
+        assert entry["render_size"] == RENDER
+        assert [row["path"] for row in entry["per_image"]] == ["astronaut.png", "chelsea.png", "coffee.png"]
+    assert report["checkpoints"][0]["metrics"] != report["checkpoints"][1]["metrics"]
+    assert report["skipped"]["grayscale"] == [str(photos / "gray.png")]
+
+    html = (out / "report.html").read_text()
+    assert html.count("<img ") == 2 * 4  # 2 photos x (gray | output 1 | output 2 | truth)
+    assert "unavailable: weights not found at" in html and "LPIPS" in html and "HI a" in html
+    assert "run0" in captured.out and "run1" in captured.out  # the terminal table
+
+
+def test_one_checkpoint_writes_into_its_run_folder(ckpts, photos, capsys, monkeypatch, tmp_path):
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "empty-torch-home"))
+    assert default_output([ckpts[0]]) == ckpts[0].parent.parent / "eval"
+    assert default_output(ckpts) == Path("eval")
+    code = main([f"ckpt=[{ckpts[0]}]", f"data.root={photos}", "data.max_images=1", "num_samples=1", "progress_bar=false"])
+    assert code == 0
+    report = json.loads((ckpts[0].parent.parent / "eval" / "metrics.json").read_text())
+    metrics = report["checkpoints"][0]["metrics"]
+    assert report["num_images"] == 1
+    # Default weights: torchvision's cache, which is empty here: no download, a note.
+    assert metrics["lpips"].startswith("unavailable: weights not found at " + str(tmp_path / "empty-torch-home"))
+    assert metrics["fid"].startswith("unavailable: weights not found at")
+
+
+def test_identical_colours_score_perfectly_through_the_whole_path(photos, tmp_path, monkeypatch):
+    """A 'model' that returns the true colours must get SSIM 1, HI 1 and capped PSNR:
+    checks that evaluate compares what it should with what it should."""
+    import gancolor.evaluate as evaluate
+    from gancolor import color
+    from gancolor.inference import Colorizer
+
+    truth_ab = {}
+    original_prepare = Colorizer.prepare
+
+    def prepare(self, pixels, alpha=None):
+        prepared = original_prepare(self, pixels, alpha)
+        rgb = torch.from_numpy(np.ascontiguousarray(pixels)).permute(2, 0, 1)[None]
+        truth_ab["ab"] = torch.nn.functional.interpolate(
+            color.rgb_to_lab_normalized(color.uint8_to_float(rgb))[1], size=prepared.small.shape[-2:], mode="area"
+        )
+        return prepared
+
+    monkeypatch.setattr(Colorizer, "prepare", prepare)
+    monkeypatch.setattr(Colorizer, "predict", lambda self, smalls: [truth_ab["ab"]])
+    options = evaluate.Options(
+        ckpts=[_fake_ckpt(tmp_path)], root=photos, image_size=40, render_size=40, output=tmp_path / "e",
+        progress_bar=False, lpips_weights=None, fid_weights=None,
+    )
+    report = evaluate.evaluate(options, say=lambda m: None)
+    m = report["checkpoints"][0]["metrics"]
+    # ab reaches the net's resolution (40 px short side = the photo's): exact up to 8-bit rounding.
+    assert m["ssim"] > 0.99 and m["psnr"] > 40 and m["mae"] < 0.005
+    assert m["hist_intersection_a"] > 0.9 and m["hist_intersection_b"] > 0.9
+    assert m["colorfulness_ratio"] == pytest.approx(1.0, abs=0.02)
+    assert m["lpips"] == "unavailable: turned off (lpips.weights=null)"
+
+
+def _fake_ckpt(tmp_path: Path) -> Path:
+    from hydra import compose, initialize_config_dir
+    from omegaconf import OmegaConf
+
+    from gancolor.build import build_recipe
+    from gancolor.checkpoint import atomic_save, make_checkpoint
+    from gancolor.cli import CONF_DIR
+
+    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
+        cfg = compose(config_name="config", overrides=["data.image_size=32", "generator.ngf=8", "logger=none"])
+    path = tmp_path / "fake.pt"
+    atomic_save(make_checkpoint(OmegaConf.to_container(cfg, resolve=True), recipe="pix2pix", nets=build_recipe(cfg).state_dict()), path)
+    return path
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["data.root=x"], "missing argument: ckpt=..."),
+        (["ckpt=a.pt"], "missing argument: data.root=..."),
+        (["ckpt=a.pt", "data.root=/no/such/folder"], "checkpoint not found: a.pt"),
+        (["ckpt=a.pt", "data.root=x", "data.image_size=-1"], "data.image_size must be >= 1"),
+        (["ckpt=a.pt", "data.root=x", "metric=psnr"], "unknown argument 'metric'"),
+    ],
+)
+def test_bad_arguments_are_one_line_and_exit_2(args, message, capsys):
+    with pytest.raises(SystemExit) as info:
+        main(args)
+    assert info.value.code == 2
+    lines = [line for line in capsys.readouterr().err.splitlines() if line.strip()]
+    assert len(lines) == 1 and lines[0].startswith("gancolor: error: ") and message in lines[0]
+
+
+def test_missing_data_folder_is_one_line(ckpts, tmp_path, capsys):
+    with pytest.raises(SystemExit) as info:
+        main([f"ckpt={ckpts[0]}", f"data.root={tmp_path / 'nothing'}", f"output={tmp_path / 'e'}"])
+    assert info.value.code == 2
+    assert "data.root is not a folder" in capsys.readouterr().err

@@ -1,0 +1,188 @@
+"""Metric values on cases whose answer is known, and LPIPS/FID without any download."""
+
+import math
+import socket
+
+import pytest
+import torch
+
+from gancolor import metrics as M
+from gancolor.metrics import (
+    HIST_BINS,
+    PSNR_CAP,
+    MetricUnavailable,
+    ab_histograms,
+    colorfulness,
+    histogram_intersection,
+    image_metrics,
+    mae,
+    mse,
+    psnr,
+    ssim,
+    summarize,
+)
+
+
+def _photo_like(n: int = 2, size: int = 48, seed: int = 0) -> torch.Tensor:
+    g = torch.Generator().manual_seed(seed)
+    base = torch.rand(n, 3, size // 8, size // 8, generator=g)
+    return torch.nn.functional.interpolate(base, size=(size, size), mode="bilinear", align_corners=False)
+
+
+def _solid(rgb: tuple[float, float, float], size: int = 16) -> torch.Tensor:
+    return torch.tensor(rgb, dtype=torch.float32).view(1, 3, 1, 1).expand(1, 3, size, size).clone()
+
+
+def test_identical_images_score_perfectly():
+    x = _photo_like()
+    values = image_metrics(x, x.clone())
+    assert torch.allclose(values["ssim"], torch.ones(2), atol=1e-5)
+    # PSNR of identical images is +inf mathematically; it is capped (documented) so
+    # means and JSON stay finite.
+    assert torch.equal(values["psnr"], torch.full((2,), PSNR_CAP))
+    assert torch.equal(values["mae"], torch.zeros(2)) and torch.equal(values["mse"], torch.zeros(2))
+    summary = summarize({k: [v] for k, v in values.items()})
+    assert summary["hist_intersection_a"] == pytest.approx(1.0)
+    assert summary["hist_intersection_b"] == pytest.approx(1.0)
+    assert summary["colorfulness_ratio"] == pytest.approx(1.0)
+    assert summary["psnr"] == PSNR_CAP and math.isfinite(summary["psnr"])
+
+
+def test_constant_shift_gives_the_known_errors():
+    target = 0.2 + 0.6 * _photo_like()  # in [0.2, 0.8]: the shift never leaves [0, 1]
+    pred = target + 0.1
+    assert torch.allclose(mae(pred, target), torch.full((2,), 0.1), atol=1e-6)
+    assert torch.allclose(mse(pred, target), torch.full((2,), 0.01), atol=1e-6)
+    assert torch.allclose(psnr(pred, target), torch.full((2,), 20.0), atol=1e-4)  # 10 log10(1 / 0.01)
+    assert (ssim(pred, target) < 1).all()
+
+
+def test_colorfulness_of_known_images():
+    assert colorfulness(_solid((0.5, 0.5, 0.5))).item() == pytest.approx(0.0, abs=1e-4)
+    # Solid red: rg = 255, yb = 127.5, no spread: M = 0.3 * sqrt(255^2 + 127.5^2).
+    assert colorfulness(_solid((1.0, 0.0, 0.0))).item() == pytest.approx(0.3 * math.hypot(255, 127.5), rel=1e-5)
+    # Half red / half green: rg = +-255 (sigma 255, mean 0), yb = 127.5 (no spread).
+    half = torch.zeros(1, 3, 8, 8)
+    half[:, 0, :, :4] = 1.0
+    half[:, 1, :, 4:] = 1.0
+    assert colorfulness(half).item() == pytest.approx(255 + 0.3 * 127.5, rel=1e-5)
+
+
+def test_histogram_intersection_known_cases():
+    gray, red, blue = _solid((0.5, 0.5, 0.5)), _solid((1.0, 0.0, 0.0)), _solid((0.0, 0.0, 1.0))
+    hist = ab_histograms(torch.cat([gray, red]))
+    assert hist.shape == (2, 2, HIST_BINS)
+    assert torch.equal(hist.sum(-1), torch.full((2, 2), 16.0 * 16))
+    # A neutral gray sits in the a = 0 and b = 0 bins.
+    assert hist[0, 0, HIST_BINS // 2] == 256 and hist[0, 1, HIST_BINS // 2] == 256
+    assert histogram_intersection(hist[1], hist[1]).tolist() == pytest.approx([1.0, 1.0])
+    assert histogram_intersection(hist[0], hist[1]).tolist() == pytest.approx([0.0, 0.0])
+    # Half the pixels right: intersection 0.5 on both channels.
+    half = torch.cat([red[..., :8], gray[..., 8:]], dim=-1)
+    assert histogram_intersection(ab_histograms(half)[0], ab_histograms(red)[0]).tolist() == pytest.approx([0.5, 0.5])
+    # Red and blue differ in both a and b.
+    assert histogram_intersection(ab_histograms(red)[0], ab_histograms(blue)[0]).max() == 0
+
+
+def test_summarize_pools_histograms_over_the_set():
+    red, green = _solid((1.0, 0.0, 0.0)), _solid((0.0, 1.0, 0.0))
+    # Each image is wrong, but the set's colour distribution is exactly right: the
+    # dataset-level measure (as published) is 1, the per-image one would be 0.
+    values = image_metrics(torch.cat([red, green]), torch.cat([green, red]))
+    summary = summarize({k: [v[:1], v[1:]] for k, v in values.items()})
+    assert summary["hist_intersection_a"] == pytest.approx(1.0)
+    assert summary["hist_intersection_b"] == pytest.approx(1.0)
+    assert histogram_intersection(values["ab_hist"], values["ab_hist_true"]).max() == 0
+    # The trainer logs summarize's output as is: plain floats, no histogram arrays.
+    assert all(isinstance(v, float) for v in summary.values())
+    assert {"psnr", "ssim", "mae", "mse", "colorfulness", "colorfulness_true", "colorfulness_ratio"} <= set(summary)
+    assert not set(summary) & {"ab_hist", "ab_hist_true"}
+
+
+def test_validation_and_evaluation_share_the_metric_functions():
+    import gancolor.evaluate  # noqa: F401 - evaluate imports them lazily, from the same module
+    import gancolor.trainer
+
+    assert gancolor.trainer.image_metrics is M.image_metrics
+    assert gancolor.trainer.summarize is M.summarize
+
+
+# -- LPIPS / FID: local weights only -------------------------------------------------
+
+
+@pytest.fixture
+def offline(monkeypatch, tmp_path):
+    """Any attempt to reach the network fails the test; torch's cache is an empty folder."""
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("network access attempted")
+
+    monkeypatch.setattr(socket.socket, "connect", refuse)
+    monkeypatch.setattr(torch.hub, "load_state_dict_from_url", refuse)
+    monkeypatch.setattr(torch.hub, "download_url_to_file", refuse)
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch-home"))
+
+
+@pytest.fixture(scope="module")
+def alexnet_features(tmp_path_factory):
+    """A torchvision-format AlexNet `features.*` state dict (random: the values do not
+    matter for what is tested), as safetensors and as a plain torch file."""
+    from safetensors.torch import save_file
+    from torchvision.models import alexnet
+
+    torch.manual_seed(0)
+    state = {k: v.contiguous() for k, v in alexnet(weights=None).state_dict().items() if k.startswith("features.")}
+    folder = tmp_path_factory.mktemp("weights")
+    save_file(state, str(folder / "alex.safetensors"))
+    torch.save(state, folder / "alex.pth")
+    return folder
+
+
+def test_missing_weights_read_unavailable_without_a_download(offline, tmp_path):
+    with pytest.raises(MetricUnavailable) as info:
+        M.load_lpips("auto")
+    expected = tmp_path / "torch-home" / "hub" / "checkpoints" / "alexnet-owt-7be5be79.pth"
+    assert str(info.value) == f"unavailable: weights not found at {expected} (set lpips.weights=PATH)"
+    with pytest.raises(MetricUnavailable, match=r"^unavailable: weights not found at /no/such/inception.pth"):
+        M.load_fid("/no/such/inception.pth")
+    with pytest.raises(MetricUnavailable, match=r"^unavailable: turned off"):
+        M.load_lpips(None)
+
+
+def test_lpips_from_local_weights(offline, alexnet_features):
+    x = _photo_like(2, 64)
+    y = _photo_like(2, 64, seed=1)
+    for name in ("alex.safetensors", "alex.pth"):
+        lpips = M.load_lpips(str(alexnet_features / name))
+        same, different = lpips(x, x), lpips(x, y)
+        assert same.shape == (2,) and torch.allclose(same, torch.zeros(2), atol=1e-6)
+        assert (different > 0).all()
+
+
+def test_unusable_weight_files_read_unavailable(offline, alexnet_features, tmp_path):
+    broken = tmp_path / "broken.pth"
+    broken.write_bytes(b"not a torch file")
+    with pytest.raises(MetricUnavailable, match="^unavailable: cannot read weights"):
+        M.load_lpips(str(broken))
+    with pytest.raises(MetricUnavailable, match="does not fit the LPIPS backbone"):
+        M.load_lpips(str(alexnet_features / "alex.pth"), net="vgg")
+    with pytest.raises(MetricUnavailable, match="does not hold torchvision Inception-v3 weights"):
+        M.load_fid(str(alexnet_features / "alex.safetensors"))
+
+
+@pytest.mark.slow
+def test_fid_from_local_weights(offline, tmp_path):
+    from safetensors.torch import save_file
+    from torchvision.models import inception_v3
+
+    # Random weights: this checks the plumbing (local file -> features -> torchmetrics'
+    # FID), not FID's value, which needs the real ImageNet weights and many images.
+    torch.manual_seed(0)
+    net = inception_v3(weights=None, aux_logits=True, init_weights=False)
+    save_file({k: v.contiguous() for k, v in net.state_dict().items()}, str(tmp_path / "inception.safetensors"))
+    fid = M.load_fid(str(tmp_path / "inception.safetensors"))
+    x = _photo_like(3, 64)
+    fid.update(x, real=True)
+    fid.update(x, real=False)
+    value = float(fid.compute())
+    assert math.isfinite(value) and value == pytest.approx(0.0, abs=1e-3)
