@@ -169,6 +169,7 @@ class Options:
     batch_size: int | None = None
     max_pixels: int | None = 100_000_000
     progress_bar: bool = True
+    temperature: float | None = None
 
     @classmethod
     def from_config(cls, cfg) -> "Options":
@@ -195,7 +196,29 @@ class Options:
             batch_size=int_option("batch_size", cfg.batch_size, 1, allow_none=True),
             max_pixels=int_option("max_pixels", cfg.max_pixels, 1, allow_none=True),
             progress_bar=bool_option("progress_bar", cfg.progress_bar),
+            temperature=temperature_option(cfg.get("temperature")),
         )
+
+
+def temperature_option(value) -> float | None:
+    if value is None:
+        return None
+    try:
+        temperature = float(value)
+    except (TypeError, ValueError):
+        raise ConfigError(f"temperature must be a number (0 for the mode), got {value!r}") from None
+    if temperature < 0:
+        raise ConfigError(f"temperature must be >= 0, got {temperature}")
+    return temperature
+
+
+def apply_temperature(recipe, temperature: float | None) -> None:
+    """CIC decodes its colour distribution with an annealed mean; other recipes have none."""
+    if temperature is None:
+        return
+    if not hasattr(recipe, "temperature"):
+        raise ConfigError(f"temperature applies to model=cic checkpoints; this one is {recipe.name}")
+    recipe.temperature = temperature
 
 
 def output_suffix(src: Path, output_ext: str) -> str:
@@ -344,6 +367,7 @@ def run(options: Options, log=None) -> Tally:
     device = pick_device(options.device)
     jobs = plan(options)
     recipe, ckpt = load_recipe(options.ckpt, device)
+    apply_temperature(recipe, options.temperature)
     render_size = options.render_size or trained_size(ckpt)
     colorizer = Colorizer(recipe, render_size, device, options.precision)
     try:

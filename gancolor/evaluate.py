@@ -37,7 +37,7 @@ import torch
 from PIL import Image
 
 from gancolor.cli import fail
-from gancolor.colorize import bool_option, compose_command, int_option
+from gancolor.colorize import apply_temperature, bool_option, compose_command, int_option, temperature_option
 from gancolor.errors import ConfigError, DataError, UserError
 
 COLUMNS = [
@@ -62,6 +62,7 @@ class Options:
     lpips_weights: str | None = "auto"
     lpips_net: str = "alex"
     fid_weights: str | None = "auto"
+    temperature: float | None = None
 
     @classmethod
     def from_config(cls, cfg) -> "Options":
@@ -89,6 +90,7 @@ class Options:
             lpips_weights=weights(cfg.lpips.weights),
             lpips_net=str(cfg.lpips.net),
             fid_weights=weights(cfg.fid.weights),
+            temperature=temperature_option(cfg.get("temperature")),
         )
 
 
@@ -174,6 +176,7 @@ def evaluate(options: Options, say=print) -> dict:
     results = []
     for k, ckpt_path in enumerate(options.ckpts):
         recipe, ckpt = load_recipe(ckpt_path, device)
+        apply_temperature(recipe, options.temperature)
         render_size = options.render_size or trained_size(ckpt)
         colorizer = Colorizer(recipe, render_size, device, options.precision)
         per_image: dict[str, list[torch.Tensor]] = defaultdict(list)

@@ -361,3 +361,20 @@ def test_cic_with_a_dynamic_unet_and_a_gan_term_end_to_end(tmp_path, cache):
     rows = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
     assert any("train/G/gan" in r and r["phase"] == 2 for r in rows)
     assert any("train/G/ce" in r and r["phase"] == 0 for r in rows)
+
+
+def test_colorize_temperature_option_reaches_cic_and_is_refused_elsewhere():
+    from gancolor.colorize import apply_temperature, temperature_option
+    from gancolor.errors import ConfigError
+
+    class Recipe:
+        name = "cic"
+        temperature = 0.38
+
+    recipe = Recipe()
+    apply_temperature(recipe, temperature_option("0.1"))
+    assert recipe.temperature == 0.1
+    with pytest.raises(ConfigError, match="model=cic"):
+        apply_temperature(type("P", (), {"name": "pix2pix"})(), 0.2)
+    with pytest.raises(ConfigError, match=">= 0"):
+        temperature_option(-1)

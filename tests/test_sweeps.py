@@ -146,23 +146,13 @@ def test_sweep_metric_is_logged_by_the_trainer(name, trainer_keys):
 @pytest.mark.parametrize("name", sorted(p.stem for p in SWEEP_DIR.glob("*.yaml")))
 def test_sweep_parameters_are_hydra_overrides_that_build(name, monkeypatch):
     missing = [n for n in NEEDS.get(name, []) if not (CONF_DIR / n).is_file()]
-    if missing:
-        # Another recipe's configs are not there yet: the file itself is still checked
-        # above; composing waits for them (pix2pix's are always there).
-        assert name != "pix2pix", missing
-        return
+    assert not missing, f"the {name} sweep needs {missing}"
     for key, value in SWEEP_ENV.items():
         monkeypatch.setenv(key, value)
     sweep = load(name)
     groups = {p.name for p in CONF_DIR.iterdir() if p.is_dir()}
     selections = [f"{k}={v['value']}" for k, v in sweep["parameters"].items() if k in groups and "value" in v]
-    try:
-        compose_overrides(selections)
-    except Exception as exc:
-        # The recipe's own configs are broken, not the sweep: say so, loudly, in the
-        # summary line, and test the sweep in full once they compose.
-        assert name != "pix2pix", exc
-        pytest.xfail(f"{' '.join(selections)} does not compose yet: {' '.join(str(exc).split())[:300]}")
+    compose_overrides(selections)
     assignments_ = assignments(sweep["parameters"])
     for assignment in assignments_:
         overrides = agent_command(sweep, assignment)[4:]
