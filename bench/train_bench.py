@@ -61,12 +61,15 @@ def synchronize(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
-def make_batch(size: int, batch: int, device: torch.device, channels_last: bool) -> dict:
-    L = torch.rand(batch, 1, size, size, device=device) * 2 - 1
-    ab = (torch.rand(batch, 2, size, size, device=device) - 0.5) * 0.6
+def make_batch(cfg, device: torch.device, channels_last: bool) -> dict:
+    """One real batch of the recipe's own data group (the sample photos by default),
+    already on the device, as the trainer hands it to the recipe."""
+    data = build(cfg.data, "data")
+    data.setup()
+    batch = data.device_batch(next(iter(data.train_loader())), device)
     if channels_last:
-        L, ab = L.contiguous(memory_format=torch.channels_last), ab.contiguous(memory_format=torch.channels_last)
-    return {"L": L, "ab": ab}
+        batch = {k: v.contiguous(memory_format=torch.channels_last) if v.dim() == 4 else v for k, v in batch.items()}
+    return batch
 
 
 def time_iterations(fn, device: torch.device, warmup: int, iters: int) -> float:
@@ -83,7 +86,10 @@ def time_iterations(fn, device: torch.device, warmup: int, iters: int) -> float:
 def bench_case(spec: str, args) -> dict:
     model, generator, size, batch, precision = spec.split(":")
     size, batch = int(size), int(batch)
-    cfg = compose([f"model={model}", f"generator={generator}", f"data.image_size={size}", *args.override])
+    cfg = compose([
+        f"model={model}", f"generator={generator}", f"data.image_size={size}", f"data.batch_size={batch}",
+        "data.num_workers=0", f"data.repeats={max(1, -(-batch // 4))}", *args.override,
+    ])
     torch.manual_seed(0)
     recipe = build_recipe(cfg)
     trainer = Trainer(
@@ -94,7 +100,7 @@ def bench_case(spec: str, args) -> dict:
     device = trainer.device
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
-    data = make_batch(size, batch, device, args.channels_last)
+    data = make_batch(cfg, device, args.channels_last)
     steps = recipe.adversarial_steps()
     counter = iter(range(10**9))
     seconds = time_iterations(lambda: trainer.train_iteration(steps, data, next(counter)), device, args.warmup, args.iters)
@@ -105,8 +111,9 @@ def bench_case(spec: str, args) -> dict:
     }
 
     recipe.eval()
+    L = torch.rand(batch, 1, size, size, device=device) * 2 - 1
     with torch.no_grad(), trainer.autocast():
-        infer = time_iterations(lambda: recipe.colorize(data["L"]), device, args.warmup, args.iters)
+        infer = time_iterations(lambda: recipe.colorize(L), device, args.warmup, args.iters)
     row["inference_images_per_sec"] = batch / infer
     recipe.train()
 
@@ -120,7 +127,7 @@ def bench_case(spec: str, args) -> dict:
         row["flops_per_step"] = flops
         row["mfu"] = flops / seconds / peak
 
-    if args.baseline and precision == "32":
+    if args.baseline and precision == "32" and model == "pix2pix":
         row["baseline_eager_fp32_step_ms"] = baseline_eager(cfg, size, batch, device, args) * 1e3
     return row
 
@@ -133,7 +140,7 @@ def baseline_eager(cfg, size: int, batch: int, device: torch.device, args) -> fl
     opt_G = torch.optim.Adam(G.parameters(), lr=2e-4, betas=(0.5, 0.999))
     opt_D = torch.optim.Adam(D.parameters(), lr=2e-4, betas=(0.5, 0.999))
     bce, l1 = torch.nn.BCEWithLogitsLoss(), torch.nn.L1Loss()
-    data = make_batch(size, batch, device, False)
+    data = make_batch(cfg, device, False)
     L, ab = data["L"], data["ab"]
 
     def step():
