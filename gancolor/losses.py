@@ -98,3 +98,27 @@ def rebalanced_cross_entropy(
     if pixel_weights is not None:
         per_pixel = per_pixel * pixel_weights.float()
     return per_pixel.mean()
+
+
+def conditional_discriminator_loss(
+    discriminator: nn.Module, gan_loss: GANLoss, L: torch.Tensor, real_ab: torch.Tensor, fake_ab: torch.Tensor
+) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    """pix2pix's D objective on (L, ab) pairs: real pairs -> real, (L, G(L)) -> fake, the
+    sum halved "to slow down the rate at which D learns relative to G" (Isola et al.).
+    `fake_ab` is detached here: this objective never trains the generator.
+
+    Also returns what to log, including the mean raw D outputs on real and fake pairs:
+    when they drift far apart, D is overpowering G.
+    """
+    pred_fake = discriminator(torch.cat([L, fake_ab.detach()], 1))
+    pred_real = discriminator(torch.cat([L, real_ab], 1))
+    loss_fake = gan_loss(pred_fake, False)
+    loss_real = gan_loss(pred_real, True)
+    loss = 0.5 * (loss_fake + loss_real)
+    return loss, {
+        "loss": loss.detach(),
+        "real": loss_real.detach(),
+        "fake": loss_fake.detach(),
+        "out_real": pred_real.detach().float().mean(),
+        "out_fake": pred_fake.detach().float().mean(),
+    }

@@ -38,7 +38,7 @@ from torch import nn
 from gancolor import color
 from gancolor.checkpoint import atomic_save
 from gancolor.errors import ConfigError
-from gancolor.losses import GANLoss, rebalanced_cross_entropy
+from gancolor.losses import GANLoss, conditional_discriminator_loss, rebalanced_cross_entropy
 from gancolor.models.base import Recipe, Step, adam
 
 log = logging.getLogger("gancolor.cic")
@@ -210,18 +210,7 @@ class CIC(Recipe):
         L, real_ab = batch["L"], batch["ab"]
         state["logits"] = logits = self.generator(L)
         state["fake_ab"] = fake_ab = self.decode_soft(logits)
-        pred_fake = self.discriminator(torch.cat([L, fake_ab.detach()], 1))
-        pred_real = self.discriminator(torch.cat([L, real_ab], 1))
-        loss_fake = self.gan_loss(pred_fake, False)
-        loss_real = self.gan_loss(pred_real, True)
-        loss = 0.5 * (loss_fake + loss_real)
-        return loss, {
-            "loss": loss.detach(),
-            "real": loss_real.detach(),
-            "fake": loss_fake.detach(),
-            "out_real": pred_real.detach().float().mean(),
-            "out_fake": pred_fake.detach().float().mean(),
-        }
+        return conditional_discriminator_loss(self.discriminator, self.gan_loss, L, real_ab, fake_ab)
 
     def generator_step(self, batch: dict, state: dict):
         L, real_ab = batch["L"], batch["ab"]

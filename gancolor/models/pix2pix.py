@@ -19,7 +19,7 @@ import torch
 from omegaconf import DictConfig
 from torch import nn
 
-from gancolor.losses import GANLoss, pixel_loss
+from gancolor.losses import GANLoss, conditional_discriminator_loss, pixel_loss
 from gancolor.models.base import Recipe, Step, adam
 
 
@@ -75,20 +75,8 @@ class Pix2Pix(Recipe):
 
     def discriminator_step(self, batch: dict, state: dict):
         L, real_ab = batch["L"], batch["ab"]
-        state["fake_ab"] = fake_ab = self.generator(L)
-        pred_fake = self.discriminator(torch.cat([L, fake_ab.detach()], 1))
-        pred_real = self.discriminator(torch.cat([L, real_ab], 1))
-        loss_fake = self.gan_loss(pred_fake, False)
-        loss_real = self.gan_loss(pred_real, True)
-        loss = 0.5 * (loss_fake + loss_real)
-        # Mean raw D outputs on real and fake: when they drift far apart, D is winning.
-        return loss, {
-            "loss": loss.detach(),
-            "real": loss_real.detach(),
-            "fake": loss_fake.detach(),
-            "out_real": pred_real.detach().float().mean(),
-            "out_fake": pred_fake.detach().float().mean(),
-        }
+        state["fake_ab"] = fake_ab = self.generator(L)  # reused by the G step
+        return conditional_discriminator_loss(self.discriminator, self.gan_loss, L, real_ab, fake_ab)
 
     def generator_step(self, batch: dict, state: dict):
         L, real_ab = batch["L"], batch["ab"]
