@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import re
 import signal
 import threading
 import time
@@ -280,7 +281,7 @@ class Trainer:
                 with warnings.catch_warnings():
                     # Schedules count epochs; an optimiser idle in this phase (D during
                     # pretraining) still moves along its schedule, which torch warns about.
-                    warnings.filterwarnings("ignore", message="Detected call of `lr_scheduler.step()`")
+                    warnings.filterwarnings("ignore", message=re.escape("Detected call of `lr_scheduler.step()`"))
                     for scheduler in self.schedulers.values():
                         scheduler.step()
                 self.epoch, self.batch_in_epoch = epoch + 1, 0
