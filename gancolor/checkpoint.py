@@ -66,7 +66,14 @@ def load_checkpoint(path: str | os.PathLike, map_location: str | torch.device = 
     try:
         ckpt = torch.load(path, map_location=map_location, weights_only=True)
     except Exception as exc:  # truncated zip, pickle with code in it, not a torch file...
-        reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        text = str(exc)
+        if "Weights only load failed" in text:
+            reason = ("it holds objects other than tensors and plain data, which gancolor does not load "
+                      "(weights_only=True: a checkpoint must not be able to run code)")
+            if "Unsupported operand" in text or "could not find MARK" in text or "invalid load key" in text:
+                reason = "not a PyTorch checkpoint file"
+        else:
+            reason = text.strip().splitlines()[0] if text.strip() else type(exc).__name__
         raise CheckpointError(f"cannot read checkpoint {path}: {reason[:200]}") from None
     if not isinstance(ckpt, dict) or ckpt.get("format") != FORMAT:
         raise CheckpointError(f"{path} is not a gancolor checkpoint")

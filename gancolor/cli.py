@@ -38,7 +38,18 @@ def check_overrides(overrides: list[str]) -> None:
         fail(f"bad config: {message} (see: python -m gancolor --help)")
 
 
+def expand_home(arg: str) -> str:
+    """`key=~/photos` -> `key=/home/me/photos`: Hydra's override grammar refuses a bare
+    `~` in a value, and users type it (a leading `~key` is Hydra's delete: kept)."""
+    if "=" not in arg or arg.startswith(("-", "~")):
+        return arg
+    key, value = arg.split("=", 1)
+    parts = [os.path.expanduser(p) if p == "~" or p.startswith("~/") else p for p in value.split(",")]
+    return f"{key}={','.join(parts)}"
+
+
 def train_main() -> None:
+    sys.argv[1:] = [expand_home(a) for a in sys.argv[1:]]
     args = sys.argv[1:]
     # Hydra's own flags (--multirun, --cfg, --help, ...) take other paths through Hydra;
     # plain runs get their overrides checked here first.

@@ -17,6 +17,7 @@ Options (key=value; defaults in conf/colorize.yaml):
   batch_size=N        images per net call (default 8 on a GPU, 1 on the CPU)
   max_pixels=N        skip larger images (default 100000000; null: no limit)
   progress_bar=true
+  temperature=T       model=cic only: annealed-mean temperature (lower: more vivid; 0: the mode)
 
 Every result has its input's size and orientation (EXIF applied, orientation tag
 dropped), and its alpha channel where the format holds one. A bad input is reported

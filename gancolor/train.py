@@ -133,7 +133,7 @@ def train(cfg: DictConfig) -> float | None:
         finally:
             logger.finish()
     except UserError as exc:
-        log.error("%s", exc)
+        log_to_file_only(logging.ERROR, str(exc))  # the console gets it once, from fail()
         if HydraConfig.get().mode == RunMode.MULTIRUN:
             raise  # Hydra marks this job failed and runs the others; the summary says which
         if not started and resume is None and distributed.is_main():
@@ -179,6 +179,14 @@ def drop_metrics_after(path: Path, step: int) -> None:
     os.replace(tmp, path)
 
 
+def log_to_file_only(level: int, message: str) -> None:
+    """Put a line in train.log without echoing it on the console."""
+    record = log.makeRecord(log.name, level, __file__, 0, message, None, None)
+    for handler in logging.getLogger().handlers:
+        if isinstance(handler, logging.FileHandler):
+            handler.handle(record)
+
+
 def _remove_unused_run_dir(run_dir: Path) -> None:
     """A run that stopped before its first step leaves no folder behind, but only if
     the folder holds nothing except what Hydra wrote when it started this job."""
@@ -187,6 +195,6 @@ def _remove_unused_run_dir(run_dir: Path) -> None:
         for handler in logging.getLogger().handlers:
             handler.flush()
         shutil.rmtree(run_dir, ignore_errors=True)
-        parent = run_dir.parent
-        if parent.is_dir() and not os.listdir(parent):
-            parent.rmdir()
+        for parent in (run_dir.parent, run_dir.parent.parent):  # runs/<model>/, then runs/
+            if parent.is_dir() and not os.listdir(parent):
+                parent.rmdir()

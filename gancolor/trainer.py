@@ -380,7 +380,8 @@ class Trainer:
     def flush_logs(self, epoch: int, phase: str, images_per_sec: float) -> dict[str, float]:
         means = {f"train/{k}": float(v) / self.log_counts[k] for k, v in self.log_sums.items()}  # the one sync
         means.update({f"lr/{k}": opt.param_groups[0]["lr"] for k, opt in self.optimizers.items()})
-        means.update({"train/images_per_sec": images_per_sec, "epoch": epoch, "phase": PHASES.index(phase)})
+        # Epochs are numbered from 1 in logs, as in train.log and samples/epoch_NNNN.png.
+        means.update({"train/images_per_sec": images_per_sec, "epoch": epoch + 1, "phase": PHASES.index(phase)})
         self.logger.log_metrics(means, step=self.global_step)
         self.log_sums, self.log_counts = {}, {}
         return means
@@ -507,7 +508,7 @@ class Trainer:
                               **{name: float(v[i]) for name, v in values.items() if v.dim() == 1}})
         self.recipe.train()
         metrics = {f"val/{k}": v for k, v in summarize(per_image).items()}
-        self.logger.log_metrics({**metrics, "epoch": epoch}, step=self.global_step)
+        self.logger.log_metrics({**metrics, "epoch": epoch + 1}, step=self.global_step)
         if rows:
             path = self.save_samples(rows, epoch)
             self.logger.log_image("val/samples", path, step=self.global_step, caption="gray | generated | truth")

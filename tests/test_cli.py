@@ -93,3 +93,16 @@ def test_user_mistakes_give_one_line_and_no_run_folder(tmp_path, cache, args, ex
     assert expected in one_error_line(result)
     leftovers = list((tmp_path / "runs").rglob("*")) if (tmp_path / "runs").exists() else []
     assert leftovers == []
+
+
+def test_home_in_a_path_is_expanded_before_hydra_parses_it(tmp_path, cache):
+    from gancolor.cli import expand_home
+
+    home = os.path.expanduser("~")
+    assert expand_home("data.root=~/photos") == f"data.root={home}/photos"
+    assert expand_home("data.root=~/a,~/b") == f"data.root={home}/a,{home}/b"
+    assert expand_home("~logger") == "~logger" and expand_home("data.root=/x~y") == "data.root=/x~y"
+    result = run_gancolor(["data=folder", "data.root=~/no-such-folder-gancolor"], cwd=tmp_path, cache=cache, timeout=120)
+    assert result.returncode == 2
+    assert f"folder not found: {home}/no-such-folder-gancolor" in one_error_line(result)
+    assert not (tmp_path / "runs").exists(), "a run that never started leaves no folder"
