@@ -76,4 +76,8 @@ def train_main() -> None:
 
     from gancolor.train import train
 
-    hydra.main(config_path=str(CONF_DIR), config_name="config", version_base="1.3")(train)()
+    try:
+        hydra.main(config_path=str(CONF_DIR), config_name="config", version_base="1.3")(train)()
+        distributed.barrier()  # every rank done with the group before any rank leaves it
+    finally:
+        distributed.shutdown()

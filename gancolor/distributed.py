@@ -80,3 +80,11 @@ def shared_run_time() -> str:
     if active():
         dist.broadcast_object_list(now, src=0)
     return now[0]
+
+
+def shutdown() -> None:
+    """Leave the process group before the interpreter exits: a gloo group torn down by
+    interpreter shutdown can abort the process ("terminate called without an active
+    exception") even though training finished."""
+    if dist.is_available() and dist.is_initialized():
+        dist.destroy_process_group()
