@@ -14,6 +14,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from cli_helpers import run_gancolor
 from gancolor import color
 from gancolor.color import batch_to_lab
 from gancolor.errors import ConfigError
@@ -313,13 +314,6 @@ TINY = [
 @pytest.fixture(scope="module")
 def cache(tmp_path_factory):
     return tmp_path_factory.mktemp("cache")
-
-
-def run_gancolor(args, cwd, cache, timeout=120) -> subprocess.CompletedProcess:
-    env = {**os.environ, "GANCOLOR_CACHE": str(cache), "WANDB_MODE": "offline", "WANDB_SILENT": "true"}
-    return subprocess.run(
-        [sys.executable, "-m", "gancolor", *args], cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout
-    )
 
 
 @pytest.mark.slow

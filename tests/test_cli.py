@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 import torch
 
+from cli_helpers import run_gancolor
 from gancolor.checkpoint import load_checkpoint
 
 TINY = [
@@ -23,14 +24,6 @@ TINY = [
     "trainer.num_samples=2",
     "trainer.progress_bar=false",
 ]
-
-
-def run_gancolor(args: list[str], cwd: Path, cache: Path, timeout: int = 300) -> subprocess.CompletedProcess:
-    env = {**os.environ, "GANCOLOR_CACHE": str(cache), "WANDB_MODE": "offline", "WANDB_SILENT": "true"}
-    return subprocess.run(
-        [sys.executable, "-m", "gancolor", *args],
-        cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout,
-    )
 
 
 @pytest.fixture(scope="module")

@@ -14,6 +14,8 @@ import pytest
 import torch
 from PIL import Image
 
+from cli_helpers import read_metrics as metrics
+from cli_helpers import run_gancolor as gancolor_cli
 from gancolor import color
 from gancolor.checkpoint import atomic_save, load_checkpoint, load_recipe
 from gancolor.cli import CONF_DIR
@@ -305,15 +307,6 @@ TINY = [
     "data.num_workers=0",
     "logger=none",
 ]
-
-
-def gancolor_cli(args: list[str], cwd: Path, cache: Path) -> subprocess.CompletedProcess:
-    env = {**os.environ, "GANCOLOR_CACHE": str(cache), "WANDB_MODE": "offline", "WANDB_SILENT": "true"}
-    return subprocess.run([sys.executable, "-m", "gancolor", *args], cwd=cwd, env=env, capture_output=True, text=True, timeout=300)
-
-
-def metrics(run: Path) -> list[dict]:
-    return [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines() if line.strip()]
 
 
 @pytest.fixture(scope="module")

@@ -10,6 +10,8 @@ import sys
 import pytest
 import torch
 
+from cli_helpers import read_metrics as metrics
+from cli_helpers import run_gancolor
 from gancolor.errors import CheckpointError, ConfigError
 from gancolor.models.pix2pix import Pix2Pix
 from gancolor.nets import DynamicUNet, PatchDiscriminator
@@ -250,17 +252,6 @@ TINY = [
 @pytest.fixture(scope="module")
 def cache(tmp_path_factory):
     return tmp_path_factory.mktemp("cache")
-
-
-def run_gancolor(args, cwd, cache, timeout=120) -> subprocess.CompletedProcess:
-    env = {**os.environ, "GANCOLOR_CACHE": str(cache), "WANDB_MODE": "offline", "WANDB_SILENT": "true"}
-    return subprocess.run(
-        [sys.executable, "-m", "gancolor", *args], cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout
-    )
-
-
-def metrics(run) -> list[dict]:
-    return [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
 
 
 @pytest.mark.slow
