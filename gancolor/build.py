@@ -13,20 +13,9 @@ from hydra.errors import InstantiationException
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
-from gancolor.errors import CheckpointError, ConfigError, UserError
+from gancolor.errors import CheckpointError, ConfigError, UserError, one_line
 
 RECIPE_PARTS = ("generator", "discriminator", "loss")
-
-
-def one_line(exc: BaseException) -> str:
-    """The informative part of an exception chain, on one line."""
-    parts: list[str] = []
-    while exc is not None:
-        text = " ".join(str(exc).split())
-        if text and text not in parts:
-            parts.append(text)
-        exc = exc.__cause__
-    return "; ".join(parts) or "unknown error"
 
 
 def build(node: DictConfig, where: str, **kwargs: Any):

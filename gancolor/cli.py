@@ -1,51 +1,16 @@
-"""Command-line plumbing shared by gancolor's entry points.
+"""`python -m gancolor [overrides]`: the training command's entry point.
 
-Hydra reports a bad override as a multi-line message and a wrong value only once the
-job has started; users deserve one line, before any work. So `train_main` composes the
-overrides itself first (the same composition Hydra is about to do) and turns any
-failure into `gancolor: error: ...` with exit code 2.
+The overrides are checked (gancolor.commandline) before Hydra runs the job, a resumed run
+is pointed at its own folder, and torchrun's ranks join their group before Hydra names
+the run folder; then Hydra runs gancolor.train.train.
 """
 
 from __future__ import annotations
 
 import os
 import sys
-from pathlib import Path
 
-CONF_DIR = Path(__file__).resolve().parent.parent / "conf"
-
-
-def fail(message: str, code: int = 2) -> None:
-    """Print one line for the user and exit non-zero."""
-    print(f"gancolor: error: {message}", file=sys.stderr, flush=True)
-    sys.exit(code)
-
-
-def check_overrides(overrides: list[str]) -> None:
-    """Compose conf/config.yaml with `overrides`; exit with one line if Hydra refuses."""
-    from hydra import compose, initialize_config_dir
-    from hydra.errors import HydraException
-    from omegaconf.errors import OmegaConfBaseException
-
-    from gancolor.build import one_line
-
-    plain = [o for o in overrides if not o.lstrip("+~").startswith("hydra")]
-    try:
-        with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
-            compose(config_name="config", overrides=plain)
-    except (HydraException, OmegaConfBaseException, ValueError) as exc:
-        message = one_line(exc).replace(" Set the environment variable HYDRA_FULL_ERROR=1 for a complete stack trace.", "")
-        fail(f"bad config: {message} (see: python -m gancolor --help)")
-
-
-def expand_home(arg: str) -> str:
-    """`key=~/photos` -> `key=/home/me/photos`: Hydra's override grammar refuses a bare
-    `~` in a value, and users type it (a leading `~key` is Hydra's delete: kept)."""
-    if "=" not in arg or arg.startswith(("-", "~")):
-        return arg
-    key, value = arg.split("=", 1)
-    parts = [os.path.expanduser(p) if p == "~" or p.startswith("~/") else p for p in value.split(",")]
-    return f"{key}={','.join(parts)}"
+from gancolor.commandline import CONF_DIR, check_overrides, expand_home
 
 
 def train_main() -> None:

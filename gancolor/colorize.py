@@ -31,7 +31,6 @@ from __future__ import annotations
 
 import glob
 import os
-import re
 import sys
 import tempfile
 import time
@@ -43,9 +42,10 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from gancolor.cli import CONF_DIR, fail
+from gancolor.commandline import compose_command
 from gancolor.data.images import IMAGE_EXTENSIONS, DecodedImage, UnreadableImage, find_images, is_image_file, load_image
-from gancolor.errors import ConfigError, UserError
+from gancolor.errors import ConfigError, UserError, fail
+from gancolor.options import bool_option, int_option, temperature_option
 
 # Output formats by extension; the first extension of each format is what output_ext
 # names pick.
@@ -57,93 +57,6 @@ _JPEG_MAX_EXIF = 65533  # one APP1 segment
 COMPARE_SUFFIX = "_compare"
 
 EXIT_OK, EXIT_NONE, EXIT_SOME = 0, 1, 2
-
-
-# -- arguments: key=value, composed by Hydra ----------------------------------------
-
-
-def compose_command(
-    config_name: str, argv: list[str], *, path_keys: frozenset[str], list_keys: frozenset[str] = frozenset(), usage: str
-):
-    """Compose conf/<config_name>.yaml with `argv` (key=value overrides), as a DictConfig.
-
-    The compose API, not @hydra.main: nothing is written (no outputs/ folder, no
-    .hydra/) and no logging is reconfigured. Two conveniences over plain Hydra, both
-    for file names: values of `path_keys` are quoted before parsing, so names with
-    spaces, commas, brackets or non-ASCII letters need no quoting of their own (Hydra's
-    grammar rejects them unquoted); and a key of `list_keys` given several times
-    (ckpt=a.pt ckpt=b.pt) becomes one list, as ckpt=[a.pt,b.pt] would. Any mistake
-    exits with one line and status 2.
-    """
-    from hydra import compose, initialize_config_dir
-    from hydra.errors import HydraException
-    from omegaconf import OmegaConf
-    from omegaconf.errors import OmegaConfBaseException
-
-    from gancolor.build import one_line
-
-    if any(arg in ("-h", "--help") for arg in argv):
-        try:
-            print(usage.strip(), flush=True)
-        except BrokenPipeError:  # `--help | head`: the reader has all it wanted
-            sys.stderr.close()
-        sys.exit(0)
-    overrides: list[str] = []
-    gathered: dict[str, list[str]] = defaultdict(list)
-    for arg in argv:
-        key, sep, value = arg.partition("=")
-        if not sep or not key:
-            fail(f"expected key=value, got {arg!r} (see --help)")
-        if key in list_keys and value.startswith("["):
-            overrides.append(f"{key}={value}")  # Hydra's own list syntax, as given
-        elif key in list_keys:
-            gathered[key].append(value)
-        else:
-            overrides.append(f"{key}={_quoted(value) if key in path_keys else value}")
-    for key, values in gathered.items():
-        quoted = [_quoted(v) for v in values]
-        overrides.append(f"{key}={quoted[0]}" if len(quoted) == 1 else f"{key}=[{','.join(quoted)}]")
-    try:
-        with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
-            cfg = compose(config_name=config_name, overrides=overrides)
-    except (HydraException, OmegaConfBaseException, ValueError) as exc:
-        message = one_line(exc).replace(" Set the environment variable HYDRA_FULL_ERROR=1 for a complete stack trace.", "")
-        unknown = re.search(r"Could not override '([^']+)'", message)
-        if unknown:
-            message = f"unknown argument {unknown.group(1)!r}"
-        fail(f"bad argument: {message} (see --help)")
-    missing = sorted(OmegaConf.missing_keys(cfg))
-    if missing:
-        fail(f"missing argument: {', '.join(f'{k}=...' for k in missing)} (see --help)")
-    return cfg
-
-
-def _quoted(value: str) -> str:
-    """`value` as a Hydra quoted string, unless it already is one or is null.
-
-    Hydra unescapes only backslashes that precede a quote or end the string, so only
-    those are doubled.
-    """
-    if value == "null" or value[:1] in ("'", '"'):
-        return value
-    escaped = re.sub(r"(\\*)('|$)", lambda m: m.group(1) * 2 + ("\\'" if m.group(2) else ""), value)
-    return f"'{escaped}'"
-
-
-def int_option(name: str, value, minimum: int, allow_none: bool = False) -> int | None:
-    if value is None and allow_none:
-        return None
-    if isinstance(value, bool) or not isinstance(value, int):
-        raise ConfigError(f"{name} must be an integer{' or null' if allow_none else ''}, got {value!r}")
-    if value < minimum:
-        raise ConfigError(f"{name} must be >= {minimum}, got {value}")
-    return value
-
-
-def bool_option(name: str, value) -> bool:
-    if not isinstance(value, bool):
-        raise ConfigError(f"{name} must be true or false, got {value!r}")
-    return value
 
 
 # -- what to do: inputs -> outputs ---------------------------------------------------
@@ -199,18 +112,6 @@ class Options:
             progress_bar=bool_option("progress_bar", cfg.progress_bar),
             temperature=temperature_option(cfg.get("temperature")),
         )
-
-
-def temperature_option(value) -> float | None:
-    if value is None:
-        return None
-    try:
-        temperature = float(value)
-    except (TypeError, ValueError):
-        raise ConfigError(f"temperature must be a number (0 for the mode), got {value!r}") from None
-    if temperature < 0:
-        raise ConfigError(f"temperature must be >= 0, got {temperature}")
-    return temperature
 
 
 def apply_temperature(recipe, temperature: float | None) -> None:

@@ -36,9 +36,10 @@ import numpy as np
 import torch
 from PIL import Image
 
-from gancolor.cli import fail
-from gancolor.colorize import apply_temperature, bool_option, compose_command, int_option, temperature_option
-from gancolor.errors import ConfigError, DataError, UserError
+from gancolor.colorize import apply_temperature
+from gancolor.commandline import compose_command
+from gancolor.errors import ConfigError, DataError, UserError, fail
+from gancolor.options import bool_option, int_option, temperature_option
 
 COLUMNS = [
     "psnr", "ssim", "mae", "mse", "colorfulness", "colorfulness_true", "colorfulness_ratio",

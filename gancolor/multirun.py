@@ -21,6 +21,8 @@ from typing import Any
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig, OmegaConf
 
+from gancolor.errors import fail
+
 log = logging.getLogger("gancolor.multirun")
 
 # Shown first when present, in this order; any other val/ metric follows.
@@ -212,8 +214,7 @@ def main(argv: list[str] | None = None) -> None:
         sys.exit(2)
     paths = write_summary(args[0])
     if paths is None:
-        print(f"gancolor: error: no Hydra job folders under {args[0]}", file=sys.stderr)
-        sys.exit(1)
+        fail(f"no Hydra job folders under {args[0]}", 1)
     print(paths[0].read_text(), end="")
 
 

@@ -24,8 +24,7 @@ from omegaconf import DictConfig, OmegaConf
 from gancolor import distributed
 from gancolor.build import build, build_recipe, config_for_rebuilding
 from gancolor.checkpoint import find_resume_checkpoint, load_checkpoint, load_nets
-from gancolor.cli import fail
-from gancolor.errors import CheckpointError, ConfigError, UserError
+from gancolor.errors import CheckpointError, ConfigError, UserError, fail
 from gancolor.loggers import JsonlLogger, Logger, MultiLogger
 
 log = logging.getLogger("gancolor")

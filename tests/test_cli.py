@@ -89,7 +89,7 @@ def test_user_mistakes_give_one_line_and_no_run_folder(tmp_path, cache, args, ex
 
 
 def test_home_in_a_path_is_expanded_before_hydra_parses_it(tmp_path, cache):
-    from gancolor.cli import expand_home
+    from gancolor.commandline import expand_home
 
     home = os.path.expanduser("~")
     assert expand_home("data.root=~/photos") == f"data.root={home}/photos"

@@ -11,7 +11,8 @@ import torch
 from PIL import Image
 
 from gancolor import color
-from gancolor.colorize import _quoted, main
+from gancolor.colorize import main
+from gancolor.commandline import hydra_quoted
 from gancolor.inference import Colorizer, render_shape
 
 RENDER = 32  # the tiny checkpoint's training size: every test runs the net at 32 px
@@ -26,7 +27,7 @@ def ckpt(tmp_path_factory) -> Path:
 
     from gancolor.build import build_recipe
     from gancolor.checkpoint import atomic_save, make_checkpoint
-    from gancolor.cli import CONF_DIR
+    from gancolor.commandline import CONF_DIR
 
     overrides = [f"data.image_size={RENDER}", "generator.ngf=8", "discriminator.ndf=8", "logger=none"]
     with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
@@ -325,7 +326,7 @@ def test_paths_need_no_hydra_quoting():
 
     parser = OverridesParser.create()
     for value in ["été/写真 (1).jpg", "a,b=c[1].png", "it's.jpg", "C:\\photos\\", "end\\'", "~/x #2.tif"]:
-        assert parser.parse_overrides([f"input={_quoted(value)}"])[0].value() == value
+        assert parser.parse_overrides([f"input={hydra_quoted(value)}"])[0].value() == value
 
 
 def test_command_line_exit_code_and_no_stray_folders(tmp_path, ckpt):

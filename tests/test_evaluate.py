@@ -21,7 +21,7 @@ def ckpts(tmp_path_factory) -> list[Path]:
 
     from gancolor.build import build_recipe
     from gancolor.checkpoint import atomic_save, make_checkpoint
-    from gancolor.cli import CONF_DIR
+    from gancolor.commandline import CONF_DIR
 
     overrides = [f"data.image_size={RENDER}", "generator.ngf=8", "discriminator.ndf=8", "logger=none"]
     with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
@@ -150,7 +150,7 @@ def _fake_ckpt(tmp_path: Path) -> Path:
 
     from gancolor.build import build_recipe
     from gancolor.checkpoint import atomic_save, make_checkpoint
-    from gancolor.cli import CONF_DIR
+    from gancolor.commandline import CONF_DIR
 
     with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
         cfg = compose(config_name="config", overrides=["data.image_size=32", "generator.ngf=8", "logger=none"])

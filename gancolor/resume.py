@@ -1,0 +1,109 @@
+"""How a run continues from a checkpoint (resume=) or starts from another run's weights
+(init_from=).
+
+resume= continues the same experiment: the checkpoint's stored config is the run's
+config, and the command line may change only where and how long it runs and how it
+logs (RESUME_ALLOWED). Rows that metrics.jsonl gained after that checkpoint are dropped,
+because the resumed run logs those steps again. init_from= starts a new run whose nets
+begin with another run's weights, and nothing else of it.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+from pathlib import Path
+
+from omegaconf import DictConfig, OmegaConf
+
+from gancolor.build import build_recipe, config_for_rebuilding
+from gancolor.checkpoint import find_resume_checkpoint, load_checkpoint, load_nets
+from gancolor.errors import CheckpointError, ConfigError
+
+log = logging.getLogger("gancolor")
+
+# What may change on a resume command line: where and how long to run, how to log.
+# Anything else would make the continued run a different experiment.
+RESUME_ALLOWED = (
+    "resume",
+    "trainer.max_epochs",
+    "trainer.max_steps",
+    "trainer.device",
+    "trainer.progress_bar",
+    "trainer.log_every_n_steps",
+    "trainer.save_every_n_steps",
+    "trainer.keep_last",
+    "data.num_workers",
+    "logger",
+    "hydra",
+)
+
+
+def checkpoint_to_resume(cfg: DictConfig) -> dict | None:
+    """The checkpoint that resume= names, loaded (None: a new run)."""
+    if cfg.get("resume") and cfg.get("init_from"):
+        raise ConfigError("resume and init_from exclude each other: resume continues a run, init_from starts one")
+    if not cfg.get("resume"):
+        return None
+    resume, path = find_resume_checkpoint(cfg.resume, log)
+    log.info("resuming from %s (step %d, epoch %d)", path, resume["global_step"], resume["epoch"] + 1)
+    return resume
+
+
+def override_key(override: str) -> str:
+    return override.split("=", 1)[0].lstrip("+~")
+
+
+def resume_config(cfg: DictConfig, stored: dict, overrides: list[str]) -> DictConfig:
+    """The stored config of the run being resumed, with the allowed overrides applied."""
+    refused = [
+        o for o in overrides
+        if not any(override_key(o) == a or override_key(o).startswith(a + ".") for a in RESUME_ALLOWED)
+    ]
+    if refused:
+        raise ConfigError(
+            f"resume continues a run with its own config; cannot change {', '.join(refused)} "
+            f"(allowed: {', '.join(a for a in RESUME_ALLOWED if a not in ('resume', 'hydra'))}, logger.*)"
+        )
+    merged = OmegaConf.create(stored)
+    for o in overrides:
+        key = override_key(o)
+        if key.startswith("hydra"):
+            continue
+        if key == "logger":  # a group choice: take the whole newly composed node
+            merged.logger = cfg.logger
+        else:
+            OmegaConf.update(merged, key, OmegaConf.select(cfg, key), force_add=True)
+    return merged
+
+
+def recipe_for_run(cfg: DictConfig, resume: dict | None):
+    """The recipe to train, with init_from's weights when the config names a run."""
+    if resume is None:
+        recipe = build_recipe(cfg)
+    else:  # its weights come from the checkpoint, not from pretrained or bins files
+        recipe = build_recipe(OmegaConf.create(config_for_rebuilding(OmegaConf.to_container(cfg), resume["nets"])))
+    if cfg.get("init_from"):
+        init_weights_from(recipe, cfg.init_from)
+    return recipe
+
+
+def init_weights_from(recipe, path: str) -> None:
+    """init_from=PATH: another run's weights, nothing else (fresh optimisers, step 0)."""
+    ckpt = load_checkpoint(path)
+    if ckpt.get("recipe") != recipe.name:
+        raise CheckpointError(f"init_from: {path} is a {ckpt.get('recipe')} checkpoint; this run trains {recipe.name}")
+    load_nets(recipe, ckpt["nets"], f"init_from: {path}")
+    log.info("initialised the nets from %s (step %d of its run)", path, ckpt.get("global_step", 0))
+
+
+def drop_metrics_after(path: Path, step: int) -> None:
+    """A run killed after its last checkpoint logged steps it will now redo: drop those
+    rows so metrics.jsonl reads as one uninterrupted run."""
+    if not path.exists():
+        return
+    keep = [line for line in path.read_text().splitlines(keepends=True) if line.strip() and json.loads(line).get("step", 0) <= step]
+    tmp = path.with_suffix(".jsonl.tmp")
+    tmp.write_text("".join(keep))
+    os.replace(tmp, path)
