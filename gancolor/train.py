@@ -1,12 +1,13 @@
-"""Build everything a run needs from the composed config, then hand it to the trainer.
+"""The Hydra task: build everything a run needs from the composed config, then hand it
+to the trainer.
 
 Everything that can fail because of a user's choice (a bad value, a missing folder)
-is built and checked before the first step, and reported as one line.
+is built and checked before the first step, and reported as one line. What a resumed
+run keeps of its checkpoint and what init_from= takes is gancolor.resume's to say.
 """
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 import random
@@ -22,10 +23,11 @@ from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
 
 from gancolor import distributed
-from gancolor.build import build, build_recipe, config_for_rebuilding
-from gancolor.checkpoint import find_resume_checkpoint, load_checkpoint, load_nets
-from gancolor.errors import CheckpointError, ConfigError, UserError, fail
+from gancolor.build import build
+from gancolor.errors import UserError, fail
 from gancolor.loggers import JsonlLogger, Logger, MultiLogger
+from gancolor.resume import checkpoint_to_resume, drop_metrics_after, recipe_for_run, resume_config
+from gancolor.resume import init_weights_from  # noqa: F401  (its home before gancolor.resume)
 
 log = logging.getLogger("gancolor")
 
@@ -49,50 +51,6 @@ def build_logger(cfg: DictConfig, run_dir: Path, config: dict, run_id: str | Non
     return MultiLogger(loggers)
 
 
-# What may change on a resume command line: where and how long to run, how to log.
-# Anything else would make the continued run a different experiment.
-RESUME_ALLOWED = (
-    "resume",
-    "trainer.max_epochs",
-    "trainer.max_steps",
-    "trainer.device",
-    "trainer.progress_bar",
-    "trainer.log_every_n_steps",
-    "trainer.save_every_n_steps",
-    "trainer.keep_last",
-    "data.num_workers",
-    "logger",
-    "hydra",
-)
-
-
-def override_key(override: str) -> str:
-    return override.split("=", 1)[0].lstrip("+~")
-
-
-def resume_config(cfg: DictConfig, stored: dict, overrides: list[str]) -> DictConfig:
-    """The stored config of the run being resumed, with the allowed overrides applied."""
-    refused = [
-        o for o in overrides
-        if not any(override_key(o) == a or override_key(o).startswith(a + ".") for a in RESUME_ALLOWED)
-    ]
-    if refused:
-        raise ConfigError(
-            f"resume continues a run with its own config; cannot change {', '.join(refused)} "
-            f"(allowed: {', '.join(a for a in RESUME_ALLOWED if a not in ('resume', 'hydra'))}, logger.*)"
-        )
-    merged = OmegaConf.create(stored)
-    for o in overrides:
-        key = override_key(o)
-        if key.startswith("hydra"):
-            continue
-        if key == "logger":  # a group choice: take the whole newly composed node
-            merged.logger = cfg.logger
-        else:
-            OmegaConf.update(merged, key, OmegaConf.select(cfg, key), force_add=True)
-    return merged
-
-
 def train(cfg: DictConfig) -> float | None:
     """The Hydra task: returns the monitored validation metric (for sweepers)."""
     run_dir = Path(HydraConfig.get().runtime.output_dir)
@@ -101,21 +59,13 @@ def train(cfg: DictConfig) -> float | None:
     started = False
     resume = None
     try:
-        if cfg.get("resume") and cfg.get("init_from"):
-            raise ConfigError("resume and init_from exclude each other: resume continues a run, init_from starts one")
-        if cfg.get("resume"):
-            resume, path = find_resume_checkpoint(cfg.resume, log)
-            log.info("resuming from %s (step %d, epoch %d)", path, resume["global_step"], resume["epoch"] + 1)
+        resume = checkpoint_to_resume(cfg)
+        if resume is not None:
             cfg = resume_config(cfg, resume["config"], list(HydraConfig.get().overrides.task))
         seed_everything(int(cfg.seed))
         trainer = build(cfg.trainer, "trainer")
         data = build(cfg.data, "data")
-        if resume is None:
-            recipe = build_recipe(cfg)
-        else:  # its weights come from the checkpoint, not from pretrained or bins files
-            recipe = build_recipe(OmegaConf.create(config_for_rebuilding(OmegaConf.to_container(cfg), resume["nets"])))
-        if cfg.get("init_from"):
-            init_weights_from(recipe, cfg.init_from)
+        recipe = recipe_for_run(cfg, resume)
         trainer.check_phases(recipe)  # a phase the recipe lacks fails before any work
         data.setup()  # finds and checks the images: a bad folder fails here, not mid-run
         config = OmegaConf.to_container(cfg, resolve=True)
@@ -156,26 +106,6 @@ def quiet_secondary_rank() -> None:
         if isinstance(handler, logging.FileHandler):
             root.removeHandler(handler)
     root.setLevel(logging.WARNING)
-
-
-def init_weights_from(recipe, path: str) -> None:
-    """init_from=PATH: another run's weights, nothing else (fresh optimisers, step 0)."""
-    ckpt = load_checkpoint(path)
-    if ckpt.get("recipe") != recipe.name:
-        raise CheckpointError(f"init_from: {path} is a {ckpt.get('recipe')} checkpoint; this run trains {recipe.name}")
-    load_nets(recipe, ckpt["nets"], f"init_from: {path}")
-    log.info("initialised the nets from %s (step %d of its run)", path, ckpt.get("global_step", 0))
-
-
-def drop_metrics_after(path: Path, step: int) -> None:
-    """A run killed after its last checkpoint logged steps it will now redo: drop those
-    rows so metrics.jsonl reads as one uninterrupted run."""
-    if not path.exists():
-        return
-    keep = [line for line in path.read_text().splitlines(keepends=True) if line.strip() and json.loads(line).get("step", 0) <= step]
-    tmp = path.with_suffix(".jsonl.tmp")
-    tmp.write_text("".join(keep))
-    os.replace(tmp, path)
 
 
 def log_to_file_only(level: int, message: str) -> None:

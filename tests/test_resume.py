@@ -192,3 +192,31 @@ def test_init_from_loads_weights_and_starts_at_step_zero(tmp_path, cache):
     other = gancolor([*RUN, f"init_from={ckpt}", "generator.ngf=16", f"hydra.run.dir={tmp_path / 'x'}"], cache)
     assert other.returncode == 2 and other.stderr.count("\n") == 1
     assert "does not fit these nets" in other.stderr and "different shape" in other.stderr
+
+
+def test_resume_config_takes_the_stored_config_and_only_allowed_overrides():
+    from omegaconf import OmegaConf
+
+    from gancolor.errors import ConfigError
+    from gancolor.resume import resume_config
+
+    stored = {"seed": 1, "model": {"lr": 0.0002}, "trainer": {"max_steps": 5}, "logger": {"name": "old"}}
+    composed = OmegaConf.create(
+        {"seed": 9, "model": {"lr": 0.1}, "trainer": {"max_steps": 8, "keep_last": 2}, "logger": {"name": "new"}}
+    )
+    merged = resume_config(composed, stored, ["resume=run", "trainer.max_steps=8", "+trainer.keep_last=2", "logger=new", "hydra.run.dir=x"])
+    assert merged.seed == 1 and merged.model.lr == 0.0002  # the stored experiment
+    assert merged.trainer.max_steps == 8 and merged.trainer.keep_last == 2 and merged.logger.name == "new"
+    with pytest.raises(ConfigError, match="cannot change model.lr=0.1, seed=9"):
+        resume_config(composed, stored, ["model.lr=0.1", "seed=9"])
+
+
+def test_drop_metrics_after_keeps_the_rows_up_to_the_checkpoint(tmp_path):
+    from gancolor.resume import drop_metrics_after
+
+    path = tmp_path / "metrics.jsonl"
+    path.write_text("".join(json.dumps({"step": s, "x": s}) + "\n" for s in (1, 2, 3, 4)) + "\n")
+    drop_metrics_after(path, 2)
+    assert [json.loads(line)["step"] for line in path.read_text().splitlines()] == [1, 2]
+    drop_metrics_after(tmp_path / "none.jsonl", 2)  # a run that logged nothing yet
+    assert not (tmp_path / "none.jsonl").exists()
