@@ -165,9 +165,9 @@ def baseline_eager(cfg, size: int, batch: int, device: torch.device, args) -> fl
 
 
 def bench_loader(root: str, size: int, batch: int, workers: int, batches: int) -> dict:
-    from gancolor.data import FolderData
+    from gancolor.data import FolderDataModule
 
-    data = FolderData(root, image_size=size, batch_size=batch, num_workers=workers, val_fraction=0.0)
+    data = FolderDataModule(root, image_size=size, batch_size=batch, num_workers=workers, val_fraction=0.0)
     loader = data.train_loader()
     it = iter(loader)
     next(it)  # worker start-up is not throughput

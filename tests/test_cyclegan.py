@@ -281,7 +281,7 @@ def test_model_cyclegan_picks_its_nets_data_and_schedule():
         cfg = compose("model=cyclegan")
     except Exception as exc:  # noqa: BLE001 - the message is what matters here
         pytest.fail(f"model=cyclegan does not compose ({exc}); conf/config.yaml must list `model` after `data` and `trainer`")
-    assert cfg.data._target_ == "gancolor.data.UnpairedData" and cfg.data.root is None
+    assert cfg.data._target_ == "gancolor.data.UnpairedDataModule" and cfg.data.root is None
     assert cfg.generator._target_ == "gancolor.nets.ResnetGenerator" and cfg.generator._partial_
     assert cfg.discriminator.norm == "instance" and cfg.loss.gan_mode == "lsgan"
     assert (cfg.loss.lambda_cycle, cfg.loss.lambda_identity, cfg.model.pool_size) == (10.0, 0.5, 50)

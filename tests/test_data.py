@@ -20,11 +20,11 @@ from PIL import Image, ImageFile
 import skimage.data as skdata
 from gancolor import color
 from gancolor.data import (
-    AlignedData,
+    AlignedDataModule,
     AlignedDataset,
     ColorImageDataset,
-    FolderData,
-    SampleData,
+    FolderDataModule,
+    SampleDataModule,
     UnreadableImage,
     eval_transform,
     find_images,
@@ -188,7 +188,7 @@ def test_scan_keeps_exactly_the_colour_files(photo_folder):
 
 def test_folder_data_logs_each_bad_file_and_the_counts(photo_folder, caplog):
     caplog.set_level(logging.INFO, logger=LOGGER)
-    data = FolderData(photo_folder["root"], image_size=32, num_workers=0)
+    data = FolderDataModule(photo_folder["root"], image_size=32, num_workers=0)
     data.setup()
     warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
     for bad in photo_folder["unreadable"]:
@@ -203,8 +203,8 @@ def test_folder_data_logs_each_bad_file_and_the_counts(photo_folder, caplog):
 
 def test_split_is_deterministic_disjoint_and_complete(photo_folder):
     colour = {str(p) for p in photo_folder["colour"]}
-    first = FolderData(photo_folder["root"], val_fraction=0.34, seed=3, num_workers=0)
-    again = FolderData(photo_folder["root"], val_fraction=0.34, seed=3, num_workers=0)
+    first = FolderDataModule(photo_folder["root"], val_fraction=0.34, seed=3, num_workers=0)
+    again = FolderDataModule(photo_folder["root"], val_fraction=0.34, seed=3, num_workers=0)
     train, val = set(first.train_paths), set(first.val_paths)
     assert train.isdisjoint(val)
     assert train | val == colour
@@ -218,8 +218,8 @@ def test_split_is_deterministic_disjoint_and_complete(photo_folder):
 
 
 def test_max_images_caps_a_seeded_subset(photo_folder):
-    capped = FolderData(photo_folder["root"], max_images=4, val_fraction=0.25, seed=1, num_workers=0)
-    again = FolderData(photo_folder["root"], max_images=4, val_fraction=0.25, seed=1, num_workers=0)
+    capped = FolderDataModule(photo_folder["root"], max_images=4, val_fraction=0.25, seed=1, num_workers=0)
+    again = FolderDataModule(photo_folder["root"], max_images=4, val_fraction=0.25, seed=1, num_workers=0)
     assert capped.train_size + capped.val_size <= 4
     assert (capped.train_paths, capped.val_paths) == (again.train_paths, again.val_paths)
 
@@ -242,7 +242,7 @@ def test_train_val_subfolders_are_used_as_the_split(tmp_path):
     _save(_half(skdata.astronaut()), tmp_path / "train" / "a.png")
     _save(_half(skdata.coffee()), tmp_path / "train" / "b.jpg")
     _save(_half(skdata.chelsea()), tmp_path / "val" / "c.png")
-    data = FolderData(tmp_path, image_size=32, num_workers=0)
+    data = FolderDataModule(tmp_path, image_size=32, num_workers=0)
     assert [Path(p).name for p in data.train_paths] == ["a.png", "b.jpg"]
     assert [Path(p).name for p in data.val_paths] == ["c.png"]
 
@@ -251,7 +251,7 @@ def test_train_val_subfolders_are_used_as_the_split(tmp_path):
 
 
 def test_train_batch_is_uint8_rgb_and_converts_to_lab(photo_folder):
-    data = FolderData(photo_folder["root"], image_size=48, batch_size=2, num_workers=0, val_fraction=0.2)
+    data = FolderDataModule(photo_folder["root"], image_size=48, batch_size=2, num_workers=0, val_fraction=0.2)
     batch = next(iter(data.train_loader()))
     assert batch["rgb"].dtype == torch.uint8 and batch["rgb"].shape == (2, 3, 48, 48)
     assert len(batch["path"]) == 2 and all(isinstance(p, str) for p in batch["path"])
@@ -275,8 +275,8 @@ def _first_batches(loader: torch.utils.data.DataLoader, n: int) -> list[torch.Te
     return out
 
 
-def _data(photo_folder: dict[str, object], num_workers: int, seed: int = 0) -> FolderData:
-    return FolderData(
+def _data(photo_folder: dict[str, object], num_workers: int, seed: int = 0) -> FolderDataModule:
+    return FolderDataModule(
         photo_folder["root"], image_size=32, batch_size=2, num_workers=num_workers, val_fraction=0.2, seed=seed
     )
 
@@ -315,7 +315,7 @@ def test_batches_do_not_depend_on_the_number_of_workers(photo_folder):
 def test_file_deleted_after_scan_is_skipped_with_a_warning(tmp_path, caplog):
     for name in ("astronaut", "coffee", "chelsea"):
         _save(_half(getattr(skdata, name)()), tmp_path / f"{name}.jpg", quality=90)
-    data = FolderData(tmp_path, image_size=32, batch_size=1, num_workers=0, val_fraction=0.0)
+    data = FolderDataModule(tmp_path, image_size=32, batch_size=1, num_workers=0, val_fraction=0.0)
     assert data.train_size == 3
     gone = data.train_paths[1]
     os.remove(gone)
@@ -336,7 +336,7 @@ def test_file_deleted_after_scan_is_skipped_with_a_warning(tmp_path, caplog):
 def test_missing_folder_is_a_one_line_data_error(tmp_path):
     missing = tmp_path / "nope"
     with pytest.raises(DataError) as info:
-        FolderData(missing).setup()
+        FolderDataModule(missing).setup()
     message = str(info.value)
     assert message == f"data.root: folder not found: {missing.absolute()}"
 
@@ -344,7 +344,7 @@ def test_missing_folder_is_a_one_line_data_error(tmp_path):
 def test_empty_folder_is_a_one_line_data_error(tmp_path):
     (tmp_path / "readme.txt").write_text("no images here")
     with pytest.raises(DataError) as info:
-        FolderData(tmp_path).train_size
+        FolderDataModule(tmp_path).train_size
     message = str(info.value)
     assert "\n" not in message and str(tmp_path.absolute()) in message and "no images" in message
 
@@ -353,7 +353,7 @@ def test_folder_of_only_unusable_files_says_so(tmp_path):
     _save(skdata.camera(), tmp_path / "gray.png")
     (tmp_path / "bad.jpg").write_bytes(b"\xff\xd8 not really")
     with pytest.raises(DataError) as info:
-        FolderData(tmp_path).setup()
+        FolderDataModule(tmp_path).setup()
     message = str(info.value)
     assert "\n" not in message and "1 grayscale and 1 unreadable" in message and str(tmp_path) in message
 
@@ -362,7 +362,7 @@ def test_home_is_expanded(tmp_path, monkeypatch):
     monkeypatch.setenv("HOME", str(tmp_path))
     _save(_half(skdata.astronaut()), tmp_path / "pics" / "a.png")
     _save(_half(skdata.coffee()), tmp_path / "pics" / "b.png")
-    data = FolderData("~/pics", image_size=32, num_workers=0)
+    data = FolderDataModule("~/pics", image_size=32, num_workers=0)
     assert data.train_size + data.val_size == 2
 
 
@@ -371,7 +371,7 @@ def test_home_is_expanded(tmp_path, monkeypatch):
 
 def test_sample_data_materialises_into_gancolor_cache(tmp_path, monkeypatch):
     monkeypatch.setenv("GANCOLOR_CACHE", str(tmp_path))
-    data = SampleData(image_size=32, batch_size=2)
+    data = SampleDataModule(image_size=32, batch_size=2)
     batch = next(iter(data.train_loader()))
     assert batch["rgb"].shape == (2, 3, 32, 32) and batch["rgb"].dtype == torch.uint8
     written = sorted((tmp_path / "sample").iterdir())
@@ -380,7 +380,7 @@ def test_sample_data_materialises_into_gancolor_cache(tmp_path, monkeypatch):
     assert data.train_size + data.val_size == len(SAMPLE_PHOTOS)  # all are colour photos
 
     stamps = {p: p.stat().st_mtime_ns for p in written}
-    assert SampleData(image_size=32).train_size == data.train_size
+    assert SampleDataModule(image_size=32).train_size == data.train_size
     assert all(p.stat().st_mtime_ns == t for p, t in stamps.items())  # written once
 
 
@@ -407,7 +407,7 @@ def _write_pairs(root: Path, val_name: str, gray_left: bool) -> None:
 @pytest.mark.parametrize("direction", ["AtoB", "BtoA"])
 def test_aligned_pairs_share_crop_and_flip(tmp_path, direction):
     _write_pairs(tmp_path, "test", gray_left=direction == "AtoB")
-    data = AlignedData(tmp_path, direction=direction, image_size=48, batch_size=2, num_workers=0, scale_min=0.2)
+    data = AlignedDataModule(tmp_path, direction=direction, image_size=48, batch_size=2, num_workers=0, scale_min=0.2)
     assert (data.train_size, data.val_size) == (2, 1)
     loader = data.train_loader()
     for epoch in range(4):
@@ -440,3 +440,58 @@ def test_transforms_produce_requested_size():
     pair = train_transform(40, paired=True)(image=image, input_rgb=image.copy())
     np.testing.assert_array_equal(pair["image"], pair["input_rgb"])
 
+
+
+# -- names ------------------------------------------------------------------------------
+
+# Every `_target_` a data node could hold before the *DataModule names, as checkpoints and
+# run configs of that time store them, with the class it must build today.
+OLD_TARGETS = {
+    "gancolor.data.FolderData": "FolderDataModule",
+    "gancolor.data.SampleData": "SampleDataModule",
+    "gancolor.data.AlignedData": "AlignedDataModule",
+    "gancolor.data.UnpairedData": "UnpairedDataModule",
+    "gancolor.data.DomainsData": "DomainsDataModule",
+    "gancolor.data.datamodule.FolderData": "FolderDataModule",
+    "gancolor.data.datamodule.SampleData": "SampleDataModule",
+    "gancolor.data.datamodule.AlignedData": "AlignedDataModule",
+    "gancolor.data.unpaired.UnpairedData": "UnpairedDataModule",
+    "gancolor.data.domains.DomainsData": "DomainsDataModule",
+}
+
+
+@pytest.mark.parametrize("target", sorted(OLD_TARGETS))
+def test_old_data_targets_build_the_renamed_data_modules(target, tmp_path):
+    from hydra.utils import instantiate
+
+    import gancolor.data
+
+    new_class = getattr(gancolor.data, OLD_TARGETS[target])
+    options = {"cache_dir": str(tmp_path)} if new_class is SampleDataModule else {"root": str(tmp_path)}
+    built = instantiate({"_target_": target, **options})
+    assert type(built) is new_class
+
+
+def test_old_dataset_paths_still_import():
+    from gancolor.data.datamodule import SampleRootFallback
+    from gancolor.data.datasets import DomainImageDataset, UnpairedDataset
+    from gancolor.data.domains import DomainImageDataset as old_domain_dataset
+    from gancolor.data.unpaired import SampleRootFallback as old_fallback
+    from gancolor.data.unpaired import UnpairedDataset as old_unpaired_dataset
+
+    assert old_domain_dataset is DomainImageDataset and old_unpaired_dataset is UnpairedDataset
+    assert old_fallback is SampleRootFallback
+
+
+def test_every_data_config_builds_a_data_module():
+    # The rule of gancolor/data/__init__.py: what `data=` builds is a *DataModule.
+    from hydra.utils import get_class
+    from omegaconf import OmegaConf
+
+    configs = sorted((Path(__file__).resolve().parents[1] / "conf" / "data").glob("*.yaml"))
+    assert configs
+    for path in configs:
+        target = OmegaConf.load(path)._target_
+        cls = get_class(target)
+        assert cls.__name__.endswith("DataModule") and issubclass(cls, FolderDataModule), (path.name, target)
+        assert target == f"gancolor.data.{cls.__name__}", (path.name, target)

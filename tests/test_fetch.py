@@ -1,4 +1,4 @@
-"""`python -m gancolor.datasets fetch` against a real HTTP server on 127.0.0.1.
+"""`python -m gancolor.fetch fetch` against a real HTTP server on 127.0.0.1.
 
 The server is ours so the tests can make it misbehave the way real hosts do: cut the
 connection part-way, ignore Range requests, or serve a file that changed.
@@ -26,8 +26,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from gancolor import datasets
-from gancolor.datasets import MARKER, REGISTRY, main
+from gancolor import fetch
+from gancolor.fetch import MARKER, REGISTRY, main
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -366,8 +366,8 @@ def test_connection_refused_is_one_line(dest: Path, capsys) -> None:
 
 
 def test_env_var_name_for_odd_names() -> None:
-    assert datasets.env_var("coco-val2017") == "GANCOLOR_DATASETS_URL_COCO_VAL2017"
-    assert datasets.env_var("summer2winter_yosemite") == "GANCOLOR_DATASETS_URL_SUMMER2WINTER_YOSEMITE"
+    assert fetch.env_var("coco-val2017") == "GANCOLOR_DATASETS_URL_COCO_VAL2017"
+    assert fetch.env_var("summer2winter_yosemite") == "GANCOLOR_DATASETS_URL_SUMMER2WINTER_YOSEMITE"
 
 
 def test_no_registry_entry_claims_an_unverified_checksum() -> None:
@@ -376,13 +376,37 @@ def test_no_registry_entry_claims_an_unverified_checksum() -> None:
         assert entry.sha256 is None or re.fullmatch(r"[0-9a-f]{64}", entry.sha256)
 
 
-def test_module_entry_point_lists_sets() -> None:
+def run_module(module: str, *args: str) -> subprocess.CompletedProcess[str]:
     env = {**os.environ, "PYTHONPATH": str(REPO) + os.pathsep + os.environ.get("PYTHONPATH", "")}
-    proc = subprocess.run(
-        [sys.executable, "-m", "gancolor.datasets", "list"],
-        cwd=REPO, env=env, capture_output=True, text=True, timeout=60,
+    return subprocess.run(
+        [sys.executable, "-m", module, *args], cwd=REPO, env=env, capture_output=True, text=True, timeout=60
     )
+
+
+def test_module_entry_point_lists_sets() -> None:
+    proc = run_module("gancolor.fetch", "list")
     assert proc.returncode == 0, proc.stderr
+    assert "renamed" not in proc.stderr
     header, *rows = proc.stdout.splitlines()
     assert header.split()[:4] == ["name", "layout", "size", "description"]
     assert {row.split()[0] for row in rows} == set(REGISTRY)
+
+
+def test_old_entry_point_still_runs_and_says_it_was_renamed(dest: Path) -> None:
+    # Scripts written before the rename call `python -m gancolor.datasets`; for one
+    # release it must do exactly what gancolor.fetch does, plus one line on stderr.
+    new = run_module("gancolor.fetch", "list")
+    old = run_module("gancolor.datasets", "list")
+    assert old.returncode == 0, old.stderr
+    assert old.stdout == new.stdout
+    notices = [line for line in old.stderr.splitlines() if "renamed" in line]
+    assert len(notices) == 1 and notices[0].startswith("gancolor.datasets is renamed gancolor.fetch; ")
+    failed = run_module("gancolor.datasets", "fetch", "nosuchset", "--dest", str(dest))
+    assert failed.returncode == 2
+    assert failed.stderr.splitlines()[-1].startswith("gancolor: error: unknown data set 'nosuchset'")
+
+
+def test_old_import_path_is_the_same_api() -> None:
+    from gancolor import datasets
+
+    assert datasets.main is main and datasets.REGISTRY is REGISTRY and datasets.fetch is fetch.fetch

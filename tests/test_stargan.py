@@ -317,7 +317,7 @@ def test_model_stargan_picks_its_nets_data_and_yunjey_defaults():
         cfg = compose("model=stargan")
     except Exception as exc:  # noqa: BLE001 - the message is what matters here
         pytest.fail(f"model=stargan does not compose ({exc}); conf/config.yaml must list `model` after `data` and `trainer`")
-    assert cfg.data._target_ == "gancolor.data.DomainsData" and list(cfg.data.domains) == DOMAINS
+    assert cfg.data._target_ == "gancolor.data.DomainsDataModule" and list(cfg.data.domains) == DOMAINS
     assert cfg.model.domains == cfg.data.domains and cfg.model.target_domain == "color"
     assert (cfg.loss.gan_mode, cfg.loss.lambda_gp, cfg.loss.lambda_cls, cfg.loss.lambda_rec) == ("wgan-gp", 10.0, 1.0, 10.0)
     assert (cfg.model.n_critic, cfg.model.g_lr, cfg.model.d_lr, cfg.model.beta1, cfg.model.beta2) == (5, 1e-4, 1e-4, 0.5, 0.999)

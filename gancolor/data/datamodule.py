@@ -1,8 +1,14 @@
-"""The data objects a config builds (`data._target_`): folder -> loaders of uint8 RGB.
+"""The base of every data module (what `data=` builds): folder -> loaders of uint8 RGB.
 
-    FolderData    a folder of colour photos, split into train/val
-    SampleData    a handful of scikit-image photos, for trying things out offline
-    AlignedData   pix2pix "A|B" folders (root/train, root/val or root/test)
+    FolderDataModule    a folder of colour photos, split into train/val (data=folder);
+                        every other data module extends it
+    SampleDataModule    a handful of scikit-image photos, for trying things out offline
+                        (data=sample)
+    SampleRootFallback  mixin: `root=None` means those sample photos
+                        (data=unpaired, data=domains)
+
+and what the families share: the seeded split, the sample/folder defaults, the scan
+that keeps gray images, `lab_batch` and the loaders' worker seeding.
 
 Building one is cheap (Hydra instantiates it before anything else is checked); the
 folder is scanned on first use, in `setup()`. Batches are dicts of uint8 tensors;
@@ -24,7 +30,7 @@ import torch
 from torch.utils.data import DataLoader
 
 from gancolor import color
-from gancolor.data.datasets import AlignedDataset, ColorImageDataset, _SkippingDataset
+from gancolor.data.datasets import ColorImageDataset, _SkippingDataset
 from gancolor.data.images import find_images, truncated_images_allowed
 from gancolor.data.sampling import EpochSampler
 from gancolor.data.scan import ScanResult, scan_color_images
@@ -66,7 +72,7 @@ def seed_worker(worker_id: int) -> None:
         reseed(seed)
 
 
-class FolderData:
+class FolderDataModule:
     """Colour photos under `root`: train on most, validate on a seeded held-out part.
 
     If `root` has `train/` and `val/` subfolders they are the split; otherwise all
@@ -251,13 +257,13 @@ class FolderData:
         return scan
 
 
-class SampleData(FolderData):
+class SampleDataModule(FolderDataModule):
     """A few colour photographs bundled with scikit-image: a dataset that needs no
     download, for smoke tests and first runs.
 
     The photos are written once as PNGs to `cache_dir` (default:
     $GANCOLOR_CACHE/sample if that variable is set, else ~/.cache/gancolor/sample),
-    and from then on this is FolderData on that folder.
+    and from then on this is FolderDataModule on that folder.
     """
 
     def __init__(
@@ -292,42 +298,20 @@ class SampleData(FolderData):
         super().setup()
 
 
-class AlignedData(FolderData):
-    """pix2pix-style paired data: each file is input and target side by side ("A|B").
+class SampleRootFallback:
+    """For FolderDataModule subclasses: `root=None` means the bundled sample photos, written
+    once to `cache_dir` (default as SampleDataModule's), so the model's own data group runs
+    out of the box."""
 
-    Reads root/train and root/val (or root/test when there is no val/); without those
-    subfolders the files under root are split by seed like FolderData. With
-    direction "AtoB" the right half (B) is the colour target and the left half the
-    input; "BtoA" swaps them. Batches carry "input_rgb" next to "rgb".
-    """
+    root: Any
+    cache_dir: Any
 
-    _val_dir_names = ("val", "test")
-
-    def __init__(
-        self,
-        root: str | os.PathLike[str],
-        direction: str = "AtoB",
-        image_size: int = 256,
-        batch_size: int = 4,
-        num_workers: int = 2,
-        val_fraction: float = 0.1,
-        seed: int = 0,
-        scale_min: float = 0.5,
-        max_images: int | None = None,
-        repeats: int = 1,
-        resize_to: int | None = None,
-    ) -> None:
-        super().__init__(root, image_size, batch_size, num_workers, val_fraction, seed, scale_min, max_images, repeats, resize_to)
-        # Validate now rather than at setup(): a typo should fail before any scan.
-        AlignedDataset([], None, direction)
-        self.direction = direction
-
-    def _make_dataset(self, paths: Sequence[Path], train: bool) -> _SkippingDataset:
-        if train:
-            transform = train_transform(self.image_size, (self.scale_min, 1.0), paired=True, resize_to=self.resize_to)
-        else:
-            transform = eval_transform(self.image_size, paired=True, resize_to=self.resize_to)
-        return AlignedDataset(paths, transform, self.direction)
+    def _resolved_root(self) -> Path:
+        if self.root is None:
+            folder = sample_cache_dir(self.cache_dir)
+            write_sample_photos(folder)
+            return folder
+        return super()._resolved_root()  # type: ignore[misc]
 
 
 # -- helpers --------------------------------------------------------------------------
@@ -346,6 +330,33 @@ def seeded_split(paths: Sequence[Path], val_fraction: float, seed: int) -> tuple
     train = [p for i, p in enumerate(ordered) if i not in val_idx]
     val = [p for i, p in enumerate(ordered) if i in val_idx]
     return train, val
+
+
+# On the handful of sample photos an epoch must be several passes and a quarter is held
+# out (as data=sample); on a real folder one pass and a tenth.
+SAMPLE_DEFAULTS = {"val_fraction": 0.25, "repeats": 6}
+FOLDER_DEFAULTS = {"val_fraction": 0.1, "repeats": 1}
+
+
+def defaults_for(root: Any, val_fraction: float | None, repeats: int | None) -> tuple[float, int]:
+    """Fill null val_fraction / repeats with the sample or folder defaults."""
+    preset = SAMPLE_DEFAULTS if root is None else FOLDER_DEFAULTS
+    return (
+        preset["val_fraction"] if val_fraction is None else float(val_fraction),
+        preset["repeats"] if repeats is None else int(repeats),
+    )
+
+
+def readable_images(paths: list[Path], where: Path) -> list[Path]:
+    """The decodable files among `paths`, gray or colour (unreadable ones are logged)."""
+    scan = scan_color_images(paths)
+    for path, reason in scan.unreadable:
+        log.warning("skipping unreadable image %s: %s", path, reason)
+    keep = set(scan.good) | set(scan.grayscale)
+    readable = [p for p in paths if p in keep]
+    if not readable:
+        raise DataError(f"data.root: no readable images under {where} ({len(scan.unreadable)} unreadable)")
+    return readable
 
 
 def _skipped(scan: ScanResult) -> str:
@@ -394,7 +405,7 @@ def _skimage_data() -> Any:
 
 
 def sample_cache_dir(cache_dir: str | os.PathLike[str] | None = None) -> Path:
-    """Where SampleData keeps its PNGs: `cache_dir`, else $GANCOLOR_CACHE/sample, else
+    """Where SampleDataModule keeps its PNGs: `cache_dir`, else $GANCOLOR_CACHE/sample, else
     ~/.cache/gancolor/sample."""
     if cache_dir is not None:
         return Path(os.path.expanduser(os.fspath(cache_dir))).absolute()
@@ -431,3 +442,21 @@ def write_sample_photos(folder: Path) -> list[Path]:
     if created:
         log.info("data: wrote %d sample photos to %s", len(created), folder)
     return written
+
+
+# -- old names ------------------------------------------------------------------------
+# Checkpoints and run configs store the `_target_` they were trained with, and before the
+# *DataModule names these classes were FolderData, SampleData and AlignedData, importable
+# from this module. Hydra must still find them there to resume or evaluate those runs.
+FolderData = FolderDataModule
+SampleData = SampleDataModule
+
+
+def __getattr__(name: str) -> Any:
+    # AlignedData lived here before the pix2pix family got its own module, which imports
+    # this one: resolved on first use to avoid the import cycle.
+    if name == "AlignedData":
+        from gancolor.data.aligned import AlignedDataModule
+
+        return AlignedDataModule
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

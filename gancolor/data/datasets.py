@@ -1,7 +1,12 @@
-"""Map-style datasets yielding augmented uint8 RGB, ready for default collation.
+"""Every torch Dataset of gancolor.data: map-style, yielding augmented uint8 RGB ready
+for default collation. The data modules (gancolor.data.datamodule and its families)
+build them.
 
 Items are dicts: "rgb" is a uint8 (3, H, W) tensor, the colour target; "path" the
-source file as a string; AlignedDataset adds "input_rgb", the aligned input image.
+source file as a string; AlignedDataset adds "input_rgb", the aligned input image;
+DomainImageDataset adds "domain" and "index"; UnpairedDataset yields an "A" and a "B"
+image instead of "rgb".
+
 Files were vetted by the scan, but a file can change or vanish between the scan and
 the epoch that reads it; such a file is skipped with a warning rather than ending a
 run hours in.
@@ -108,6 +113,67 @@ class AlignedDataset(_SkippingDataset):
             out = self.transform(image=target, **{PAIRED_TARGET: source})
             target, source = out["image"], out[PAIRED_TARGET]
         return {"rgb": hwc_to_chw(target), PAIRED_TARGET: hwc_to_chw(source), "path": path}
+
+
+class DomainImageDataset(ColorImageDataset):
+    """Colour photos with their domain label and dataset index:
+    {"rgb": uint8 (3, H, W), "path": str, "domain": int (-1: assigned later), "index": int}."""
+
+    def __init__(
+        self,
+        paths: Sequence[str | os.PathLike[str]],
+        transform: Transform | None,
+        labels: Sequence[int] | None = None,
+    ) -> None:
+        super().__init__(paths, transform)
+        # By path, not position: a file that turns unreadable is replaced by the next one,
+        # whose label must come with it.
+        self.labels = dict(zip(self.paths, labels)) if labels is not None else {}
+
+    def __getitem__(self, index: int | tuple[int, int]) -> dict[str, Any]:
+        item = super().__getitem__(index)
+        position = index[0] if isinstance(index, tuple) else index  # (index, sample_seed) from EpochSampler
+        return {**item, "domain": self.labels.get(item["path"], -1), "index": position}
+
+
+class UnpairedDataset(Dataset):
+    """A[i] with a random B: {"A": uint8 (3, H, W), "B": uint8 (3, H, W), "path", "path_B"}.
+
+    One epoch visits every A image (or, when B is the larger set, indexes cycle over
+    A for max(|A|, |B|) items, as the reference does). Given (index, sample_seed), as
+    EpochSampler hands them out, the B image and both crops are a function of the seed
+    alone, so a resumed run pairs the same images; a plain index draws B from this
+    dataset's own generator (reseeded by `reseed`).
+    """
+
+    def __init__(self, a: ColorImageDataset, b: ColorImageDataset) -> None:
+        self.a, self.b = a, b
+        self._rng = np.random.default_rng(0)
+
+    @property
+    def paths(self) -> list[str]:
+        return self.a.paths + self.b.paths
+
+    def __len__(self) -> int:
+        return max(len(self.a), len(self.b))
+
+    def __getitem__(self, index: int | tuple[int, int]) -> dict[str, Any]:
+        if isinstance(index, tuple):
+            index, sample_seed = index
+            rng = np.random.default_rng([sample_seed, 2])
+            b_index, b_seed = int(rng.integers(len(self.b))), int(rng.integers(2**62))
+            item_a = self.a[(index % len(self.a), sample_seed)]
+            item_b = self.b[(b_index, b_seed)]
+        else:
+            item_a = self.a[index % len(self.a)]
+            item_b = self.b[int(self._rng.integers(len(self.b)))]
+        return {"A": item_a["rgb"], "B": item_b["rgb"], "path": item_a["path"], "path_B": item_b["path"]}
+
+    def reseed(self, seed: int) -> None:
+        # A and B have separate augmentation pipelines; each gets its own stream.
+        self.a.reseed(seed)
+        self.b.reseed(seed + 1)
+        self._rng = np.random.default_rng([seed, 2])
 
 
 def split_halves(image: np.ndarray, path: str = "?") -> tuple[np.ndarray, np.ndarray]:

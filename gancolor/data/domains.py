@@ -1,4 +1,4 @@
-"""Labelled image domains for StarGAN: one generator translates between all of them.
+"""StarGAN's labelled image domains (data=domains): one generator translates between all of them.
 
 Two sources (`data.source`):
 
@@ -30,11 +30,13 @@ from typing import Any
 import torch
 
 from gancolor import color
-from gancolor.data.datamodule import FolderData, seeded_split
-from gancolor.data.datasets import ColorImageDataset, Transform
+from gancolor.data.datamodule import FolderDataModule, SampleRootFallback, defaults_for, readable_images, seeded_split
+
+# DomainImageDataset was defined here before every torch Dataset moved to datasets.py;
+# it stays importable from here.
+from gancolor.data.datasets import ColorImageDataset, DomainImageDataset
 from gancolor.data.images import find_images
 from gancolor.data.transforms import eval_transform, train_transform
-from gancolor.data.unpaired import SampleRootFallback, defaults_for, readable_images
 from gancolor.errors import ConfigError, DataError
 
 log = logging.getLogger("gancolor.data")
@@ -42,28 +44,7 @@ log = logging.getLogger("gancolor.data")
 SOURCES = ("transforms", "folders")
 
 
-class DomainImageDataset(ColorImageDataset):
-    """Colour photos with their domain label and dataset index:
-    {"rgb": uint8 (3, H, W), "path": str, "domain": int (-1: assigned later), "index": int}."""
-
-    def __init__(
-        self,
-        paths: Sequence[str | os.PathLike[str]],
-        transform: Transform | None,
-        labels: Sequence[int] | None = None,
-    ) -> None:
-        super().__init__(paths, transform)
-        # By path, not position: a file that turns unreadable is replaced by the next one,
-        # whose label must come with it.
-        self.labels = dict(zip(self.paths, labels)) if labels is not None else {}
-
-    def __getitem__(self, index: int | tuple[int, int]) -> dict[str, Any]:
-        item = super().__getitem__(index)
-        position = index[0] if isinstance(index, tuple) else index  # (index, sample_seed) from EpochSampler
-        return {**item, "domain": self.labels.get(item["path"], -1), "index": position}
-
-
-class DomainsData(SampleRootFallback, FolderData):
+class DomainsDataModule(SampleRootFallback, FolderDataModule):
     """StarGAN's labelled domains; see the module docstring.
 
     `val_fraction` and `repeats` default (null) to 0.25 and 6 on the sample photos,
@@ -208,3 +189,8 @@ def check_domains(domains: Sequence[str], source: str, color_domain: str) -> lis
                 f"data.color_domain must be 'color' with data.source=transforms (the photos as they are), got {color_domain!r}"
             )
     return names
+
+
+# Checkpoints and run configs store the `_target_` they were trained with:
+# gancolor.data.domains.DomainsData (and gancolor.data.DomainsData) must keep resolving.
+DomainsData = DomainsDataModule

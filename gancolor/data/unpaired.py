@@ -1,4 +1,4 @@
-"""Unpaired data for CycleGAN: a set A of grayscale photos and a set B of colour
+"""CycleGAN's unpaired data (data=unpaired): a set A of grayscale photos and a set B of colour
 photos, never of the same scenes.
 
 Two layouts (`data.root`):
@@ -7,7 +7,7 @@ Two layouts (`data.root`):
         A is read as gray (a colour file there is desaturated), B must be colour.
         Validation uses testB (or valB); without it, a seeded part of trainB.
     any other folder of colour photos (or data.root=null: the bundled sample photos)
-        split like FolderData into train/val; the training photos are then split by
+        split like FolderDataModule into train/val; the training photos are then split by
         seed into two disjoint halves: A is the gray version of one half, B the other
         half in colour, so no image is ever seen both gray and in colour.
 
@@ -28,105 +28,30 @@ from typing import Any
 
 import numpy as np
 import torch
-from torch.utils.data import Dataset
 
 from gancolor import color
-from gancolor.data.datamodule import FolderData, sample_cache_dir, seeded_split, write_sample_photos
-from gancolor.data.datasets import ColorImageDataset
+
+# SampleRootFallback, defaults_for, readable_images and UnpairedDataset were defined here
+# before they moved to the base module and to datasets.py; they stay importable from here.
+from gancolor.data.datamodule import (
+    FolderDataModule,
+    SampleRootFallback,
+    defaults_for,
+    readable_images,
+    seeded_split,
+)
+from gancolor.data.datasets import ColorImageDataset, UnpairedDataset
 from gancolor.data.images import find_images
-from gancolor.data.scan import scan_color_images
 from gancolor.data.transforms import eval_transform, train_transform
 from gancolor.errors import DataError
 
 log = logging.getLogger("gancolor.data")
 
-# On the handful of sample photos an epoch must be several passes and a quarter is held
-# out (as data=sample); on a real folder one pass and a tenth.
-SAMPLE_DEFAULTS = {"val_fraction": 0.25, "repeats": 6}
-FOLDER_DEFAULTS = {"val_fraction": 0.1, "repeats": 1}
 
-
-def defaults_for(root: Any, val_fraction: float | None, repeats: int | None) -> tuple[float, int]:
-    """Fill null val_fraction / repeats with the sample or folder defaults."""
-    preset = SAMPLE_DEFAULTS if root is None else FOLDER_DEFAULTS
-    return (
-        preset["val_fraction"] if val_fraction is None else float(val_fraction),
-        preset["repeats"] if repeats is None else int(repeats),
-    )
-
-
-def readable_images(paths: list[Path], where: Path) -> list[Path]:
-    """The decodable files among `paths`, gray or colour (unreadable ones are logged)."""
-    scan = scan_color_images(paths)
-    for path, reason in scan.unreadable:
-        log.warning("skipping unreadable image %s: %s", path, reason)
-    keep = set(scan.good) | set(scan.grayscale)
-    readable = [p for p in paths if p in keep]
-    if not readable:
-        raise DataError(f"data.root: no readable images under {where} ({len(scan.unreadable)} unreadable)")
-    return readable
-
-
-class SampleRootFallback:
-    """For FolderData subclasses: `root=None` means the bundled sample photos, written
-    once to `cache_dir` (default as SampleData's), so the model's own data group runs
-    out of the box."""
-
-    root: Any
-    cache_dir: Any
-
-    def _resolved_root(self) -> Path:
-        if self.root is None:
-            folder = sample_cache_dir(self.cache_dir)
-            write_sample_photos(folder)
-            return folder
-        return super()._resolved_root()  # type: ignore[misc]
-
-
-class UnpairedDataset(Dataset):
-    """A[i] with a random B: {"A": uint8 (3, H, W), "B": uint8 (3, H, W), "path", "path_B"}.
-
-    One epoch visits every A image (or, when B is the larger set, indexes cycle over
-    A for max(|A|, |B|) items, as the reference does). Given (index, sample_seed), as
-    EpochSampler hands them out, the B image and both crops are a function of the seed
-    alone, so a resumed run pairs the same images; a plain index draws B from this
-    dataset's own generator (reseeded by `reseed`).
-    """
-
-    def __init__(self, a: ColorImageDataset, b: ColorImageDataset) -> None:
-        self.a, self.b = a, b
-        self._rng = np.random.default_rng(0)
-
-    @property
-    def paths(self) -> list[str]:
-        return self.a.paths + self.b.paths
-
-    def __len__(self) -> int:
-        return max(len(self.a), len(self.b))
-
-    def __getitem__(self, index: int | tuple[int, int]) -> dict[str, Any]:
-        if isinstance(index, tuple):
-            index, sample_seed = index
-            rng = np.random.default_rng([sample_seed, 2])
-            b_index, b_seed = int(rng.integers(len(self.b))), int(rng.integers(2**62))
-            item_a = self.a[(index % len(self.a), sample_seed)]
-            item_b = self.b[(b_index, b_seed)]
-        else:
-            item_a = self.a[index % len(self.a)]
-            item_b = self.b[int(self._rng.integers(len(self.b)))]
-        return {"A": item_a["rgb"], "B": item_b["rgb"], "path": item_a["path"], "path_B": item_b["path"]}
-
-    def reseed(self, seed: int) -> None:
-        # A and B have separate augmentation pipelines; each gets its own stream.
-        self.a.reseed(seed)
-        self.b.reseed(seed + 1)
-        self._rng = np.random.default_rng([seed, 2])
-
-
-class UnpairedData(SampleRootFallback, FolderData):
+class UnpairedDataModule(SampleRootFallback, FolderDataModule):
     """CycleGAN's two domains from one or two folders; see the module docstring.
 
-    `root=None` uses the bundled sample photos (written to `cache_dir`, as SampleData).
+    `root=None` uses the bundled sample photos (written to `cache_dir`, as SampleDataModule).
     `val_fraction` and `repeats` default (null) to 0.25 and 6 on the sample photos,
     0.1 and 1 on a folder.
     """
@@ -213,3 +138,8 @@ def disjoint_halves(paths: Sequence[Path], seed: int) -> tuple[list[Path], list[
     a = sorted((ordered[i] for i in order[:half]), key=lambda p: p.as_posix())
     b = sorted((ordered[i] for i in order[half:]), key=lambda p: p.as_posix())
     return a, b
+
+
+# Checkpoints and run configs store the `_target_` they were trained with:
+# gancolor.data.unpaired.UnpairedData (and gancolor.data.UnpairedData) must keep resolving.
+UnpairedData = UnpairedDataModule
