@@ -11,9 +11,10 @@ patch) and D_cls (which domain). With source domain c' and target domain c:
     L_cls^f = E_{x,c}[-log D_cls(c | G(x, c))]        fakes, the target domain      (eq. 3)
     L_rec   = E_{x,c,c'}[ ||x - G(G(x, c), c')||_1 ]  back to the source domain    (eq. 4)
 
-Each iteration trains D; G is trained every `n_critic` iterations (Step.every), as in
-yunjey/stargan, with the same target domains D saw in that iteration: the batch's
-labels shuffled across it. Images are in `color_space` ("rgb": sRGB in [-1, 1], the
+Each iteration trains D; G is trained every `n_critic` iterations (Step.every), on
+iteration i when (i + 1) % n_critic == 0 as in yunjey/stargan, so only after D has
+trained n_critic times, with the same target domains D saw in that iteration: the
+batch's labels shuffled across it. Images are in `color_space` ("rgb": sRGB in [-1, 1], the
 reference's; "lab": normalised (L, ab)); the batch holds sRGB in [0, 1] and labels.
 
 The failure the seed reports (after long training StarGAN "reproduces the images
