@@ -43,7 +43,8 @@ What the Lab formulation keeps and loses:
     paper's unpaired setting. With A made by desaturating colour photos (the one-folder
     split of data=unpaired), G_BA's best rendering is the photo's exact L, and cycle_B
     then tends to the same L1 fit, weighted lambda_B. loss.lambda_B=0 leaves no term
-    that sees any photo's own colours (adversarial terms, cycle_A and idt_B only).
+    that compares an output with a photo's own colours (adversarial terms, cycle_A and
+    idt_B only).
 
 The objective (`loss.identity_mode`):
     unpaired (default)
