@@ -4,7 +4,8 @@ GAN objectives take the discriminator's raw output (logits, any shape) and say w
 side of the game is being scored: `gan_loss(pred, target_is_real)` for the
 generator and for the discriminator's real/fake halves. Pixel losses are the plain
 L1 / MSE of the reference implementations. `gradient_penalty` is WGAN-GP's
-Lipschitz penalty (Gulrajani et al. 2017), which StarGAN trains with.
+Lipschitz penalty (Gulrajani et al. 2017), which StarGAN trains with, and
+`attribute_bce` its multi-label domain classification.
 """
 
 from __future__ import annotations
@@ -122,3 +123,10 @@ def conditional_discriminator_loss(
         "out_real": pred_real.detach().float().mean(),
         "out_fake": pred_fake.detach().float().mean(),
     }
+
+
+def attribute_bce(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """Multi-label classification (StarGAN on CelebA's attributes): binary cross-entropy
+    on logits per attribute, summed over the attributes and averaged over the batch, as
+    yunjey/stargan (size_average=False, then divided by the batch size)."""
+    return F.binary_cross_entropy_with_logits(logits.float(), target.float(), reduction="sum") / len(logits)

@@ -356,7 +356,7 @@ class Trainer:
         state: dict = {}
         logs: dict[str, torch.Tensor] = {}
         for step in steps:
-            if iteration % step.every:
+            if (iteration + 1) % step.every:
                 continue
             optimizer = self.optimizers[step.optimizer]
             with self.holding(step.frozen):

@@ -25,7 +25,7 @@ from gancolor.models.cyclegan import CycleGAN
 from gancolor.nets import PatchDiscriminator, ResnetGenerator
 from gancolor.trainer import Trainer
 
-LOSS = {"gan_mode": "lsgan", "lambda_cycle": 10.0, "lambda_identity": 0.5}
+LOSS = {"gan_mode": "lsgan", "lambda_cycle": 10.0, "lambda_identity": 0.5, "identity_mode": "unpaired"}
 
 
 def snapshot(module: torch.nn.Module) -> list[torch.Tensor]:
@@ -36,11 +36,11 @@ def same(a: list[torch.Tensor], b: list[torch.Tensor]) -> bool:
     return all(torch.equal(x, y) for x, y in zip(a, b))
 
 
-def make_recipe(color_space: str = "lab", pool_size: int = 50, lambda_identity: float = 0.5) -> CycleGAN:
+def make_recipe(color_space: str = "lab", pool_size: int = 50, **loss) -> CycleGAN:
     return CycleGAN(
         generator=functools.partial(ResnetGenerator, ngf=8, image_size=32),
         discriminator=functools.partial(PatchDiscriminator, ndf=8, norm="instance"),
-        loss={**LOSS, "lambda_identity": lambda_identity},
+        loss={**LOSS, **loss},
         color_space=color_space,
         pool_size=pool_size,
     )
@@ -191,10 +191,13 @@ def test_g_step_with_frozen_discriminators_then_d_step(photos, color_space):
     for n in ("G_AB", "G_BA"):
         assert same(seen["G"][n], seen["D"][n]), n
     assert all(p.requires_grad for n in ("D_A", "D_B") for p in getattr(recipe, n).parameters())
-    assert {"G/loss", "G/gan_AB", "G/gan_BA", "G/cycle_A", "G/cycle_B", "G/idt_A", "G/idt_B",
+    assert {"G/loss", "G/gan_AB", "G/gan_BA", "G/cycle_A", "G/cycle_B", "G/idt_B",
             "D/loss", "D/A_loss", "D/B_loss", "D/A_out_real", "D/B_out_fake"} <= set(logs)
+    # Unpaired: in Lab, G_AB applied to B would see only b's L and fit b's own colours.
+    assert ("G/idt_A" in logs) == (color_space == "rgb")
     assert all(torch.isfinite(v) for v in logs.values())
-    expected = logs["G/gan_AB"] + logs["G/gan_BA"] + 10 * (logs["G/cycle_A"] + logs["G/cycle_B"]) + 5 * (logs["G/idt_A"] + logs["G/idt_B"])
+    idt = logs["G/idt_B"] + logs.get("G/idt_A", 0)
+    expected = logs["G/gan_AB"] + logs["G/gan_BA"] + 10 * (logs["G/cycle_A"] + logs["G/cycle_B"]) + 5 * idt
     assert logs["G/loss"].item() == pytest.approx(expected.item(), rel=1e-5)
     assert recipe.pool_A.count == recipe.pool_B.count == 2  # the fakes went into the history
 
@@ -204,7 +207,7 @@ def test_lab_nets_keep_lightness_and_channels(photos):
     assert (recipe.G_AB.model[1].in_channels, recipe.G_AB.model[-2].out_channels) == (1, 2)
     assert (recipe.G_BA.model[1].in_channels, recipe.G_BA.model[-2].out_channels) == (3, 1)
     real_A, _ = recipe.real_images(unpaired_batch(photos), {})
-    fake_B = recipe.G_ab(real_A)
+    fake_B = recipe.colorize_gray(real_A)
     assert fake_B.shape[1] == 3 and torch.equal(fake_B[:, :1], real_A)  # a colouriser keeps L
     rgb = make_recipe("rgb")
     assert (rgb.G_AB.model[1].in_channels, rgb.G_BA.model[-2].out_channels) == (3, 3)
@@ -220,7 +223,70 @@ def test_colorize_maps_lightness_to_ab(color_space):
         assert recipe.colorize(L).shape == (2, 2, 20, 28)
 
 
+def g_ab_inputs(recipe: CycleGAN) -> list[torch.Tensor]:
+    """Every input G_AB is given from now on."""
+    seen: list[torch.Tensor] = []
+    recipe.G_AB.register_forward_pre_hook(lambda _, args: seen.append(args[0].detach().clone()))
+    return seen
+
+
+@pytest.mark.parametrize("mode", ["unpaired", "supervised"])
+def test_only_the_supervised_identity_fits_a_photos_own_colours_from_its_own_l(photos, mode):
+    torch.manual_seed(0)
+    recipe = make_recipe("lab", identity_mode=mode)
+    batch = unpaired_batch(photos)
+    real_A, real_B = recipe.real_images(batch, {})
+    seen = g_ab_inputs(recipe)
+    _, logs = recipe.generator_step(batch, {})
+    fed_own_L = any(x.shape == real_B[:, :1].shape and torch.equal(x, real_B[:, :1]) for x in seen)
+    assert fed_own_L == (mode == "supervised") and ("idt_A" in logs) == (mode == "supervised")
+    if mode == "supervised":  # today's Lab term: (L_b, G_AB(L_b)) against b, in the reference's name
+        with torch.no_grad():
+            expected = torch.nn.functional.l1_loss(recipe.colorize_gray(real_B[:, :1]), real_B)
+        assert logs["idt_A"].item() == pytest.approx(expected.item(), rel=1e-5)
+
+
+@pytest.mark.parametrize("color_space", ["lab", "rgb"])
+def test_supervised_identity_gives_g_ab_the_gray_version_of_b(photos, color_space):
+    recipe = make_recipe(color_space, identity_mode="supervised")
+    real_A, real_B = recipe.real_images(unpaired_batch(photos), {})
+    gray = recipe.gray_version(real_B)
+    assert gray.shape == real_A.shape
+    if color_space == "rgb":
+        L = color.encode_lightness(color.decode(real_B, "rgb"))
+        assert torch.allclose(color.encode_lightness(color.decode(gray, "rgb")), L, atol=2e-3)
+        assert (gray.max(1).values - gray.min(1).values).max() < 1e-3  # neutral: three equal channels
+    else:
+        assert torch.equal(gray, real_B[:, :1])
+
+
+def test_lambda_a_and_b_weigh_each_direction_as_the_reference(photos):
+    torch.manual_seed(0)
+    recipe = make_recipe("rgb", lambda_A=3.0, lambda_B=7.0, lambda_identity=0.5)
+    _, logs = recipe.generator_step(unpaired_batch(photos), {})
+    # The reference: idt_A (G_A applied to B) is weighed by lambda_B, idt_B by lambda_A.
+    expected = (logs["gan_AB"] + logs["gan_BA"] + 3 * logs["cycle_A"] + 7 * logs["cycle_B"]
+                + 0.5 * (7 * logs["idt_A"] + 3 * logs["idt_B"]))
+    assert logs["loss"].item() == pytest.approx(expected.item(), rel=1e-5)
+    zero = make_recipe("lab", lambda_B=0.0)
+    assert (zero.lambda_A, zero.lambda_B) == (10.0, 0.0)
+
+
+def test_a_loss_config_from_before_the_new_options_keeps_its_meaning():
+    old = {"gan_mode": "lsgan", "lambda_cycle": 4.0, "lambda_identity": 0.5}
+    lab = CycleGAN(functools.partial(ResnetGenerator, ngf=8), functools.partial(PatchDiscriminator, ndf=8), old)
+    rgb = CycleGAN(functools.partial(ResnetGenerator, ngf=8), functools.partial(PatchDiscriminator, ndf=8), old, color_space="rgb")
+    assert (lab.lambda_A, lab.lambda_B) == (4.0, 4.0)
+    # The identity term each trained with: Lab's fitted G_AB(L of b) to b, RGB's was the reference's.
+    assert (lab.identity_mode, rgb.identity_mode) == ("supervised", "unpaired")
+    assert make_recipe(lambda_A=None).lambda_A == 10.0
+
+
 def test_config_mistakes_are_one_line_errors():
+    with pytest.raises(ConfigError, match="identity_mode"):
+        make_recipe(identity_mode="paired")
+    with pytest.raises(ConfigError, match="lambda_B"):
+        make_recipe(lambda_B=-1.0)
     with pytest.raises(ConfigError, match="_partial_"):
         CycleGAN(ResnetGenerator(), functools.partial(PatchDiscriminator), LOSS)
     with pytest.raises(ConfigError, match="color_space"):
@@ -285,6 +351,9 @@ def test_model_cyclegan_picks_its_nets_data_and_schedule():
     assert cfg.generator._target_ == "gancolor.nets.ResnetGenerator" and cfg.generator._partial_
     assert cfg.discriminator.norm == "instance" and cfg.loss.gan_mode == "lsgan"
     assert (cfg.loss.lambda_cycle, cfg.loss.lambda_identity, cfg.model.pool_size) == (10.0, 0.5, 50)
+    assert (cfg.loss.lambda_A, cfg.loss.lambda_B, cfg.loss.identity_mode) == (10.0, 10.0, "unpaired")
+    shared = compose("model=cyclegan", "loss.lambda_cycle=3", "loss.lambda_B=0")
+    assert (shared.loss.lambda_A, shared.loss.lambda_B) == (3, 0)  # lambda_cycle is the shared default
     assert cfg.trainer.pretrain_epochs == 0
     assert cfg.trainer.lr_decay_epochs * 2 == cfg.trainer.max_epochs  # linear decay over the second half
     user = compose("model=cyclegan", "generator=unet", "trainer.max_epochs=4", "data.root=/x")

@@ -202,9 +202,15 @@ def test_d_every_iteration_g_every_n_critic_with_d_frozen(photos, color_space):
     trainer.optimizers["G"].register_step_post_hook(lambda *_: seen.update(G=(snapshot(recipe.G), snapshot(recipe.D))))
     assert [(s.name, s.every, s.frozen) for s in recipe.adversarial_steps()] == [("D", 1, ()), ("G", 2, ("D",))]
 
-    g0, d0 = snapshot(recipe.G), snapshot(recipe.D)
+    # yunjey/stargan's (i + 1) % n_critic == 0: the first iteration trains D only.
+    g0 = snapshot(recipe.G)
     logs = trainer.train_iteration(recipe.adversarial_steps(), batch, iteration=0)
-    assert same(g0, seen["D"][0]) and not same(d0, seen["D"][1])  # D step: D moves, G stays
+    assert "G" not in seen and same(g0, snapshot(recipe.G)) and not any(k.startswith("G/") for k in logs)
+
+    seen.clear()
+    g1, d1 = snapshot(recipe.G), snapshot(recipe.D)
+    logs = trainer.train_iteration(recipe.adversarial_steps(), batch, iteration=1)
+    assert same(g1, seen["D"][0]) and not same(d1, seen["D"][1])  # D step: D moves, G stays
     assert not same(seen["D"][0], seen["G"][0]) and same(seen["D"][1], seen["G"][1])  # G step: D frozen
     assert all(p.requires_grad for p in recipe.D.parameters())
     names = {"D/loss", "D/real", "D/fake", "D/cls", "D/gp", "D/real_acc", "G/loss", "G/fake", "G/cls", "G/rec"}
@@ -214,11 +220,6 @@ def test_d_every_iteration_g_every_n_critic_with_d_frozen(photos, color_space):
     expected = logs["D/real"] + logs["D/fake"] + logs["D/cls"] + 10 * logs["D/gp"]
     assert logs["D/loss"].item() == pytest.approx(expected.item(), rel=1e-5)
     assert logs["G/loss"].item() == pytest.approx((logs["G/fake"] + 10 * logs["G/rec"] + logs["G/cls"]).item(), rel=1e-5)
-
-    seen.clear()
-    g1 = snapshot(recipe.G)
-    logs = trainer.train_iteration(recipe.adversarial_steps(), batch, iteration=1)
-    assert "G" not in seen and same(g1, snapshot(recipe.G)) and not any(k.startswith("G/") for k in logs)
 
 
 def test_translation_report_shows_a_generator_that_reproduces_its_input(photos):
@@ -364,8 +365,9 @@ def test_cli_trains_on_the_sample_photos_and_its_checkpoint_colorizes(cli_run, p
     rows = metrics(cli_run["run"])
     d_rows = [r for r in rows if "train/D/loss" in r]
     g_rows = [r for r in rows if "train/G/loss" in r]
-    # 3 steps per epoch, 2 epochs, n_critic 2 counted over the run: G at steps 0, 2 and 4.
-    assert len(d_rows) == 6 and [r["step"] for r in g_rows] == [1, 3, 5]
+    # 3 steps per epoch, 2 epochs, n_critic 2 counted over the run: G at global steps 1, 3
+    # and 5 (after every second D step), logged as steps 2, 4 and 6.
+    assert len(d_rows) == 6 and [r["step"] for r in g_rows] == [2, 4, 6]
     assert {f"train/G/strength/{d}" for d in DOMAINS} | {f"train/G/fake_acc/{d}" for d in DOMAINS} <= set(g_rows[-1])
     assert len([r for r in rows if "val/colorfulness_ratio" in r]) == 2
 

@@ -30,7 +30,7 @@ class Step:
     fn: StepFn
     optimizer: str  # key in Recipe.optimizers
     frozen: tuple[str, ...] = field(default_factory=tuple)  # nets held fixed (requires_grad False)
-    every: int = 1  # run on iterations where iteration % every == 0 (e.g. StarGAN's n_critic)
+    every: int = 1  # run when (iteration + 1) % every == 0: as yunjey/stargan, G after n_critic D steps, never first
 
 
 class Recipe(nn.Module):

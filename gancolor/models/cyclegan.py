@@ -1,13 +1,14 @@
 """CycleGAN for colourisation (Zhu et al. 2017, "Unpaired Image-to-Image Translation
 using Cycle-Consistent Adversarial Networks"), with A = grayscale and B = colour photos
-that are never pairs:
+that are never pairs. The paper's objective, with the reference code's term names
+(junyanz/pytorch-CycleGAN-and-pix2pix, whose G_A and G_B are G_AB and G_BA here):
 
-    L(G_AB, G_BA, D_A, D_B) = L_GAN(G_AB, D_B, A, B) + L_GAN(G_BA, D_A, B, A)
-                              + lambda_cycle * L_cyc(G_AB, G_BA)                  (eq. 3)
-    L_cyc = E_a[ ||G_BA(G_AB(a)) - a||_1 ] + E_b[ ||G_AB(G_BA(b)) - b||_1 ]        (eq. 2)
-    L_idt = E_b[ ||G_AB(b) - b||_1 ] + E_a[ ||G_BA(a) - a||_1 ]     (sec. 5.2, weighted
-            lambda_identity * lambda_cycle, as in the reference code)
-    G* = arg min_{G_AB, G_BA} max_{D_A, D_B} L                                   (eq. 4)
+    L = L_GAN(G_AB, D_B, A, B) + L_GAN(G_BA, D_A, B, A)                            (eq. 3)
+        + lambda_A * cycle_A + lambda_B * cycle_B
+        + lambda_identity * (lambda_B * idt_A + lambda_A * idt_B)      (sec. 5.2, as the code)
+    cycle_A = E_a[ ||G_BA(G_AB(a)) - a||_1 ],  cycle_B = E_b[ ||G_AB(G_BA(b)) - b||_1 ]  (eq. 2)
+    idt_A   = E_b[ ||G_AB(b) - b||_1 ],        idt_B   = E_a[ ||G_BA(a) - a||_1 ]
+    G* = arg min_{G_AB, G_BA} max_{D_A, D_B} L                                      (eq. 4)
 
 L_GAN is least squares (sec. 4: "we replace the negative log likelihood objective by a
 least-squares loss"): G minimises (D(G(x)) - 1)^2, D minimises (D(y) - 1)^2 + D(G(x))^2,
@@ -16,11 +17,46 @@ from a history of 50 (ImagePool). D_A judges images of domain A and D_B of domai
 (the reference code names them the other way round, after the generator they judge).
 
 Colour spaces (`color_space`):
-    lab: a = L (1 channel); b = (L, ab). G_AB predicts ab only and the fake colour image
-         keeps its input's lightness, (a, G_AB(a)): a colouriser must not change L.
-         G_BA maps (L, ab) to L. Fed a colour image (identity term), G_AB sees its L.
-    rgb: a and b are sRGB in [-1, 1] (a gray image has three equal channels), as in the
-         reference; colorize() turns L into gray RGB, translates it and keeps the ab.
+    rgb: the paper's formulation: a and b are sRGB in [-1, 1] (a gray image has three
+         equal channels) and every term is as above. colorize() turns L into gray RGB,
+         translates it and keeps the ab.
+    lab (the default): a = L (1 channel), b = (L, ab). G_AB maps L to ab and the fake
+         colour image is (a, G_AB(a)); G_BA maps (L, ab) to L.
+
+What the Lab formulation keeps and loses:
+  - It keeps content by construction. L is carried through exactly, so every fake
+    colour image has its input's structure: the constraint that cycle consistency
+    exists for in the paper (sec. 3.2: adversarial losses alone cannot make each input
+    map to a matching output) is built in, and D_B, judging L and ab together, asks for
+    colours that fit that structure.
+  - cycle_A becomes trivial: G_BA((a, G_AB(a))) = a holds for a G_BA that reads its L
+    channel and ignores ab, whatever G_AB predicts, so it gives G_AB no signal.
+  - idt_A is no longer unpaired: G_AB sees only L, so "G_AB applied to b" compares G_AB(L
+    of b) with b's own ab, an L1 fit of each colour photo's own (L, ab) pair, as in
+    pix2pix. The default leaves it out.
+  - What keeps G_AB from ignoring the content or giving every photo the same palette
+    (mode collapse) is then D_B, which sees ab next to its L, and cycle_B: from G_BA's
+    gray rendering of a colour photo, G_AB must give back that photo's ab. This is the
+    paper's eq. 2, the one way an unpaired colour photo teaches G_AB which colours go
+    with which gray. G_AB's input there is G_BA's rendering, trained to look like A's
+    photos, not the photo's own L. With real B&W photos in A (trainA/) that is the
+    paper's unpaired setting. With A made by desaturating colour photos (the one-folder
+    split of data=unpaired), G_BA's best rendering is the photo's exact L, and cycle_B
+    then tends to the same L1 fit, weighted lambda_B. loss.lambda_B=0 leaves no term
+    that compares an output with a photo's own colours (adversarial terms, cycle_A and
+    idt_B only).
+
+The objective (`loss.identity_mode`):
+    unpaired (default)
+        lab: gan_AB + gan_BA + lambda_A cycle_A + lambda_B cycle_B
+             + lambda_identity lambda_A idt_B, where idt_B feeds G_BA a gray image as
+             (L, ab = 0) and asks for its L back. No idt_A.
+        rgb: the paper's, both identity terms (G_AB fed b sees b's colours).
+    supervised
+        idt_A feeds G_AB each colour photo's own gray version (Lab: its L; RGB: the
+        gray image with its lightness) and fits the output to the photo's colours,
+        weighted lambda_identity lambda_B: a paired term, off by default. A Lab loss
+        config without identity_mode (a run from before the option) trained with it.
 
 One iteration, in the reference's order: the G step (both generators, with D_A and
 D_B frozen), then the D step (both discriminators, on pooled fakes).
@@ -42,6 +78,7 @@ from gancolor.models.base import Recipe, Step, adam
 from gancolor.models.image_pool import ImagePool
 
 NetFactory = Callable[..., nn.Module]
+IDENTITY_MODES = ("unpaired", "supervised")
 
 
 def _factory(part: NetFactory | nn.Module, where: str) -> NetFactory:
@@ -83,9 +120,19 @@ class CycleGAN(Recipe):
         self.pool_B = ImagePool(pool_size, seed=2 * int(seed) + 1)
         self.gan_loss = GANLoss(loss["gan_mode"])
         self.lambda_cycle = float(loss["lambda_cycle"])
+        # Per direction, as the reference's --lambda_A / --lambda_B; unset, both are
+        # lambda_cycle (so configs written before these options keep their meaning).
+        self.lambda_A = float(_get(loss, "lambda_A", self.lambda_cycle))
+        self.lambda_B = float(_get(loss, "lambda_B", self.lambda_cycle))
         self.lambda_identity = float(loss["lambda_identity"])
-        if self.lambda_cycle < 0 or self.lambda_identity < 0:
-            raise ConfigError("loss.lambda_cycle and loss.lambda_identity must be >= 0")
+        for key in ("lambda_cycle", "lambda_A", "lambda_B", "lambda_identity"):
+            if getattr(self, key) < 0:
+                raise ConfigError(f"loss.{key} must be >= 0, got {getattr(self, key)}")
+        # A loss config without identity_mode was written before the option existed:
+        # it trained with the identity term of its colour space, which a resumed run keeps.
+        self.identity_mode = str(_get(loss, "identity_mode", "supervised" if lab else "unpaired"))
+        if self.identity_mode not in IDENTITY_MODES:
+            raise ConfigError(f"loss.identity_mode must be one of {', '.join(IDENTITY_MODES)}, got {self.identity_mode!r}")
         self.lr, self.betas = lr, (beta1, beta2)
 
     def configure_optimizers(self) -> dict[str, torch.optim.Optimizer]:
@@ -96,24 +143,26 @@ class CycleGAN(Recipe):
         }
 
     # -- the two mappings, in the recipe's colour space -------------------------------
-    def G_ab(self, a: torch.Tensor) -> torch.Tensor:
-        """A -> B: in Lab the colour image keeps a's lightness, G_AB adds ab."""
+    def colorize_gray(self, a: torch.Tensor) -> torch.Tensor:
+        """A -> B with G_AB: in Lab the colour image keeps a's lightness, G_AB adds ab."""
         if self.color_space == "lab":
             return torch.cat([a.to(torch.float32), self.G_AB(a).float()], dim=1)
         return self.G_AB(a)
 
-    def G_ba(self, b: torch.Tensor) -> torch.Tensor:
+    def decolorize(self, b: torch.Tensor) -> torch.Tensor:
+        """B -> A with G_BA."""
         return self.G_BA(b)
 
-    def as_A_input(self, b: torch.Tensor) -> torch.Tensor:
-        """A colour image as G_AB takes it (identity term): in Lab, its L."""
-        return b[:, :1] if self.color_space == "lab" else b
-
-    def as_B_input(self, a: torch.Tensor) -> torch.Tensor:
-        """A gray image as G_BA takes it (identity term): in Lab, L with ab = 0."""
+    def gray_version(self, b: torch.Tensor) -> torch.Tensor:
+        """A colour image's own gray version in A's format (Lab: its L; RGB: the gray
+        image with its lightness): the supervised identity term's input."""
         if self.color_space == "lab":
-            return torch.cat([a, torch.zeros_like(a).expand(-1, 2, -1, -1)], dim=1)
-        return a
+            return b[:, :1]
+        return color.gray_from_lightness(color.encode_lightness(color.decode(b, "rgb")), "rgb")
+
+    def gray_as_color(self, a: torch.Tensor) -> torch.Tensor:
+        """A gray image in B's format, as G_BA takes it in idt_B (Lab: L with ab = 0)."""
+        return color.gray_from_lightness(a, "lab") if self.color_space == "lab" else a
 
     def real_images(self, batch: dict, state: dict) -> tuple[torch.Tensor, torch.Tensor]:
         """The batch's gray A and colour B (sRGB in [0, 1]) in the recipe's colour space."""
@@ -147,17 +196,17 @@ class CycleGAN(Recipe):
 
     def generator_step(self, batch: dict, state: dict):
         real_A, real_B = self.real_images(batch, state)
-        fake_B = self.G_ab(real_A)
-        fake_A = self.G_ba(real_B)
-        rec_A = self.G_ba(fake_B)  # A -> B -> A
-        rec_B = self.G_ab(fake_A)  # B -> A -> B
+        fake_B = self.colorize_gray(real_A)
+        fake_A = self.decolorize(real_B)
+        rec_A = self.decolorize(fake_B)  # A -> B -> A
+        rec_B = self.colorize_gray(fake_A)  # B -> A -> B
 
         # Least squares against frozen discriminators: G_AB must fool D_B, G_BA must fool D_A.
         loss_G_AB = self.gan_loss(self.D_B(fake_B), True, for_discriminator=False)
         loss_G_BA = self.gan_loss(self.D_A(fake_A), True, for_discriminator=False)
         loss_cycle_A = F.l1_loss(rec_A.float(), real_A)
         loss_cycle_B = F.l1_loss(rec_B.float(), real_B)
-        loss = loss_G_AB + loss_G_BA + self.lambda_cycle * (loss_cycle_A + loss_cycle_B)
+        loss = loss_G_AB + loss_G_BA + self.lambda_A * loss_cycle_A + self.lambda_B * loss_cycle_B
         logs = {
             "gan_AB": loss_G_AB.detach(),
             "gan_BA": loss_G_BA.detach(),
@@ -166,14 +215,33 @@ class CycleGAN(Recipe):
         }
 
         if self.lambda_identity > 0:
-            # Fed an image already in its output domain, a generator should leave it be.
-            loss_idt_B = F.l1_loss(self.G_ab(self.as_A_input(real_B)).float(), real_B)
-            loss_idt_A = F.l1_loss(self.G_ba(self.as_B_input(real_A)).float(), real_A)
-            loss = loss + self.lambda_identity * self.lambda_cycle * (loss_idt_A + loss_idt_B)
-            logs.update({"idt_A": loss_idt_A.detach(), "idt_B": loss_idt_B.detach()})
+            loss, idt = self.identity_terms(real_A, real_B, loss)
+            logs.update(idt)
 
         state["fake_A"], state["fake_B"] = fake_A.detach(), fake_B.detach()
         return loss, {"loss": loss.detach(), **logs}
+
+    def identity_terms(self, real_A: torch.Tensor, real_B: torch.Tensor, loss: torch.Tensor):
+        """The identity terms this colour space and identity_mode allow, added to `loss`.
+
+        Named as the reference: idt_A is G_AB applied to B, idt_B is G_BA applied to A.
+        Fed an image already in its output domain, a generator should leave it be.
+        """
+        logs: dict[str, torch.Tensor] = {}
+        if self.identity_mode == "supervised":
+            idt_A = self.colorize_gray(self.gray_version(real_B))
+        elif self.color_space == "rgb":
+            idt_A = self.G_AB(real_B)
+        else:
+            idt_A = None  # G_AB sees only L: comparing with b would fit b's own colours
+        if idt_A is not None:
+            loss_idt_A = F.l1_loss(idt_A.float(), real_B)
+            loss = loss + self.lambda_identity * self.lambda_B * loss_idt_A
+            logs["idt_A"] = loss_idt_A.detach()
+        loss_idt_B = F.l1_loss(self.decolorize(self.gray_as_color(real_A)).float(), real_A)
+        loss = loss + self.lambda_identity * self.lambda_A * loss_idt_B
+        logs["idt_B"] = loss_idt_B.detach()
+        return loss, logs
 
     def discriminator_step(self, batch: dict, state: dict):
         real_A, real_B = self.real_images(batch, state)
@@ -203,3 +271,8 @@ class CycleGAN(Recipe):
 
     def generator_modules(self) -> list[nn.Module]:
         return [self.G_AB]
+
+
+def _get(loss: DictConfig | dict, key: str, default):
+    value = loss.get(key)
+    return default if value is None else value

@@ -11,9 +11,18 @@ patch) and D_cls (which domain). With source domain c' and target domain c:
     L_cls^f = E_{x,c}[-log D_cls(c | G(x, c))]        fakes, the target domain      (eq. 3)
     L_rec   = E_{x,c,c'}[ ||x - G(G(x, c), c')||_1 ]  back to the source domain    (eq. 4)
 
-Each iteration trains D; G is trained every `n_critic` iterations (Step.every), as in
-yunjey/stargan, with the same target domains D saw in that iteration: the batch's
-labels shuffled across it. Images are in `color_space` ("rgb": sRGB in [-1, 1], the
+Domains (`domain_mode`):
+    single  each image is in one of K domains (RaFD's expressions; gancolor's colour
+            looks, data=domains); c is a domain index and L_cls a softmax cross-entropy.
+    multi   each image has K binary attributes (CelebA's hair colour, gender, age;
+            data=attributes, experiment=stargan_attributes); c is a 0/1 vector and L_cls
+            a binary cross-entropy per attribute, summed over the attributes and averaged
+            over the batch, as yunjey/stargan's CelebA mode.
+
+Each iteration trains D; G is trained every `n_critic` iterations (Step.every), on
+iteration i when (i + 1) % n_critic == 0 as in yunjey/stargan, so only after D has
+trained n_critic times, with the same target domains D saw in that iteration: the
+batch's labels shuffled across it. Images are in `color_space` ("rgb": sRGB in [-1, 1], the
 reference's; "lab": normalised (L, ab)); the batch holds sRGB in [0, 1] and labels.
 
 The failure the seed reports (after long training StarGAN "reproduces the images
@@ -22,7 +31,8 @@ domain k, the translation strength mean |G(x, k) - x| (sRGB in [0, 1], over imag
 not already in k) and the accuracy of D's classifier on G(x, k) (`G/strength/<k>`,
 `G/fake_acc/<k>`). A strength near 0 with a low fake accuracy is that failure.
 
-colorize(L) translates the gray image with lightness L into `target_domain` ("color").
+colorize(L) translates the gray image with lightness L into `target_domain` ("color");
+in multi mode into the attribute vector with only `target_domain` on (null: all off).
 """
 
 from __future__ import annotations
@@ -37,10 +47,12 @@ from torch import nn
 
 from gancolor import color
 from gancolor.errors import ConfigError
-from gancolor.losses import GANLoss, gradient_penalty
+from gancolor.losses import GANLoss, attribute_bce, gradient_penalty
 from gancolor.models.base import Recipe, Step, adam
 
 NetFactory = Callable[..., nn.Module]
+# What a batch calls its labels in each domain mode, and the data that gives them.
+LABELS = {"single": ("domain", "data=domains"), "multi": ("attributes", "data=attributes (experiment=stargan_attributes)")}
 
 
 class StarGAN(Recipe):
@@ -50,8 +62,9 @@ class StarGAN(Recipe):
         discriminator: NetFactory,
         loss: DictConfig | dict,
         domains: Sequence[str],
-        target_domain: str = "color",
+        target_domain: str | None = "color",
         name: str = "stargan",
+        domain_mode: str = "single",
         color_space: str = "rgb",
         n_critic: int = 5,
         g_lr: float = 1e-4,
@@ -65,9 +78,13 @@ class StarGAN(Recipe):
         self.domains = [str(d) for d in domains]
         if len(self.domains) < 2:
             raise ConfigError(f"model.domains needs at least 2 domains, got {self.domains}")
-        if target_domain not in self.domains:
+        if domain_mode not in LABELS:
+            raise ConfigError(f"model.domain_mode must be one of {', '.join(LABELS)}, got {domain_mode!r}")
+        self.domain_mode = domain_mode
+        # In multi mode colorize() may target "every attribute off" (null).
+        if target_domain not in self.domains and not (target_domain is None and domain_mode == "multi"):
             raise ConfigError(f"model.target_domain {target_domain!r} is not one of the domains {self.domains}")
-        self.target = self.domains.index(target_domain)
+        self.target = None if target_domain is None else self.domains.index(target_domain)
         self.color_space = color.check_net_space(color_space)
         for part, where in ((generator, "generator"), (discriminator, "discriminator")):
             if isinstance(part, nn.Module) or not callable(part):
@@ -96,18 +113,33 @@ class StarGAN(Recipe):
         }
 
     def real_images(self, batch: dict, state: dict) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """x (in the colour space), its domains c' and this iteration's targets c."""
+        """x (in the colour space), its labels c' and this iteration's targets c: domain
+        indices (N,) in single mode, 0/1 attribute vectors (N, K) in multi mode."""
         if "x_real" not in state:
-            if "image" not in batch or "domain" not in batch:
+            key, data = LABELS[self.domain_mode]
+            if "image" not in batch or key not in batch:
                 raise ConfigError(
-                    f"{self.name} trains on labelled domains: use data=domains "
-                    f"(data.root=DIR for your photos); this batch has {sorted(batch)}"
+                    f"{self.name} with model.domain_mode={self.domain_mode} trains on batches with {key!r} labels: "
+                    f"use {data} (data.root=DIR for your photos); this batch has {sorted(batch)}"
                 )
             state["x_real"] = color.encode(batch["image"], self.color_space)
-            c_org = batch["domain"]
+            c_org = batch[key].float() if self.domain_mode == "multi" else batch[key]
+            state["c_org"] = c_org
             # yunjey/stargan: the targets are the batch's own labels, shuffled.
             state["c_trg"] = c_org[torch.randperm(len(c_org), device=c_org.device)]
-        return state["x_real"], batch["domain"], state["c_trg"]
+        return state["x_real"], state["c_org"], state["c_trg"]
+
+    def classification_loss(self, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        if self.domain_mode == "multi":
+            return attribute_bce(logits, target)
+        return F.cross_entropy(logits.float(), target)
+
+    def classifier_accuracy(self, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        """Single: how often the top logit is the domain. Multi: the share of attributes
+        whose logit has the target's sign."""
+        if self.domain_mode == "multi":
+            return ((logits.detach() > 0).float() == target).float().mean()
+        return (logits.detach().argmax(1) == target).float().mean()
 
     # -- pretraining: none ---------------------------------------------------------------
     def pretrain_steps(self) -> list[Step]:
@@ -128,7 +160,7 @@ class StarGAN(Recipe):
         x_real, c_org, c_trg = self.real_images(batch, state)
         out_src, out_cls = self.D(x_real)
         loss_real = self.gan_loss(out_src, True)
-        loss_cls = F.cross_entropy(out_cls.float(), c_org)  # L_cls^r
+        loss_cls = self.classification_loss(out_cls, c_org)  # L_cls^r
 
         with torch.no_grad():
             x_fake = self.G(x_real, c_trg)
@@ -147,7 +179,7 @@ class StarGAN(Recipe):
             "gp": loss_gp.detach(),
             "out_real": out_src.detach().float().mean(),
             "out_fake": out_src_fake.detach().float().mean(),
-            "real_acc": (out_cls.detach().argmax(1) == c_org).float().mean(),
+            "real_acc": self.classifier_accuracy(out_cls, c_org),
         }
 
     def generator_step(self, batch: dict, state: dict):
@@ -155,7 +187,7 @@ class StarGAN(Recipe):
         x_fake = self.G(x_real, c_trg)
         out_src, out_cls = self.D(x_fake)
         loss_fake = self.gan_loss(out_src, True, for_discriminator=False)
-        loss_cls = F.cross_entropy(out_cls.float(), c_trg)  # L_cls^f
+        loss_cls = self.classification_loss(out_cls, c_trg)  # L_cls^f
         x_rec = self.G(x_fake, c_org)  # back to where it came from
         loss_rec = F.l1_loss(x_rec.float(), x_real)
 
@@ -167,26 +199,46 @@ class StarGAN(Recipe):
 
     @torch.no_grad()
     def translation_report(self, rgb: torch.Tensor, x: torch.Tensor, c_org: torch.Tensor) -> dict[str, torch.Tensor]:
-        """Per target domain k: mean |G(x, k) - x| in sRGB [0, 1] over the images not
-        already in k, and how often D's classifier calls G(x, k) domain k."""
+        """Per domain k, for the translation towards k: mean |G(x, c) - x| in sRGB [0, 1]
+        over the images it changes, and how often D's classifier gets k right on G(x, c).
+        Single mode: c = k, which changes the images not already in k. Multi mode: c is
+        each image's attributes with k flipped (yunjey/stargan's test-time targets), which
+        changes every image."""
         logs: dict[str, torch.Tensor] = {}
         for k, name in enumerate(self.domains):
-            target = torch.full_like(c_org, k)
+            target, moved = self.towards(c_org, k)
             fake = self.G(x, target)
             diff = (color.decode(fake, self.color_space) - rgb.float()).abs().flatten(1).mean(1)
-            moved = (c_org != k).float()
             # A batch holding only domain k has no image to move: the mean over all of them
             # (near 0 when G is right to keep them) is then the only figure there is.
             strength = torch.where(moved.sum() > 0, (diff * moved).sum() / moved.sum().clamp_min(1), diff.mean())
             logs[f"strength/{name}"] = strength
-            logs[f"fake_acc/{name}"] = (self.D(fake)[1].argmax(1) == k).float().mean()
+            logits = self.D(fake)[1]
+            if self.domain_mode == "multi":
+                logs[f"fake_acc/{name}"] = ((logits[:, k] > 0).float() == target[:, k]).float().mean()
+            else:
+                logs[f"fake_acc/{name}"] = (logits.argmax(1) == k).float().mean()
         return logs
+
+    def towards(self, c_org: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """The targets that translate each image towards domain k, and which images
+        they change (1.0) or leave where they are (0.0)."""
+        if self.domain_mode == "multi":
+            target = c_org.clone()
+            target[:, k] = 1 - target[:, k]
+            return target, torch.ones(len(c_org), device=c_org.device)
+        return torch.full_like(c_org, k), (c_org != k).float()
 
     # -- inference --------------------------------------------------------------------
     @torch.no_grad()
     def colorize(self, L: torch.Tensor) -> torch.Tensor:
         x = color.gray_from_lightness(L, self.color_space)
-        target = torch.full((len(L),), self.target, dtype=torch.long, device=L.device)
+        if self.domain_mode == "multi":
+            target = torch.zeros(len(L), len(self.domains), device=L.device)
+            if self.target is not None:
+                target[:, self.target] = 1
+        else:
+            target = torch.full((len(L),), self.target, dtype=torch.long, device=L.device)
         return color.ab_from_net(self.G(x, target), self.color_space)
 
     def generator_modules(self) -> list[nn.Module]:
