@@ -5,7 +5,8 @@ fp16), the phase schedule (generator pretraining on a pixel loss, then the
 adversarial alternation), freezing the nets a step names, LR schedules, validation
 with the shared metric functions, sample grids, checkpoints and logging. The parts
 with a job of their own live next door: validation.py, checkpoint.py (trainer
-state), distributed.py (DDP wrappers), stopping.py (signals), device.py.
+state), distributed.py (DDP wrappers), stopping.py (signals), device.py,
+lr_policy.py (trainer.lr_policy).
 
 Losses stay on the device during an iteration; they are read back (one host sync)
 only every `log_every_n_steps` iterations.
@@ -14,9 +15,7 @@ only every `log_every_n_steps` iterations.
 from __future__ import annotations
 
 import logging
-import re
 import time
-import warnings
 from pathlib import Path
 
 import torch
@@ -27,6 +26,7 @@ from gancolor.checkpoint import CheckpointFolder, restore_trainer_state, trainer
 from gancolor.device import PRECISIONS, autocast, check_precision, resolve_device
 from gancolor.errors import ConfigError
 from gancolor.loggers import Logger
+from gancolor.lr_policy import LRPolicy
 from gancolor.models.base import Recipe, Step
 from gancolor.stopping import StopRequest
 from gancolor.validation import validate
@@ -61,7 +61,10 @@ class Trainer:
         log_every_n_steps: int = 10,
         val_every_n_epochs: int = 1,
         num_samples: int = 8,
+        lr_policy: str = "linear",
         lr_decay_epochs: int = 0,
+        lr_decay_iters: int = 50,
+        lr_step_gamma: float = 0.1,
         save_every_n_epochs: int = 1,
         save_every_n_steps: int = 0,
         keep_last: int = 1,
@@ -95,11 +98,11 @@ class Trainer:
         if monitor_mode not in ("max", "min"):
             raise ConfigError(f"trainer.monitor_mode must be max or min, got {monitor_mode!r}")
         self.monitor, self.monitor_mode = str(monitor), monitor_mode
-        self.lr_decay_epochs = _int_at_least("trainer.lr_decay_epochs", lr_decay_epochs, 0)
-        if self.lr_decay_epochs > self.max_epochs:
-            raise ConfigError(
-                f"trainer.lr_decay_epochs ({self.lr_decay_epochs}) exceeds trainer.max_epochs ({self.max_epochs})"
-            )
+        self.lr_policy = LRPolicy(
+            lr_policy, self.max_epochs, _int_at_least("trainer.lr_decay_epochs", lr_decay_epochs, 0),
+            _int_at_least("trainer.lr_decay_iters", lr_decay_iters, 1), lr_step_gamma, monitor_mode,
+            validates=self.val_every_n_epochs > 0,
+        )
         self.progress_bar = bool(progress_bar)
         self.channels_last = bool(channels_last)
         if strategy not in ("auto", "single", "ddp"):
@@ -170,14 +173,6 @@ class Trainer:
                     raise ConfigError(f"trainer.freeze_epochs: {self.recipe.name} has no submodule {path!r}") from None
                 module.requires_grad_(epoch >= epochs)
 
-    def lr_factor(self, epoch: int) -> float:
-        """Constant, then linear decay to 0 over the last lr_decay_epochs (the
-        reference's n_epochs / n_epochs_decay policy, counted within max_epochs)."""
-        if self.lr_decay_epochs == 0:
-            return 1.0
-        decay_start = self.max_epochs - self.lr_decay_epochs
-        return 1.0 - max(0, epoch - decay_start + 1) / (self.lr_decay_epochs + 1)
-
     def autocast(self):
         return autocast(self.device, self.precision)
 
@@ -196,9 +191,7 @@ class Trainer:
                     net.compile(mode=self.compile_mode)
         self.nets = distributed.WrappedNets(recipe)
         self.optimizers = recipe.configure_optimizers()
-        self.schedulers = {
-            name: torch.optim.lr_scheduler.LambdaLR(opt, self.lr_factor) for name, opt in self.optimizers.items()
-        }
+        self.schedulers = {name: self.lr_policy.scheduler(opt) for name, opt in self.optimizers.items()}
         self.scaler = torch.amp.GradScaler(self.device.type, enabled=self.precision == "16-mixed")
 
     def fit(
@@ -244,12 +237,6 @@ class Trainer:
                     self.save(phase)  # stopped by a signal, mid-epoch
                     return last_metrics
                 # The epoch is over (or max_steps hit inside it: then it ends there).
-                with warnings.catch_warnings():
-                    # Schedules count epochs; an optimiser idle in this phase (D during
-                    # pretraining) still moves along its schedule, which torch warns about.
-                    warnings.filterwarnings("ignore", message=re.escape("Detected call of `lr_scheduler.step()`"))
-                    for scheduler in self.schedulers.values():
-                        scheduler.step()
                 self.epoch, self.batch_in_epoch = epoch + 1, 0
                 last = self.epoch == self.max_epochs or self.reached_max_steps()
                 metrics: dict[str, float] = {}
@@ -258,6 +245,7 @@ class Trainer:
                     metrics = validate(self, val_loader, epoch) if val_loader is not None else {}
                     last_metrics = metrics = distributed.all_gather_object(metrics)[0]
                 improved = self.update_best(metrics) if metrics else False
+                self.lr_policy.step(self.schedulers.values(), metrics.get(self.monitor))
                 if last or improved or (self.save_every_n_epochs and self.epoch % self.save_every_n_epochs == 0):
                     path = self.save(phase)
                     if improved and self.is_main:
