@@ -8,6 +8,7 @@ can hold tensors, numbers, strings and containers, never code to run.
 
 from __future__ import annotations
 
+import logging
 import os
 import tempfile
 from pathlib import Path
@@ -15,8 +16,10 @@ from typing import Any
 
 import torch
 
-from gancolor import __version__
+from gancolor import __version__, distributed
 from gancolor.errors import CheckpointError
+
+log = logging.getLogger("gancolor.trainer")  # train.log names these lines after the trainer that asks for them
 
 FORMAT = "gancolor-checkpoint"
 FORMAT_VERSION = 1
@@ -113,6 +116,57 @@ def load_recipe(path: str | os.PathLike, device: str | torch.device = "cpu"):
     recipe = recipe_from_stored_config(config_for_rebuilding(ckpt["config"], ckpt.get("nets")), str(path))
     load_nets(recipe, ckpt["nets"], path)
     return recipe.to(device).eval(), ckpt
+
+
+# -- where training stands ----------------------------------------------------------------
+
+
+def trainer_state(trainer, phase: str) -> dict:
+    """Everything a run needs to continue exactly: the plain nets' weights (call it with
+    the nets unwrapped), optimisers, LR schedules, scaler, counters, unlogged loss sums
+    and every rank's RNG states. Every rank must call it (the RNG states are gathered)."""
+    return make_checkpoint(
+        trainer.config,
+        recipe=trainer.recipe.name,
+        nets=trainer.recipe.state_dict(),
+        optimizers={k: opt.state_dict() for k, opt in trainer.optimizers.items()},
+        schedulers={k: s.state_dict() for k, s in trainer.schedulers.items()},
+        scaler=trainer.scaler.state_dict(),
+        global_step=trainer.global_step,
+        epoch=trainer.epoch,
+        batch_in_epoch=trainer.batch_in_epoch,
+        phase=phase,
+        best={"monitor": trainer.monitor, "mode": trainer.monitor_mode, "value": trainer.best},
+        log_sums=dict(trainer.log_sums),
+        log_counts=dict(trainer.log_counts),
+        rng=distributed.all_gather_object(capture_rng()),  # one entry per rank
+        logger_run_id=getattr(trainer.logger, "run_id", None),
+    )
+
+
+def restore_trainer_state(trainer, ckpt: dict) -> None:
+    """Continue exactly where `ckpt` stopped (after the trainer's `setup`)."""
+    recipe = trainer.recipe
+    if ckpt.get("recipe") != recipe.name:
+        raise CheckpointError(f"cannot resume a {ckpt.get('recipe')} checkpoint with recipe {recipe.name}")
+    load_nets(recipe, ckpt["nets"], "resume checkpoint")
+    for name, opt in trainer.optimizers.items():
+        opt.load_state_dict(ckpt["optimizers"][name])
+    for name, scheduler in trainer.schedulers.items():
+        scheduler.load_state_dict(ckpt["schedulers"][name])
+    trainer.scaler.load_state_dict(ckpt["scaler"])
+    trainer.global_step, trainer.epoch = ckpt["global_step"], ckpt["epoch"]
+    trainer.batch_in_epoch = ckpt.get("batch_in_epoch", 0)
+    trainer.best = ckpt.get("best", {}).get("value")
+    trainer.log_sums = {k: v.to(trainer.device) for k, v in ckpt.get("log_sums", {}).items()}
+    trainer.log_counts = dict(ckpt.get("log_counts", {}))
+    rng = ckpt["rng"]
+    if isinstance(rng, list):  # one state per rank of the run that saved it
+        if len(rng) != trainer.world_size:
+            log.warning("the checkpoint has RNG states of %d processes, this run has %d: "
+                        "the continuation is not bit-exact", len(rng), trainer.world_size)
+        rng = rng[trainer.rank % len(rng)]
+    restore_rng(rng)
 
 
 # -- the checkpoints/ folder of a run ------------------------------------------------------

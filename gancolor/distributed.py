@@ -1,5 +1,5 @@
-"""Several processes, one run: torchrun's environment, the process group, and the
-few collective operations the trainer needs.
+"""Several processes, one run: torchrun's environment, the process group, the few
+collective operations the trainer needs, and the recipe's nets in their DDP wrappers.
 
 `torchrun --nproc_per_node=N -m gancolor trainer=ddp` starts N copies of the
 program; torchrun sets RANK, LOCAL_RANK and WORLD_SIZE (and the rendezvous
@@ -8,11 +8,17 @@ address) in each. Rank 0 alone writes the run folder, logs and talks to W&B.
 
 from __future__ import annotations
 
+import contextlib
+import logging
 import os
 from datetime import datetime
+from typing import Iterable
 
 import torch
 import torch.distributed as dist
+from torch import nn
+
+log = logging.getLogger("gancolor.trainer")  # train.log names these lines after the trainer that asks for them
 
 
 def launched_by_torchrun() -> bool:
@@ -88,3 +94,83 @@ def shutdown() -> None:
     exception") even though training finished."""
     if dist.is_available() and dist.is_initialized():
         dist.destroy_process_group()
+
+
+# -- the recipe's nets under DDP ------------------------------------------------------------
+
+
+@contextlib.contextmanager
+def frozen(recipe: nn.Module, names: Iterable[str]):
+    """Hold the named nets fixed: gradients still flow *through* them to the nets
+    being trained, but none accumulate in their parameters (the G step against D)."""
+    params = [p for name in names for p in getattr(recipe, name).parameters()]
+    flags = [p.requires_grad for p in params]
+    for p in params:
+        p.requires_grad_(False)
+    try:
+        yield
+    finally:
+        for p, flag in zip(params, flags):
+            p.requires_grad_(flag)
+
+
+class WrappedNets:
+    """The DistributedDataParallel wrappers of one recipe's trainable nets.
+
+    The recipe keeps calling self.generator(...); `wrap` swaps the attribute for its
+    wrapper. Checkpoints, validation and frozen steps see the plain nets (`unwrapped`).
+    Without `wrap` (one process) every method here leaves the recipe as it is.
+    """
+
+    def __init__(self, recipe: nn.Module) -> None:
+        self.recipe = recipe
+        self.wrappers: dict[str, nn.Module] = {}
+
+    def wrap(self, device: torch.device, sync_batchnorm: bool, find_unused_parameters: bool) -> None:
+        from torch.nn.parallel import DistributedDataParallel as DDP
+
+        # DDP only ever synchronises the parameters that required grad when it was built,
+        # so build it with everything trainable and freeze again afterwards.
+        flags = {p: p.requires_grad for p in self.recipe.parameters()}
+        self.recipe.requires_grad_(True)
+        try:
+            for name, net in list(self.recipe.named_children()):
+                if not any(True for _ in net.parameters()):
+                    continue
+                if sync_batchnorm:
+                    net = nn.SyncBatchNorm.convert_sync_batchnorm(net)
+                ids = [device.index] if device.type == "cuda" else None
+                self.wrappers[name] = DDP(net, device_ids=ids, find_unused_parameters=find_unused_parameters)
+                setattr(self.recipe, name, self.wrappers[name])
+        finally:
+            for p, flag in flags.items():
+                p.requires_grad_(flag)
+
+    @contextlib.contextmanager
+    def unwrapped(self, names: Iterable[str] | None = None):
+        """The plain nets in place of their DDP wrappers, for the duration."""
+        names = [n for n in (self.wrappers if names is None else names) if n in self.wrappers]
+        for name in names:
+            setattr(self.recipe, name, self.wrappers[name].module)
+        try:
+            yield
+        finally:
+            for name in names:
+                setattr(self.recipe, name, self.wrappers[name])
+
+    @contextlib.contextmanager
+    def holding(self, names: Iterable[str]):
+        """Freeze the named nets for one step. Under DDP they are also called unwrapped:
+        a wrapped net that gets no gradients would leave DDP waiting for them."""
+        names = tuple(names)
+        with self.unwrapped(names), frozen(self.recipe, names):
+            yield
+
+    def assert_ranks_agree(self) -> None:
+        """Every rank must end with the same weights; say so in the log, or fail."""
+        with self.unwrapped():
+            checksum = float(sum(p.detach().double().sum() for p in self.recipe.parameters()))
+        sums = all_gather_object(checksum)
+        if max(sums) - min(sums) > 1e-9 * max(1.0, abs(sums[0])):
+            raise RuntimeError(f"DDP ranks disagree on the weights: checksums {sums}")
+        log.info("all %d ranks hold identical weights (checksum %.10g)", len(sums), checksum)

@@ -14,7 +14,6 @@ strips of rows, so their temporaries stay a few megabytes whatever the photo's s
 
 from __future__ import annotations
 
-import contextlib
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
@@ -23,10 +22,10 @@ import torch
 import torch.nn.functional as F
 
 from gancolor import color
+from gancolor.device import INFERENCE_PRECISIONS, autocast, check_precision
+from gancolor.device import resolve_device as pick_device  # noqa: F401 - colorize and evaluate import it from here
 from gancolor.errors import ConfigError
 from gancolor.nets.layers import crop_to, pad_to_multiple
-
-PRECISIONS = {"32": None, "bf16": torch.bfloat16}
 
 # Pixels per strip for the colour conversions. On the CPU, strips whose temporaries
 # fit in cache convert 3-4x faster than whole images (kornia makes ~10 passes over
@@ -38,21 +37,6 @@ PRECISIONS = {"32": None, "bf16": torch.bfloat16}
 # a busy machine (other jobs on the same cores) that made a 12 MP conversion 30x
 # slower (31 s instead of 0.9 s, measured on 2 cores at load 7).
 _STRIP_PIXELS = {"cpu": 1 << 17, "cuda": 1 << 24}
-
-
-def pick_device(name: str, key: str = "device") -> torch.device:
-    """"auto" (CUDA when present), "cpu", "cuda" or "cuda:N", or a ConfigError naming `key`."""
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    try:
-        device = torch.device(name)
-    except (RuntimeError, TypeError):
-        raise ConfigError(f"{key} must be auto, cpu, cuda or cuda:N, got {name!r}") from None
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise ConfigError(f"{key}={name} but CUDA is not available on this machine")
-    if device.type not in ("cpu", "cuda"):
-        raise ConfigError(f"{key} must be auto, cpu, cuda or cuda:N, got {name!r}")
-    return device
 
 
 def net_stride(recipe) -> int:
@@ -105,12 +89,10 @@ class Colorizer:
     def __init__(self, recipe, render_size: int, device: torch.device | str = "cpu", precision: str = "32") -> None:
         if int(render_size) < 1:
             raise ConfigError(f"render_size must be >= 1, got {render_size}")
-        if str(precision) not in PRECISIONS:
-            raise ConfigError(f"precision must be one of {', '.join(PRECISIONS)}, got {precision!r}")
+        self.precision = check_precision(precision, "precision", INFERENCE_PRECISIONS)
         self.recipe = recipe.eval()
         self.render_size = int(render_size)
         self.device = torch.device(device)
-        self.dtype = PRECISIONS[str(precision)]
         self.stride = net_stride(recipe)
         self.strip_pixels = _STRIP_PIXELS.get(self.device.type, 1 << 20)
         self._luts: dict[int, np.ndarray] = {}
@@ -173,10 +155,7 @@ class Colorizer:
         """ab (1, 2, h, w) for each small L; all of them must share one shape."""
         batch = torch.cat(smalls).to(self.device)
         padded, size = pad_to_multiple(batch, self.stride)
-        autocast = (
-            torch.autocast(self.device.type, dtype=self.dtype) if self.dtype is not None else contextlib.nullcontext()
-        )
-        with autocast:
+        with autocast(self.device, self.precision):
             ab = self.recipe.colorize(padded)
         ab = crop_to(ab, size).float().clamp_(-1.0, 1.0)
         return list(ab.split(1))

@@ -101,10 +101,10 @@ def test_summarize_pools_histograms_over_the_set():
 
 def test_validation_and_evaluation_share_the_metric_functions():
     import gancolor.evaluate  # noqa: F401 - evaluate imports them lazily, from the same module
-    import gancolor.trainer
+    import gancolor.validation
 
-    assert gancolor.trainer.image_metrics is M.image_metrics
-    assert gancolor.trainer.summarize is M.summarize
+    assert gancolor.validation.image_metrics is M.image_metrics
+    assert gancolor.validation.summarize is M.summarize
 
 
 # -- LPIPS / FID: local weights only -------------------------------------------------

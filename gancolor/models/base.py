@@ -38,10 +38,6 @@ class Recipe(nn.Module):
 
     name: str = "recipe"
 
-    def __init__(self) -> None:
-        super().__init__()
-        self.optimizers: dict[str, torch.optim.Optimizer] = {}
-
     def configure_optimizers(self) -> dict[str, torch.optim.Optimizer]:
         """Called by the trainer once the nets are on their device."""
         raise NotImplementedError

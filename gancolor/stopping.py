@@ -1,0 +1,47 @@
+"""Stopping a run cleanly: SIGTERM (cluster preemption) and SIGINT (Ctrl-C) ask for a
+checkpoint at the next step boundary and a clean exit; a second Ctrl-C aborts at once."""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import signal
+import threading
+
+import torch
+
+from gancolor import distributed
+
+log = logging.getLogger("gancolor.trainer")  # train.log names these lines after the trainer that asks for them
+
+
+class StopRequest:
+    def __init__(self) -> None:
+        self.signal: int | None = None  # the signal that asked this process to stop
+
+    @contextlib.contextmanager
+    def catching_signals(self):
+        """Record SIGTERM and SIGINT instead of dying of them, for the duration."""
+        if threading.current_thread() is not threading.main_thread():
+            yield
+            return
+
+        def request_stop(signum, frame):
+            if self.signal == signal.SIGINT and signum == signal.SIGINT:
+                raise KeyboardInterrupt
+            self.signal = signum
+            log.warning("%s received: saving a checkpoint at the end of this step", signal.Signals(signum).name)
+
+        previous = {sig: signal.signal(sig, request_stop) for sig in (signal.SIGTERM, signal.SIGINT)}
+        try:
+            yield
+        finally:
+            for sig, handler in previous.items():
+                signal.signal(sig, handler)
+
+    def requested(self, device: torch.device) -> bool:
+        """A signal reached this process or, under DDP, any rank (they may get it at
+        different steps): every rank votes, and all stop at this step."""
+        if distributed.any_rank(self.signal is not None, device) and self.signal is None:
+            self.signal = signal.SIGTERM
+        return self.signal is not None

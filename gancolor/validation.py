@@ -1,0 +1,69 @@
+"""Validation during training: the shared image metrics over the validation set, and
+a grid of sample images (gray | generated | truth) for each validated epoch.
+
+Rank 0 alone validates, with the nets out of their DDP wrappers, so its forward
+passes wait for no collective of the other ranks.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections import defaultdict
+from pathlib import Path
+
+import torch
+
+from gancolor.color import gray_to_rgb, lab_normalized_to_rgb
+from gancolor.data import lab_batch
+from gancolor.metrics import image_metrics, summarize
+
+log = logging.getLogger("gancolor.trainer")  # train.log names these lines after the trainer that asks for them
+
+
+@torch.no_grad()
+def validate(trainer, loader, epoch: int) -> dict[str, float]:
+    """The val/ metrics of `trainer.recipe` over `loader`, logged with the sample grid."""
+    with trainer.nets.unwrapped():
+        return _validate(trainer, loader, epoch)
+
+
+def _validate(trainer, loader, epoch: int) -> dict[str, float]:
+    recipe, logger, step = trainer.recipe, trainer.logger, trainer.global_step
+    recipe.eval()
+    per_image: dict[str, list[torch.Tensor]] = defaultdict(list)
+    rows: list[torch.Tensor] = []
+    table: list[dict] = []  # the sample images with their own metrics (a W&B Table)
+    for batch in loader:
+        L, ab = lab_batch(batch, trainer.device)
+        with trainer.autocast():
+            fake_ab = recipe.colorize(L)
+        pred = lab_normalized_to_rgb(L, fake_ab.float())
+        truth = lab_normalized_to_rgb(L, ab)
+        values = {name: v.cpu() for name, v in image_metrics(pred, truth).items()}
+        for name, v in values.items():
+            per_image[name].append(v)
+        for i in range(min(L.shape[0], trainer.num_samples - len(rows) // 3)):
+            gray = gray_to_rgb(L[i : i + 1])[0].cpu()
+            rows += [gray, pred[i].cpu(), truth[i].cpu()]
+            table.append({"gray": gray, "generated": pred[i].cpu(), "truth": truth[i].cpu(),
+                          **{name: float(v[i]) for name, v in values.items() if v.dim() == 1}})
+    recipe.train()
+    metrics = {f"val/{k}": v for k, v in summarize(per_image).items()}
+    logger.log_metrics({**metrics, "epoch": epoch + 1}, step=step)
+    if rows:
+        path = save_samples(rows, Path(trainer.run_dir) / "samples" / f"epoch_{epoch + 1:04d}.png")
+        logger.log_image("val/samples", path, step=step, caption="gray | generated | truth")
+        logger.log_validation_table(table, step=step)
+    log.info(
+        "epoch %d: val psnr %.2f dB, ssim %.3f, mae %.4f, colourfulness ratio %.2f",
+        epoch + 1, metrics["val/psnr"], metrics["val/ssim"], metrics["val/mae"], metrics["val/colorfulness_ratio"],
+    )
+    return metrics
+
+
+def save_samples(rows: list[torch.Tensor], path: Path) -> Path:
+    """Rows of (gray, generated, truth) images as one grid, three to a row."""
+    from torchvision.utils import save_image  # imported late: only validation needs it
+
+    save_image(torch.stack(rows), path, nrow=3, padding=2, pad_value=1.0)
+    return path

@@ -1,0 +1,288 @@
+"""The training loop itself, in process, on a recipe of three 1x1 convolutions: which
+phase runs in which epoch, the freeze schedule, every LR policy epoch by epoch (and
+across a resume), max_steps, and how often metrics are logged."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+from torch.nn.utils import parameters_to_vector
+from torch.utils.data import DataLoader
+
+from gancolor.checkpoint import load_checkpoint
+from gancolor.data import lab_batch
+from gancolor.data.sampling import EpochSampler
+from gancolor.errors import ConfigError
+from gancolor.loggers import Logger
+from gancolor.models.base import Recipe, Step
+from gancolor.trainer import PHASES, Trainer
+
+G_LR, D_LR = 0.1, 0.2
+
+
+class TinyRecipe(Recipe):
+    """G: L -> ab, D: (L, ab) -> score; colorize ignores the nets, so validation
+    metrics stay the same all run (what the plateau policy needs to be predictable)."""
+
+    name = "tiny"
+
+    def __init__(self) -> None:
+        super().__init__()
+        torch.manual_seed(0)
+        self.generator = nn.Sequential(nn.Conv2d(1, 4, 1), nn.Conv2d(4, 2, 1))
+        self.discriminator = nn.Conv2d(3, 1, 1)
+
+    def configure_optimizers(self):
+        return {
+            "G": torch.optim.SGD(self.generator.parameters(), lr=G_LR),
+            "D": torch.optim.SGD(self.discriminator.parameters(), lr=D_LR),
+        }
+
+    def pixel(self, batch, state):
+        loss = (self.generator(batch["L"]) - batch["ab"]).abs().mean()
+        return loss, {"loss": loss.detach()}
+
+    def critic(self, batch, state):
+        fake = self.generator(batch["L"])
+        real_score = self.discriminator(torch.cat([batch["L"], batch["ab"]], 1)).mean()
+        fake_score = self.discriminator(torch.cat([batch["L"], fake.detach()], 1)).mean()
+        loss = fake_score - real_score
+        return loss, {"loss": loss.detach()}
+
+    def fool(self, batch, state):
+        loss = -self.discriminator(torch.cat([batch["L"], self.generator(batch["L"])], 1)).mean()
+        return loss, {"loss": loss.detach()}
+
+    def pretrain_steps(self):
+        return [Step("P", self.pixel, "G")]
+
+    def critic_steps(self):
+        return [Step("D", self.critic, "D", frozen=("generator",))]
+
+    def adversarial_steps(self):
+        return [Step("D", self.critic, "D", frozen=("generator",)), Step("G", self.fool, "G", frozen=("discriminator",))]
+
+    @torch.no_grad()
+    def colorize(self, L):
+        return torch.zeros(L.shape[0], 2, *L.shape[2:], device=L.device)
+
+    def generator_modules(self):
+        return [self.generator]
+
+
+class Images(torch.utils.data.Dataset):
+    def __init__(self, n: int, seed: int) -> None:
+        rng = np.random.default_rng(seed)
+        self.images = torch.from_numpy(rng.integers(0, 256, size=(n, 3, 16, 16), dtype=np.uint8))
+
+    def __len__(self) -> int:
+        return len(self.images)
+
+    def __getitem__(self, item):
+        index = item[0] if isinstance(item, tuple) else item  # the EpochSampler yields (index, seed)
+        return {"rgb": self.images[index], "path": f"{index}.png"}
+
+
+class TinyData:
+    """What the trainer asks of a data object, over random 16x16 images."""
+
+    def __init__(self, train: int = 4, val: int = 2, batch_size: int = 2) -> None:
+        self.train, self.val, self.batch_size = Images(train, 1), Images(val, 2), batch_size
+        self.train_size, self.val_size = train, val
+
+    def train_loader(self, rank: int = 0, world_size: int = 1) -> DataLoader:
+        sampler = EpochSampler(len(self.train), seed=0, rank=rank, world_size=world_size)
+        return DataLoader(self.train, batch_size=self.batch_size, sampler=sampler, drop_last=True)
+
+    def val_loader(self) -> DataLoader:
+        return DataLoader(self.val, batch_size=self.batch_size)
+
+    def device_batch(self, raw, device):
+        L, ab = lab_batch(raw, device)
+        return {"L": L, "ab": ab}
+
+
+class Recorder(Logger):
+    """Keeps every metrics row, and the weights of the nets as they were at that row."""
+
+    def __init__(self, recipe: Recipe) -> None:
+        self.recipe, self.rows, self.weights = recipe, [], []
+
+    def log_metrics(self, metrics, step):
+        self.rows.append({"step": step, **metrics})
+        self.weights.append({name: parameters_to_vector(net.parameters()).detach().clone()
+                             for name, net in (("G0", self.recipe.generator[0]), ("G1", self.recipe.generator[1]),
+                                               ("D", self.recipe.discriminator))})
+
+    def train_rows(self) -> list[dict]:
+        return [row for row in self.rows if "train/images_per_sec" in row]
+
+    def val_rows(self) -> list[dict]:
+        return [row for row in self.rows if "val/psnr" in row]
+
+    def per_epoch(self, key: str) -> list:
+        """The value of `key` in each epoch's train rows; it must be the same all epoch."""
+        values: dict[int, set] = {}
+        for row in self.train_rows():
+            values.setdefault(row["epoch"], set()).add(row[key])
+        assert all(len(v) == 1 for v in values.values()), values
+        return [values[epoch].pop() for epoch in sorted(values)]
+
+
+def fit(tmp_path, data=None, resume=None, recipe=None, **options):
+    recipe = recipe or TinyRecipe()
+    options = {"device": "cpu", "progress_bar": False, "log_every_n_steps": 1, "num_samples": 1, "save_every_n_epochs": 0, **options}
+    trainer = Trainer(**options)
+    logger = Recorder(recipe)
+    trainer.fit(recipe, data or TinyData(), tmp_path / "run", logger, {"trainer": options}, resume=resume)
+    return trainer, logger
+
+
+def test_phases_run_by_epoch_and_each_trains_only_its_nets(tmp_path):
+    # 2 steps an epoch: epoch 1 pretrains G, epoch 2 trains the critic, 3-4 alternate.
+    trainer, logger = fit(tmp_path, max_epochs=4, pretrain_epochs=1, critic_pretrain_epochs=1, val_every_n_epochs=0)
+    rows = logger.train_rows()
+    assert [row["step"] for row in rows] == list(range(1, 9))
+    assert [row["epoch"] for row in rows] == [1, 1, 2, 2, 3, 3, 4, 4]
+    assert [PHASES[row["phase"]] for row in rows] == ["pretrain"] * 2 + ["critic"] * 2 + ["adversarial"] * 4
+    losses = [sorted(k for k in row if k.startswith("train/") and k != "train/images_per_sec") for row in rows]
+    assert losses == [["train/P/loss"]] * 2 + [["train/D/loss"]] * 2 + [["train/D/loss", "train/G/loss"]] * 4
+
+    w = logger.weights  # after steps 1..8
+    changed = lambda net, a, b: not torch.equal(w[a][net], w[b][net])  # noqa: E731
+    assert changed("G1", 0, 1) and not changed("D", 0, 1)  # pretraining moves G alone
+    assert changed("D", 1, 3) and not changed("G0", 1, 3) and not changed("G1", 1, 3)  # the critic, G frozen
+    assert changed("D", 3, 7) and changed("G1", 3, 7)  # adversarial: both
+    assert all(p.requires_grad for p in trainer.recipe.parameters())  # nothing left frozen after a step
+    assert trainer.epoch == 4 and trainer.global_step == 8
+
+
+def test_freeze_schedule_holds_a_submodule_for_its_first_epochs(tmp_path):
+    trainer, logger = fit(tmp_path, max_epochs=3, pretrain_epochs=3, val_every_n_epochs=0,
+                          freeze_epochs={"generator.0": 2})
+    w = logger.weights  # 2 steps an epoch: rows 0-1 epoch 1, 2-3 epoch 2, 4-5 epoch 3
+    assert torch.equal(w[0]["G0"], w[3]["G0"]), "generator.0 is held for epochs 1 and 2"
+    assert not torch.equal(w[0]["G1"], w[3]["G1"]), "the rest of G trains meanwhile"
+    assert not torch.equal(w[3]["G0"], w[5]["G0"]), "generator.0 trains from epoch 3"
+    assert all(p.requires_grad for p in trainer.recipe.generator[0].parameters())
+
+
+def test_freeze_schedule_names_a_missing_submodule_before_training(tmp_path):
+    with pytest.raises(ConfigError, match="tiny has no submodule 'generator.encoder'"):
+        fit(tmp_path, max_epochs=1, freeze_epochs={"generator.encoder": 1})
+
+
+LR_FACTORS = {
+    # constant, then to 0 over the last 3 of 6 epochs (the last one is not 0: the
+    # reference decays over n_epochs_decay + 1 steps)
+    "linear": ({"lr_decay_epochs": 3}, [1, 1, 1, 0.75, 0.5, 0.25]),
+    "step": ({"lr_decay_iters": 2, "lr_step_gamma": 0.5}, [1, 1, 0.5, 0.5, 0.25, 0.25]),
+    "cosine": ({}, [(1 + math.cos(math.pi * e / 6)) / 2 for e in range(6)]),
+}
+
+
+@pytest.mark.parametrize("policy", list(LR_FACTORS))
+def test_lr_policy_sets_each_epochs_learning_rate(tmp_path, policy):
+    options, factors = LR_FACTORS[policy]
+    _, logger = fit(tmp_path, max_epochs=6, lr_policy=policy, val_every_n_epochs=0, **options)
+    assert logger.per_epoch("lr/G") == pytest.approx([G_LR * f for f in factors])
+    assert logger.per_epoch("lr/D") == pytest.approx([D_LR * f for f in factors])
+
+
+def test_linear_policy_without_decay_epochs_keeps_the_learning_rate(tmp_path):
+    _, logger = fit(tmp_path, max_epochs=3, val_every_n_epochs=0)
+    assert logger.per_epoch("lr/G") == pytest.approx([G_LR] * 3)
+
+
+# The monitored value never changes (colorize ignores the nets): the first validation
+# sets the best, the next 6 are worse than it by less than 1 %, and after the 6th
+# (more than patience=5 bad ones) the rate drops by 0.2, for epoch 8.
+PLATEAU = [1] * 7 + [0.2] * 2
+
+
+def test_plateau_policy_cuts_the_rate_when_the_monitored_metric_stalls(tmp_path):
+    _, logger = fit(tmp_path, max_epochs=9, lr_policy="plateau")
+    assert len(logger.val_rows()) == 9
+    assert logger.per_epoch("lr/G") == pytest.approx([G_LR * f for f in PLATEAU])
+    assert logger.per_epoch("lr/D") == pytest.approx([D_LR * f for f in PLATEAU])
+
+
+def test_plateau_policy_counts_validations_not_epochs(tmp_path):
+    # A validation every 2nd epoch: the 7th is at epoch 14, so epoch 15 runs at 0.2.
+    _, logger = fit(tmp_path, max_epochs=15, lr_policy="plateau", val_every_n_epochs=2)
+    assert logger.per_epoch("lr/G") == pytest.approx([G_LR] * 14 + [G_LR * 0.2])
+
+
+@pytest.mark.parametrize(
+    "policy, options, factors",
+    [("plateau", {}, PLATEAU), ("step", {"lr_decay_iters": 2, "lr_step_gamma": 0.5}, [1, 1, 0.5, 0.5, 0.25, 0.25, 0.125, 0.125, 1 / 16])],
+)
+def test_a_resumed_run_continues_the_lr_schedule(tmp_path, policy, options, factors):
+    fit(tmp_path / "first", max_epochs=5, lr_policy=policy, **options)
+    ckpt = load_checkpoint(tmp_path / "first" / "run" / "checkpoints" / "last.pt")
+    assert ckpt["epoch"] == 5 and set(ckpt["schedulers"]) == {"G", "D"}
+    _, logger = fit(tmp_path / "second", resume=ckpt, max_epochs=9, lr_policy=policy, **options)
+    assert logger.per_epoch("lr/G") == pytest.approx([G_LR * f for f in factors[5:]])
+
+
+def test_lr_policy_options_are_checked(tmp_path):
+    cases = [
+        ({"lr_policy": "exponential"}, "trainer.lr_policy must be one of linear, step, plateau, cosine, got 'exponential'"),
+        ({"lr_policy": "step", "lr_decay_iters": 0}, "trainer.lr_decay_iters must be >= 1, got 0"),
+        ({"lr_policy": "step", "lr_step_gamma": 0}, "trainer.lr_step_gamma must be a number > 0, got 0"),
+        ({"lr_step_gamma": "half"}, "trainer.lr_step_gamma must be a number > 0, got 'half'"),
+        ({"lr_policy": "plateau", "val_every_n_epochs": 0}, "trainer.lr_policy=plateau follows trainer.monitor"),
+        ({"max_epochs": 2, "lr_decay_epochs": 3}, r"trainer.lr_decay_epochs \(3\) exceeds trainer.max_epochs \(2\)"),
+    ]
+    for options, message in cases:
+        with pytest.raises(ConfigError, match=message) as error:
+            Trainer(device="cpu", **options)
+        assert "\n" not in str(error.value)
+    # lr_decay_epochs belongs to the linear policy: the others ignore it (recipes set it).
+    assert Trainer(device="cpu", max_epochs=2, lr_decay_epochs=3, lr_policy="cosine").lr_policy.name == "cosine"
+
+
+def test_max_steps_stops_inside_an_epoch_and_saves_there(tmp_path):
+    trainer, logger = fit(tmp_path, max_epochs=10, max_steps=3)
+    assert [row["step"] for row in logger.train_rows()] == [1, 2, 3]
+    assert trainer.global_step == 3 and trainer.epoch == 2  # epoch 2 ended at its first step
+    assert [row["epoch"] for row in logger.val_rows()] == [1, 2]  # the last epoch is always validated
+    ckpt = load_checkpoint(tmp_path / "run" / "checkpoints" / "last.pt")
+    assert ckpt["global_step"] == 3 and ckpt["epoch"] == 2 and ckpt["batch_in_epoch"] == 0
+
+
+@pytest.mark.parametrize("every, steps", [(1, list(range(1, 13))), (5, [5, 10]), (4, [4, 8, 12]), (20, [])])
+def test_one_metrics_row_every_log_every_n_steps(tmp_path, every, steps):
+    # 8 images, batch 2: 4 steps an epoch, 12 in all; the count runs across epochs.
+    _, logger = fit(tmp_path, data=TinyData(train=8), max_epochs=3, pretrain_epochs=3,
+                    log_every_n_steps=every, val_every_n_epochs=2)
+    rows = logger.train_rows()
+    assert [row["step"] for row in rows] == steps
+    assert [row["epoch"] for row in rows] == [(s - 1) // 4 + 1 for s in steps]
+    # Validated every 2nd epoch and at the end; its rows are separate.
+    assert [(row["step"], row["epoch"]) for row in logger.val_rows()] == [(8, 2), (12, 3)]
+
+
+def test_a_metrics_row_is_the_mean_of_the_steps_since_the_last_one(tmp_path):
+    _, every_step = fit(tmp_path / "a", max_epochs=2, pretrain_epochs=2, val_every_n_epochs=0)
+    _, every_2nd = fit(tmp_path / "b", max_epochs=2, pretrain_epochs=2, val_every_n_epochs=0, log_every_n_steps=2)
+    losses = [row["train/P/loss"] for row in every_step.train_rows()]
+    assert [row["train/P/loss"] for row in every_2nd.train_rows()] == pytest.approx(
+        [(losses[0] + losses[1]) / 2, (losses[2] + losses[3]) / 2]
+    )
+
+
+def test_checkpoint_keys_stay_what_resume_and_older_checkpoints_use(tmp_path):
+    fit(tmp_path, max_epochs=1, val_every_n_epochs=0)
+    ckpt = load_checkpoint(tmp_path / "run" / "checkpoints" / "last.pt")
+    assert set(ckpt) == {
+        "format", "format_version", "gancolor_version", "config", "recipe", "nets", "optimizers", "schedulers",
+        "scaler", "global_step", "epoch", "batch_in_epoch", "phase", "best", "log_sums", "log_counts", "rng",
+        "logger_run_id",
+    }
+    assert ckpt["recipe"] == "tiny" and ckpt["phase"] == "adversarial" and set(ckpt["optimizers"]) == {"G", "D"}
+    assert all(k.split(".")[0] in ("generator", "discriminator") for k in ckpt["nets"])
