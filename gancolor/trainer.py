@@ -28,6 +28,7 @@ from gancolor.errors import ConfigError
 from gancolor.loggers import Logger
 from gancolor.lr_policy import LRPolicy
 from gancolor.models.base import Recipe, Step
+from gancolor.options import int_option
 from gancolor.stopping import StopRequest
 from gancolor.validation import validate
 
@@ -35,17 +36,6 @@ log = logging.getLogger("gancolor.trainer")
 
 PHASES = ("pretrain", "critic", "adversarial")
 
-
-def _int_at_least(name: str, value, minimum: int) -> int:
-    try:
-        ivalue = int(value)
-        if ivalue != value and not (isinstance(value, str) and value.strip().lstrip("-").isdigit()):
-            raise ValueError
-    except (TypeError, ValueError):
-        raise ConfigError(f"{name} must be an integer, got {value!r}") from None
-    if ivalue < minimum:
-        raise ConfigError(f"{name} must be >= {minimum}, got {ivalue}")
-    return ivalue
 
 
 class Trainer:
@@ -80,27 +70,27 @@ class Trainer:
         find_unused_parameters: bool = False,
         check_ranks_agree: bool = False,
     ) -> None:
-        self.max_epochs = _int_at_least("trainer.max_epochs", max_epochs, 1)
-        self.pretrain_epochs = _int_at_least("trainer.pretrain_epochs", pretrain_epochs, 0)
-        self.critic_pretrain_epochs = _int_at_least("trainer.critic_pretrain_epochs", critic_pretrain_epochs, 0)
-        self.freeze_epochs = {str(k): _int_at_least(f"trainer.freeze_epochs.{k}", v, 0) for k, v in (freeze_epochs or {}).items()}
-        self.max_steps = None if max_steps is None else _int_at_least("trainer.max_steps", max_steps, 1)
+        self.max_epochs = int_option("trainer.max_epochs", max_epochs, 1)
+        self.pretrain_epochs = int_option("trainer.pretrain_epochs", pretrain_epochs, 0)
+        self.critic_pretrain_epochs = int_option("trainer.critic_pretrain_epochs", critic_pretrain_epochs, 0)
+        self.freeze_epochs = {str(k): int_option(f"trainer.freeze_epochs.{k}", v, 0) for k, v in (freeze_epochs or {}).items()}
+        self.max_steps = None if max_steps is None else int_option("trainer.max_steps", max_steps, 1)
         self.precision = check_precision(precision, "trainer.precision", PRECISIONS)
         self.device_name = str(device)
-        self.log_every_n_steps = _int_at_least("trainer.log_every_n_steps", log_every_n_steps, 1)
-        self.val_every_n_epochs = _int_at_least("trainer.val_every_n_epochs", val_every_n_epochs, 0)
-        self.num_samples = _int_at_least("trainer.num_samples", num_samples, 0)
-        self.save_every_n_epochs = _int_at_least("trainer.save_every_n_epochs", save_every_n_epochs, 0)
-        self.save_every_n_steps = _int_at_least("trainer.save_every_n_steps", save_every_n_steps, 0)
-        self.keep_last = _int_at_least("trainer.keep_last", keep_last, 1)
+        self.log_every_n_steps = int_option("trainer.log_every_n_steps", log_every_n_steps, 1)
+        self.val_every_n_epochs = int_option("trainer.val_every_n_epochs", val_every_n_epochs, 0)
+        self.num_samples = int_option("trainer.num_samples", num_samples, 0)
+        self.save_every_n_epochs = int_option("trainer.save_every_n_epochs", save_every_n_epochs, 0)
+        self.save_every_n_steps = int_option("trainer.save_every_n_steps", save_every_n_steps, 0)
+        self.keep_last = int_option("trainer.keep_last", keep_last, 1)
         if not str(monitor).startswith("val/"):
             raise ConfigError(f"trainer.monitor must name a validation metric such as val/psnr, got {monitor!r}")
         if monitor_mode not in ("max", "min"):
             raise ConfigError(f"trainer.monitor_mode must be max or min, got {monitor_mode!r}")
         self.monitor, self.monitor_mode = str(monitor), monitor_mode
         self.lr_policy = LRPolicy(
-            lr_policy, self.max_epochs, _int_at_least("trainer.lr_decay_epochs", lr_decay_epochs, 0),
-            _int_at_least("trainer.lr_decay_iters", lr_decay_iters, 1), lr_step_gamma, monitor_mode,
+            lr_policy, self.max_epochs, int_option("trainer.lr_decay_epochs", lr_decay_epochs, 0),
+            int_option("trainer.lr_decay_iters", lr_decay_iters, 1), lr_step_gamma, monitor_mode,
             validates=self.val_every_n_epochs > 0,
         )
         self.progress_bar = bool(progress_bar)

@@ -454,7 +454,6 @@ OLD_TARGETS = {
     "gancolor.data.DomainsData": "DomainsDataModule",
     "gancolor.data.datamodule.FolderData": "FolderDataModule",
     "gancolor.data.datamodule.SampleData": "SampleDataModule",
-    "gancolor.data.datamodule.AlignedData": "AlignedDataModule",
     "gancolor.data.unpaired.UnpairedData": "UnpairedDataModule",
     "gancolor.data.domains.DomainsData": "DomainsDataModule",
 }

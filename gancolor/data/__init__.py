@@ -12,6 +12,8 @@ Two kinds of object, named by one rule:
                       aligned.py     AlignedDataModule   (data=aligned, pix2pix A|B files)
                       unpaired.py    UnpairedDataModule  (data=unpaired, CycleGAN)
                       domains.py     DomainsDataModule   (data=domains, StarGAN)
+                      attributes.py  AttributesDataModule (data=attributes, StarGAN with
+                                     CelebA-style multi-label attributes)
     *Dataset      a torch Dataset: one item per index, built by a data module. All of
                   them live in datasets.py.
 
@@ -39,7 +41,14 @@ from gancolor.data.datamodule import (
     seed_worker,
     seeded_split,
 )
-from gancolor.data.datasets import AlignedDataset, ColorImageDataset, DomainImageDataset, UnpairedDataset
+from gancolor.data.attributes import AttributesDataModule
+from gancolor.data.datasets import (
+    AlignedDataset,
+    AttributesDataset,
+    ColorImageDataset,
+    DomainImageDataset,
+    UnpairedDataset,
+)
 from gancolor.data.domains import DomainsDataModule
 from gancolor.data.images import (
     GRAY_TOLERANCE,
@@ -67,6 +76,8 @@ __all__ = [
     "AlignedData",
     "AlignedDataModule",
     "AlignedDataset",
+    "AttributesDataModule",
+    "AttributesDataset",
     "ColorImageDataset",
     "DomainImageDataset",
     "DomainsData",

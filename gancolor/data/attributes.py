@@ -29,8 +29,8 @@ from typing import Any
 import torch
 
 from gancolor import color
-from gancolor.data.datamodule import FolderData, seeded_split
-from gancolor.data.datasets import ColorImageDataset, Transform
+from gancolor.data.datamodule import FolderDataModule, seeded_split
+from gancolor.data.datasets import AttributesDataset, ColorImageDataset
 from gancolor.data.images import find_images
 from gancolor.data.transforms import eval_transform, train_transform
 from gancolor.errors import ConfigError, DataError
@@ -42,32 +42,10 @@ ATTRIBUTE_FILE = "list_attr_celeba.txt"
 ATTRIBUTE_VALUES = {"1": 1.0, "-1": 0.0, "0": 0.0}
 
 
-class AttributesDataset(ColorImageDataset):
-    """Colour photos with their attributes:
-    {"rgb": uint8 (3, H, W), "path": str, "attributes": float32 (K,) of 0/1}."""
-
-    def __init__(
-        self,
-        paths: Sequence[str | os.PathLike[str]],
-        transform: Transform | None,
-        attributes: torch.Tensor,
-    ) -> None:
-        super().__init__(paths, transform)
-        if len(attributes) != len(self.paths):
-            raise ValueError(f"{len(self.paths)} paths but {len(attributes)} attribute rows")
-        self.attributes = attributes.float()
-        # By path, not position: a file that turns unreadable is replaced by the next
-        # one, whose attributes must come with it.
-        self.rows = {path: i for i, path in enumerate(self.paths)}
-
-    def _item(self, path: str) -> dict[str, Any]:
-        return {**super()._item(path), "attributes": self.attributes[self.rows[path]].clone()}
-
-
-class AttributesDataModule(FolderData):
+class AttributesDataModule(FolderDataModule):
     """Photos under `root` with the attributes `attr_file` gives them; see the module
     docstring. `attr_file` null means root/list_attr_celeba.txt. The other options are
-    FolderData's (num_workers, seed, scale_min, max_images, repeats, resize_to); the
+    FolderDataModule's (num_workers, seed, scale_min, max_images, repeats, resize_to); the
     defaults that differ are yunjey/stargan's size and batch, and a 1% validation part.
     """
 

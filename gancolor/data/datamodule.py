@@ -446,17 +446,8 @@ def write_sample_photos(folder: Path) -> list[Path]:
 
 # -- old names ------------------------------------------------------------------------
 # Checkpoints and run configs store the `_target_` they were trained with, and before the
-# *DataModule names these classes were FolderData, SampleData and AlignedData, importable
-# from this module. Hydra must still find them there to resume or evaluate those runs.
+# *DataModule names these classes were FolderData and SampleData, importable from this module. Hydra
+# must still find them there to resume or evaluate those runs (AlignedData's stored
+# target is gancolor.data.AlignedData, kept in gancolor/data/__init__.py).
 FolderData = FolderDataModule
 SampleData = SampleDataModule
-
-
-def __getattr__(name: str) -> Any:
-    # AlignedData lived here before the pix2pix family got its own module, which imports
-    # this one: resolved on first use to avoid the import cycle.
-    if name == "AlignedData":
-        from gancolor.data.aligned import AlignedDataModule
-
-        return AlignedDataModule
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -187,3 +187,25 @@ def split_halves(image: np.ndarray, path: str = "?") -> tuple[np.ndarray, np.nda
 def hwc_to_chw(image: np.ndarray) -> torch.Tensor:
     """uint8 (H, W, 3) array -> contiguous uint8 (3, H, W) tensor for collation."""
     return torch.from_numpy(np.ascontiguousarray(image.transpose(2, 0, 1)))
+
+
+class AttributesDataset(ColorImageDataset):
+    """Colour photos with their attributes:
+    {"rgb": uint8 (3, H, W), "path": str, "attributes": float32 (K,) of 0/1}."""
+
+    def __init__(
+        self,
+        paths: Sequence[str | os.PathLike[str]],
+        transform: Transform | None,
+        attributes: torch.Tensor,
+    ) -> None:
+        super().__init__(paths, transform)
+        if len(attributes) != len(self.paths):
+            raise ValueError(f"{len(self.paths)} paths but {len(attributes)} attribute rows")
+        self.attributes = attributes.float()
+        # By path, not position: a file that turns unreadable is replaced by the next
+        # one, whose attributes must come with it.
+        self.rows = {path: i for i, path in enumerate(self.paths)}
+
+    def _item(self, path: str) -> dict[str, Any]:
+        return {**super()._item(path), "attributes": self.attributes[self.rows[path]].clone()}
