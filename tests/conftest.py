@@ -1,4 +1,5 @@
 import os
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -16,3 +17,10 @@ def photos() -> list[np.ndarray]:
     from skimage import data
 
     return [data.astronaut(), data.chelsea(), data.coffee(), data.rocket()]
+
+
+@pytest.fixture(scope="session")
+def cache(tmp_path_factory) -> Path:
+    """GANCOLOR_CACHE for end-to-end runs: the sample photos are written there once per session."""
+    return tmp_path_factory.mktemp("cache")
+
