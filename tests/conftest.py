@@ -24,3 +24,10 @@ def cache(tmp_path_factory) -> Path:
     """GANCOLOR_CACHE for end-to-end runs: the sample photos are written there once per session."""
     return tmp_path_factory.mktemp("cache")
 
+
+@pytest.fixture(scope="session")
+def small_photo_folder(tmp_path_factory, photos) -> Path:
+    """Eight small colour photos (shifted copies of `photos` at a quarter of their size)."""
+    from helpers import write_photo_folder
+
+    return write_photo_folder(tmp_path_factory.mktemp("small_photos"), photos, copies=2)
