@@ -1,4 +1,5 @@
 import os
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -16,3 +17,17 @@ def photos() -> list[np.ndarray]:
     from skimage import data
 
     return [data.astronaut(), data.chelsea(), data.coffee(), data.rocket()]
+
+
+@pytest.fixture(scope="session")
+def cache(tmp_path_factory) -> Path:
+    """GANCOLOR_CACHE for end-to-end runs: the sample photos are written there once per session."""
+    return tmp_path_factory.mktemp("cache")
+
+
+@pytest.fixture(scope="session")
+def small_photo_folder(tmp_path_factory, photos) -> Path:
+    """Eight small colour photos (shifted copies of `photos` at a quarter of their size)."""
+    from helpers import write_photo_folder
+
+    return write_photo_folder(tmp_path_factory.mktemp("small_photos"), photos, copies=2)

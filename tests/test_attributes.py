@@ -13,16 +13,15 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
-from cli_helpers import read_metrics, run_gancolor
 from gancolor import color
 from gancolor.checkpoint import load_recipe
-from gancolor.cli import CONF_DIR
 from gancolor.data.attributes import AttributesDataModule, read_attribute_file
 from gancolor.errors import ConfigError, DataError
 from gancolor.losses import attribute_bce
 from gancolor.models.stargan import StarGAN
 from gancolor.nets import StarGANDiscriminator, StarGANGenerator
 from gancolor.trainer import Trainer
+from helpers import compose, read_metrics, run_gancolor
 
 ALL_ATTRS = ["Bald", "Black_Hair", "Blond_Hair", "Male", "Young"]
 SELECTED = ["Male", "Black_Hair", "Young"]
@@ -211,14 +210,6 @@ def test_domain_mode_mistakes_are_one_line_errors():
 
 
 # -- configuration and the command line ------------------------------------------------
-
-
-def compose(*overrides: str):
-    from hydra import compose as hydra_compose
-    from hydra import initialize_config_dir
-
-    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
-        return hydra_compose(config_name="config", overrides=list(overrides))
 
 
 def test_experiment_picks_multi_mode_and_the_attributes_data():

@@ -3,9 +3,6 @@ recipe's steps and prior, and `python -m gancolor model=cic` end to end."""
 
 import json
 import math
-import os
-import subprocess
-import sys
 from functools import partial
 from types import SimpleNamespace
 
@@ -14,7 +11,6 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from cli_helpers import run_gancolor
 from gancolor import color
 from gancolor.color import batch_to_lab
 from gancolor.errors import ConfigError
@@ -22,6 +18,7 @@ from gancolor.losses import rebalanced_cross_entropy
 from gancolor.models.cic import CIC, PRIOR_FILE
 from gancolor.nets import CICNet, PatchDiscriminator
 from gancolor.trainer import Trainer
+from helpers import run_gancolor, same, snapshot
 
 
 
@@ -167,14 +164,6 @@ def make_cic(lambda_gan: float = 0.0, bins_path=None) -> CIC:
     )
 
 
-def snapshot(module):
-    return [p.detach().clone() for p in module.parameters()]
-
-
-def same(a, b):
-    return all(torch.equal(x, y) for x, y in zip(a, b))
-
-
 def test_q_follows_the_bins_in_use(tmp_path):
     assert make_cic().generator.out_channels == 261
     pts = np.array([(a, b) for a in range(-110, 120, 10) for b in range(-110, 120, 10)], dtype=np.float32)[:313]
@@ -309,11 +298,6 @@ TINY = [
     "trainer.progress_bar=false",
     "logger=none",
 ]
-
-
-@pytest.fixture(scope="module")
-def cache(tmp_path_factory):
-    return tmp_path_factory.mktemp("cache")
 
 
 @pytest.mark.slow

@@ -10,8 +10,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from cli_helpers import run_gancolor
 from gancolor.checkpoint import load_checkpoint
+from helpers import one_error_line, run_gancolor
 
 TINY = [
     "data.image_size=32",
@@ -24,11 +24,6 @@ TINY = [
     "trainer.num_samples=2",
     "trainer.progress_bar=false",
 ]
-
-
-@pytest.fixture(scope="module")
-def cache(tmp_path_factory) -> Path:
-    return tmp_path_factory.mktemp("cache")
 
 
 @pytest.mark.slow
@@ -60,13 +55,6 @@ def test_default_training_leaves_a_complete_run_folder(tmp_path, cache):
     assert ckpt["config"]["generator"]["ngf"] == 8  # the resolved config travels with the weights
     assert any(k.startswith("generator.") for k in ckpt["nets"])
     assert all(torch.isfinite(v).all() for v in ckpt["nets"].values() if v.is_floating_point())
-
-
-def one_error_line(result: subprocess.CompletedProcess) -> str:
-    lines = [line for line in result.stderr.splitlines() if line.strip()]
-    assert len(lines) == 1, result.stderr
-    assert lines[0].startswith("gancolor: error: ")
-    return lines[0]
 
 
 @pytest.mark.parametrize(

@@ -14,29 +14,16 @@ from gancolor import color
 from gancolor.colorize import main
 from gancolor.commandline import hydra_quoted
 from gancolor.inference import Colorizer, render_shape
+from helpers import tiny_checkpoint
 
-RENDER = 32  # the tiny checkpoint's training size: every test runs the net at 32 px
+RENDER = 32  # tiny_checkpoint's training size: every test runs the net at 32 px
 
 
 @pytest.fixture(scope="module")
 def ckpt(tmp_path_factory) -> Path:
     """A tiny pix2pix checkpoint (random weights) built in-process: what is tested here
     is the plumbing around the net, not the quality of its colours."""
-    from hydra import compose, initialize_config_dir
-    from omegaconf import OmegaConf
-
-    from gancolor.build import build_recipe
-    from gancolor.checkpoint import atomic_save, make_checkpoint
-    from gancolor.commandline import CONF_DIR
-
-    overrides = [f"data.image_size={RENDER}", "generator.ngf=8", "discriminator.ndf=8", "logger=none"]
-    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
-        cfg = compose(config_name="config", overrides=overrides)
-    torch.manual_seed(0)
-    recipe = build_recipe(cfg)
-    path = tmp_path_factory.mktemp("ckpt") / "tiny.pt"
-    atomic_save(make_checkpoint(OmegaConf.to_container(cfg, resolve=True), recipe="pix2pix", nets=recipe.state_dict(), epoch=1, global_step=1), path)
-    return path
+    return tiny_checkpoint(tmp_path_factory.mktemp("ckpt") / "tiny.pt", epoch=1, global_step=1)
 
 
 @pytest.fixture(scope="module")

@@ -14,26 +14,19 @@ import pytest
 import torch
 from PIL import Image
 
-from cli_helpers import read_metrics as metrics
-from cli_helpers import run_gancolor as gancolor_cli
 from gancolor import color
-from gancolor.checkpoint import atomic_save, load_checkpoint, load_recipe
-from gancolor.cli import CONF_DIR
+from gancolor.checkpoint import atomic_save, load_checkpoint, load_recipe, restore_trainer_state, trainer_state
 from gancolor.data import UnpairedData
 from gancolor.errors import ConfigError, DataError
 from gancolor.models.cyclegan import CycleGAN
 from gancolor.nets import PatchDiscriminator, ResnetGenerator
 from gancolor.trainer import Trainer
+from helpers import compose, crops, same, snapshot, strip_speed, trained_by_cli, write_photo_folder
+from helpers import read_metrics as metrics
+from helpers import run_gancolor as gancolor_cli
+from helpers import save_photo as save
 
 LOSS = {"gan_mode": "lsgan", "lambda_cycle": 10.0, "lambda_identity": 0.5, "identity_mode": "unpaired"}
-
-
-def snapshot(module: torch.nn.Module) -> list[torch.Tensor]:
-    return [p.detach().clone() for p in module.parameters()]
-
-
-def same(a: list[torch.Tensor], b: list[torch.Tensor]) -> bool:
-    return all(torch.equal(x, y) for x, y in zip(a, b))
 
 
 def make_recipe(color_space: str = "lab", pool_size: int = 50, **loss) -> CycleGAN:
@@ -44,10 +37,6 @@ def make_recipe(color_space: str = "lab", pool_size: int = 50, **loss) -> CycleG
         color_space=color_space,
         pool_size=pool_size,
     )
-
-
-def crops(photos, size: int = 32, offset: int = 100) -> torch.Tensor:
-    return color.uint8_to_float(torch.stack([torch.from_numpy(p[offset : offset + size, offset : offset + size]).permute(2, 0, 1) for p in photos]))
 
 
 def unpaired_batch(photos, size: int = 32) -> dict[str, torch.Tensor]:
@@ -83,19 +72,9 @@ def test_resnet_generator_takes_any_size(size):
 # -- unpaired data -------------------------------------------------------------------------
 
 
-def save(array: np.ndarray, path: Path) -> Path:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    h, w = array.shape[:2]
-    Image.fromarray(array).resize((w // 4, h // 4), Image.Resampling.BOX).save(path)
-    return path
-
-
 @pytest.fixture
 def photo_folder(tmp_path, photos) -> Path:
-    for i in range(3):
-        for j, photo in enumerate(photos):
-            save(np.roll(photo, 40 * i, axis=1), tmp_path / "photos" / f"p{i}_{j}.png")
-    return tmp_path / "photos"
+    return write_photo_folder(tmp_path / "photos", photos, copies=3)
 
 
 def test_one_folder_splits_into_disjoint_gray_and_colour_halves(photo_folder):
@@ -313,11 +292,11 @@ def test_checkpoint_holds_everything_to_continue_exactly(tmp_path, photos):
     steps = recipe.adversarial_steps()
     for i in range(3):  # 6 fakes per pool of 3: full, and swapping
         trainer.train_iteration(steps, batch, i)
-    path = atomic_save(trainer.state("adversarial"), tmp_path / "last.pt")
+    path = atomic_save(trainer_state(trainer, "adversarial"), tmp_path / "last.pt")
     assert {"pool_A._extra_state", "pool_B._extra_state"} <= set(load_checkpoint(path)["nets"])
 
     other, restored = fresh()
-    other.load_state(load_checkpoint(path))
+    restore_trainer_state(other, load_checkpoint(path))
     assert restored.pool_B.count == 3 and torch.equal(restored.pool_B.images, recipe.pool_B.images)
     for i in range(3, 6):
         torch.manual_seed(i)
@@ -332,14 +311,6 @@ def test_checkpoint_holds_everything_to_continue_exactly(tmp_path, photos):
 
 
 # -- configuration and the command line ------------------------------------------------
-
-
-def compose(*overrides: str):
-    from hydra import compose as hydra_compose
-    from hydra import initialize_config_dir
-
-    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
-        return hydra_compose(config_name="config", overrides=list(overrides))
 
 
 def test_model_cyclegan_picks_its_nets_data_and_schedule():
@@ -379,17 +350,9 @@ TINY = [
 
 
 @pytest.fixture(scope="module")
-def cli_run(tmp_path_factory) -> dict[str, Path]:
+def cli_run(tmp_path_factory, cache) -> dict[str, Path]:
     """`python -m gancolor model=cyclegan` on the sample photos, once for this module."""
-    tmp = tmp_path_factory.mktemp("cyclegan_cli")
-    paths = {"tmp": tmp, "cache": tmp / "cache", "run": tmp / "full"}
-    result = gancolor_cli([*TINY, f"hydra.run.dir={paths['run']}"], tmp, paths["cache"])
-    assert result.returncode == 0, result.stderr[-3000:]
-    return paths
-
-
-def strip_speed(rows: list[dict]) -> list[dict]:
-    return [{k: v for k, v in r.items() if k != "train/images_per_sec"} for r in rows]
+    return trained_by_cli(tmp_path_factory.mktemp("cyclegan_cli"), TINY, cache)
 
 
 @pytest.mark.slow

@@ -1,6 +1,5 @@
 """DDP through torchrun, two CPU processes (gloo), end to end."""
 
-import os
 import subprocess
 import sys
 from pathlib import Path
@@ -8,6 +7,7 @@ from pathlib import Path
 import pytest
 
 from gancolor.checkpoint import load_checkpoint
+from helpers import gancolor_env
 
 pytestmark = pytest.mark.slow
 
@@ -27,7 +27,7 @@ TINY = [
 
 
 def torchrun(args: list[str], cwd: Path, cache: Path) -> subprocess.CompletedProcess:
-    env = {**os.environ, "GANCOLOR_CACHE": str(cache), "WANDB_MODE": "offline", "OMP_NUM_THREADS": "1"}
+    env = {**gancolor_env(cache), "OMP_NUM_THREADS": "1"}
     command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", "-m", "gancolor", *args]
     return subprocess.run(command, cwd=cwd, env=env, capture_output=True, text=True, timeout=300)
 

@@ -1,22 +1,18 @@
 """The timm-encoder Dynamic U-Net: sizes, encoder weights from files, freezing and
 its own learning rate, and `python -m gancolor generator=dynamic_unet` end to end."""
 
-import json
 import logging
-import os
-import subprocess
-import sys
 
 import pytest
 import torch
 
-from cli_helpers import read_metrics as metrics
-from cli_helpers import run_gancolor
 from gancolor.errors import CheckpointError, ConfigError
 from gancolor.models.pix2pix import Pix2Pix
 from gancolor.nets import DynamicUNet, PatchDiscriminator
 from gancolor.nets import dynamic_unet as dynamic_unet_module
 from gancolor.trainer import Trainer
+from helpers import read_metrics as metrics
+from helpers import run_gancolor, same, snapshot
 
 SCRATCH = {"name": "resnet18", "weights": False, "lr_mult": 0.1}
 
@@ -184,14 +180,6 @@ def test_cache_lookup_never_downloads(monkeypatch, tmp_path):
 # -- freezing and learning rates -------------------------------------------------------------
 
 
-def snapshot(module):
-    return [p.detach().clone() for p in module.parameters()]
-
-
-def same(a, b):
-    return all(torch.equal(x, y) for x, y in zip(a, b))
-
-
 def test_freeze_then_unfreeze_changes_which_parameters_train(photos):
     from gancolor.color import batch_to_lab
 
@@ -247,11 +235,6 @@ TINY = [
     "trainer.progress_bar=false",
     "logger=none",
 ]
-
-
-@pytest.fixture(scope="module")
-def cache(tmp_path_factory):
-    return tmp_path_factory.mktemp("cache")
 
 
 @pytest.mark.slow

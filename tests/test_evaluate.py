@@ -9,33 +9,19 @@ import torch
 from PIL import Image
 
 from gancolor.evaluate import default_output, main
+from helpers import tiny_checkpoint
 
-RENDER = 32
+RENDER = 32  # tiny_checkpoint's training size
 
 
 @pytest.fixture(scope="module")
 def ckpts(tmp_path_factory) -> list[Path]:
     """Two tiny pix2pix checkpoints with different random weights, in run-folder layout."""
-    from hydra import compose, initialize_config_dir
-    from omegaconf import OmegaConf
-
-    from gancolor.build import build_recipe
-    from gancolor.checkpoint import atomic_save, make_checkpoint
-    from gancolor.commandline import CONF_DIR
-
-    overrides = [f"data.image_size={RENDER}", "generator.ngf=8", "discriminator.ndf=8", "logger=none"]
-    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
-        cfg = compose(config_name="config", overrides=overrides)
-    config = OmegaConf.to_container(cfg, resolve=True)
     root = tmp_path_factory.mktemp("runs")
-    paths = []
-    for seed in (0, 1):
-        torch.manual_seed(seed)
-        recipe = build_recipe(cfg)
-        path = root / f"run{seed}" / "checkpoints" / "last.pt"
-        atomic_save(make_checkpoint(config, recipe="pix2pix", nets=recipe.state_dict(), epoch=seed, global_step=seed), path)
-        paths.append(path)
-    return paths
+    return [
+        tiny_checkpoint(root / f"run{seed}" / "checkpoints" / "last.pt", seed=seed, epoch=seed, global_step=seed)
+        for seed in (0, 1)
+    ]
 
 
 @pytest.fixture(scope="module")
@@ -145,18 +131,7 @@ def test_identical_colours_score_perfectly_through_the_whole_path(photos, tmp_pa
 
 
 def _fake_ckpt(tmp_path: Path) -> Path:
-    from hydra import compose, initialize_config_dir
-    from omegaconf import OmegaConf
-
-    from gancolor.build import build_recipe
-    from gancolor.checkpoint import atomic_save, make_checkpoint
-    from gancolor.commandline import CONF_DIR
-
-    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
-        cfg = compose(config_name="config", overrides=["data.image_size=32", "generator.ngf=8", "logger=none"])
-    path = tmp_path / "fake.pt"
-    atomic_save(make_checkpoint(OmegaConf.to_container(cfg, resolve=True), recipe="pix2pix", nets=build_recipe(cfg).state_dict()), path)
-    return path
+    return tiny_checkpoint(tmp_path / "fake.pt")
 
 
 @pytest.mark.parametrize(

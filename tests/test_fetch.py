@@ -28,6 +28,7 @@ from PIL import Image
 
 from gancolor import fetch
 from gancolor.fetch import MARKER, REGISTRY, main
+from helpers import one_error_line
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -167,14 +168,6 @@ def sha(data: bytes) -> str:
 def assert_files(root: Path, files: dict[str, bytes]) -> None:
     for rel, data in files.items():
         assert (root / rel).read_bytes() == data, rel
-
-
-def one_error_line(err: str) -> str:
-    lines = err.strip().splitlines()
-    assert len(lines) == 1, err
-    assert lines[0].startswith("gancolor: error: "), err
-    assert "Traceback" not in err
-    return lines[0]
 
 
 @pytest.fixture

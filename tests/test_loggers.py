@@ -24,8 +24,8 @@ from gancolor.loggers import (
     to_uint8_image,
     wandb_api_key_configured,
 )
+from helpers import compose
 
-CONF_DIR = Path(__file__).resolve().parent.parent / "conf"
 WANDB_ENV = (
     "WANDB_MODE", "WANDB_API_KEY", "WANDB_BASE_URL", "WANDB_IDENTITY_TOKEN_FILE",
     "WANDB_DISABLED", "WANDB_CONFIG_DIR", "NETRC", "WANDB_SWEEP_ID", "WANDB_DATA_DIR",
@@ -423,14 +423,12 @@ TINY = [
 
 
 def test_a_training_run_logs_losses_metrics_and_samples_to_offline_wandb(offline, tmp_path):
-    from hydra import compose, initialize_config_dir
     from omegaconf import OmegaConf
 
     from gancolor.build import build, build_recipe
     from gancolor.train import build_logger
 
-    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
-        cfg = compose("config", overrides=[*TINY, f"data.cache_dir={tmp_path / 'photos'}", "logger=wandb"])
+    cfg = compose(*TINY, f"data.cache_dir={tmp_path / 'photos'}", "logger=wandb")
     trainer, data, recipe = build(cfg.trainer, "trainer"), build(cfg.data, "data"), build_recipe(cfg)
     data.setup()
     config = OmegaConf.to_container(cfg, resolve=True)

@@ -11,6 +11,7 @@ import pytest
 from omegaconf import OmegaConf
 
 from gancolor.multirun import main, write_summary
+from helpers import read_metrics as metrics_rows
 
 TINY = [
     "data.image_size=32",
@@ -25,10 +26,6 @@ TINY = [
     "trainer.progress_bar=false",
     "trainer.device=cpu",
 ]
-
-
-def metrics_rows(folder: Path) -> list[dict]:
-    return [json.loads(line) for line in (folder / "metrics.jsonl").read_text().splitlines() if line.strip()]
 
 
 @pytest.mark.slow

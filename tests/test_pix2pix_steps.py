@@ -7,14 +7,7 @@ from gancolor.color import batch_to_lab
 from gancolor.models.pix2pix import Pix2Pix
 from gancolor.nets import PatchDiscriminator, UNetGenerator
 from gancolor.trainer import Trainer
-
-
-def snapshot(module: torch.nn.Module) -> list[torch.Tensor]:
-    return [p.detach().clone() for p in module.parameters()]
-
-
-def same(a: list[torch.Tensor], b: list[torch.Tensor]) -> bool:
-    return all(torch.equal(x, y) for x, y in zip(a, b))
+from helpers import same, snapshot
 
 
 @pytest.fixture

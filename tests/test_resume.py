@@ -13,6 +13,9 @@ import pytest
 import torch
 
 from gancolor.checkpoint import load_checkpoint
+from helpers import gancolor_env as env
+from helpers import read_metrics as rows
+from helpers import strip_speed as comparable
 
 # 6 sample photos, batch 2, repeats 4: 12 steps per epoch; epoch 1 is pretraining.
 # A checkpoint after every step, so a kill anywhere leaves a mid-epoch one.
@@ -36,20 +39,12 @@ TOTAL_STEPS = 3 * STEPS_PER_EPOCH
 pytestmark = pytest.mark.slow
 
 
-def env(cache: Path) -> dict:
-    return {**os.environ, "GANCOLOR_CACHE": str(cache), "WANDB_MODE": "offline"}
-
-
 def gancolor(args, cache, **kwargs):
     return subprocess.run([sys.executable, "-m", "gancolor", *args], env=env(cache), capture_output=True, text=True, timeout=300, **kwargs)
 
 
 def start(args, cache):
     return subprocess.Popen([sys.executable, "-m", "gancolor", *args], env=env(cache), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-
-
-def rows(run: Path) -> list[dict]:
-    return [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines() if line.strip()]
 
 
 def last_step(run: Path) -> int:
@@ -77,11 +72,6 @@ def interrupt(args, cache, run: Path, after_step: int, sig: int) -> subprocess.P
     return process
 
 
-def comparable(rows: list[dict]) -> list[dict]:
-    """Everything a run logs except wall-clock speed."""
-    return [{k: v for k, v in r.items() if k != "train/images_per_sec"} for r in rows]
-
-
 def assert_same_run(a: Path, b: Path) -> None:
     ra, rb = comparable(rows(a)), comparable(rows(b))
     assert [r["step"] for r in ra] == [r["step"] for r in rb]
@@ -93,11 +83,6 @@ def assert_same_run(a: Path, b: Path) -> None:
     for key in ga:
         if ga[key].is_floating_point():
             torch.testing.assert_close(ga[key], gb[key], rtol=1e-6, atol=1e-6)
-
-
-@pytest.fixture(scope="module")
-def cache(tmp_path_factory):
-    return tmp_path_factory.mktemp("cache")
 
 
 @pytest.fixture(scope="module")

@@ -15,27 +15,20 @@ import pytest
 import torch
 from PIL import Image
 
-from cli_helpers import read_metrics as metrics
-from cli_helpers import run_gancolor as gancolor_cli
 from gancolor import color
-from gancolor.checkpoint import atomic_save, load_checkpoint, load_recipe
-from gancolor.cli import CONF_DIR
+from gancolor.checkpoint import atomic_save, load_checkpoint, load_recipe, restore_trainer_state, trainer_state
 from gancolor.data import DomainsData
 from gancolor.errors import ConfigError, DataError
 from gancolor.models.stargan import StarGAN
 from gancolor.nets import StarGANDiscriminator, StarGANGenerator
 from gancolor.trainer import Trainer
+from helpers import compose, crops, same, snapshot, strip_speed, trained_by_cli, write_photo_folder
+from helpers import read_metrics as metrics
+from helpers import run_gancolor as gancolor_cli
+from helpers import save_photo as save
 
 DOMAINS = ["gray", "color", "sepia"]
 LOSS = {"gan_mode": "wgan-gp", "lambda_gp": 10.0, "lambda_cls": 1.0, "lambda_rec": 10.0}
-
-
-def snapshot(module: torch.nn.Module) -> list[torch.Tensor]:
-    return [p.detach().clone() for p in module.parameters()]
-
-
-def same(a: list[torch.Tensor], b: list[torch.Tensor]) -> bool:
-    return all(torch.equal(x, y) for x, y in zip(a, b))
 
 
 def make_recipe(color_space: str = "rgb", n_critic: int = 2, **loss) -> StarGAN:
@@ -47,10 +40,6 @@ def make_recipe(color_space: str = "rgb", n_critic: int = 2, **loss) -> StarGAN:
         color_space=color_space,
         n_critic=n_critic,
     )
-
-
-def crops(photos, size: int = 32, offset: int = 100) -> torch.Tensor:
-    return color.uint8_to_float(torch.stack([torch.from_numpy(p[offset : offset + size, offset : offset + size]).permute(2, 0, 1) for p in photos]))
 
 
 def domain_batch(photos) -> dict[str, torch.Tensor]:
@@ -99,19 +88,9 @@ def test_transforms_take_uint8_and_reject_unknown_names():
 # -- domains data ----------------------------------------------------------------------------
 
 
-def save(array: np.ndarray, path: Path) -> Path:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    h, w = array.shape[:2]
-    Image.fromarray(array).resize((w // 4, h // 4), Image.Resampling.BOX).save(path)
-    return path
-
-
 @pytest.fixture
 def photo_folder(tmp_path, photos) -> Path:
-    for i in range(2):
-        for j, photo in enumerate(photos):
-            save(np.roll(photo, 40 * i, axis=1), tmp_path / "photos" / f"p{i}_{j}.png")
-    return tmp_path / "photos"
+    return write_photo_folder(tmp_path / "photos", photos, copies=2)
 
 
 def test_transforms_spread_each_batch_over_the_domains(photo_folder):
@@ -290,9 +269,9 @@ def test_checkpoint_holds_everything_to_continue_exactly(tmp_path, photos):
     trainer, recipe = fresh()
     for i in range(3):
         trainer.train_iteration(recipe.adversarial_steps(), batch, i)
-    path = atomic_save(trainer.state("adversarial"), tmp_path / "last.pt")
+    path = atomic_save(trainer_state(trainer, "adversarial"), tmp_path / "last.pt")
     other, restored = fresh()
-    other.load_state(load_checkpoint(path))
+    restore_trainer_state(other, load_checkpoint(path))
     for i in range(3, 5):
         torch.manual_seed(i)
         a = trainer.train_iteration(recipe.adversarial_steps(), batch, i)
@@ -303,14 +282,6 @@ def test_checkpoint_holds_everything_to_continue_exactly(tmp_path, photos):
 
 
 # -- configuration and the command line ------------------------------------------------
-
-
-def compose(*overrides: str):
-    from hydra import compose as hydra_compose
-    from hydra import initialize_config_dir
-
-    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
-        return hydra_compose(config_name="config", overrides=list(overrides))
 
 
 def test_model_stargan_picks_its_nets_data_and_yunjey_defaults():
@@ -346,18 +317,10 @@ TINY = [
 ]
 
 
-def strip_speed(rows: list[dict]) -> list[dict]:
-    return [{k: v for k, v in r.items() if k != "train/images_per_sec"} for r in rows]
-
-
 @pytest.fixture(scope="module")
-def cli_run(tmp_path_factory) -> dict[str, Path]:
+def cli_run(tmp_path_factory, cache) -> dict[str, Path]:
     """`python -m gancolor model=stargan` on the sample photos, once for this module."""
-    tmp = tmp_path_factory.mktemp("stargan_cli")
-    paths = {"tmp": tmp, "cache": tmp / "cache", "run": tmp / "full"}
-    result = gancolor_cli([*TINY, f"hydra.run.dir={paths['run']}"], tmp, paths["cache"])
-    assert result.returncode == 0, result.stderr[-3000:]
-    return paths
+    return trained_by_cli(tmp_path_factory.mktemp("stargan_cli"), TINY, cache)
 
 
 @pytest.mark.slow

@@ -6,17 +6,14 @@ Hydra overrides of conf/config.yaml and build; and the metric it optimises must 
 one the trainer really logs, under that exact name.
 """
 
-from pathlib import Path
-
 import pytest
 import yaml
-from hydra import compose, initialize_config_dir
 from omegaconf import OmegaConf
 
 from gancolor.build import build, build_recipe
 from gancolor.loggers import Logger
+from helpers import CONF_DIR, compose
 
-CONF_DIR = Path(__file__).resolve().parent.parent / "conf"
 SWEEP_DIR = CONF_DIR / "sweep"
 
 # The sweeps the project promises, with the parameters users know them by.
@@ -84,11 +81,6 @@ def agent_command(sweep: dict, assignment: dict) -> list[str]:
     return argv
 
 
-def compose_overrides(overrides: list[str], return_hydra_config: bool = False):
-    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
-        return compose("config", overrides=overrides, return_hydra_config=return_hydra_config)
-
-
 @pytest.fixture(scope="module")
 def trainer_keys(tmp_path_factory) -> set[str]:
     """Every key the trainer logs in a tiny pix2pix run (losses, rates, validation)."""
@@ -102,12 +94,12 @@ def trainer_keys(tmp_path_factory) -> set[str]:
             keys.add(key)
 
     tmp = tmp_path_factory.mktemp("sweep_keys")
-    cfg = compose_overrides([
+    cfg = compose(
         "data.image_size=32", "data.batch_size=3", "data.repeats=1", f"data.cache_dir={tmp / 'photos'}",
         "generator.ngf=8", "discriminator.ndf=8", "trainer.max_epochs=1", "trainer.pretrain_epochs=0",
         "trainer.log_every_n_steps=1", "trainer.num_samples=1", "trainer.progress_bar=false",
         "trainer.device=cpu", "logger=none",
-    ])
+    )
     trainer, data, recipe = build(cfg.trainer, "trainer"), build(cfg.data, "data"), build_recipe(cfg)
     data.setup()
     trainer.fit(recipe, data, tmp / "run", Recorder(), OmegaConf.to_container(cfg, resolve=True))
@@ -152,11 +144,11 @@ def test_sweep_parameters_are_hydra_overrides_that_build(name, monkeypatch):
     sweep = load(name)
     groups = {p.name for p in CONF_DIR.iterdir() if p.is_dir()}
     selections = [f"{k}={v['value']}" for k, v in sweep["parameters"].items() if k in groups and "value" in v]
-    compose_overrides(selections)
+    compose(*selections)
     assignments_ = assignments(sweep["parameters"])
     for assignment in assignments_:
         overrides = agent_command(sweep, assignment)[4:]
-        cfg = compose_overrides(overrides, return_hydra_config=True)
+        cfg = compose(*overrides, return_hydra_config=True)
         assert cfg.hydra.run.dir == f"runs/sweep/{SWEEP_ENV['WANDB_SWEEP_ID']}/{SWEEP_ENV['WANDB_RUN_ID']}"
         for key, value in assignment.items():
             if key in groups:
@@ -166,7 +158,7 @@ def test_sweep_parameters_are_hydra_overrides_that_build(name, monkeypatch):
         # Build the recipe with its nets shrunk, so a value the code refuses fails here.
         tiny = ["data.image_size=32"]
         tiny += [f"{net}.{width}=8" for net, width in (("generator", "ngf"), ("discriminator", "ndf")) if OmegaConf.select(cfg, f"{net}.{width}") is not None]
-        cfg = compose_overrides([*tiny, *overrides])
+        cfg = compose(*tiny, *overrides)
         build(cfg.trainer, "trainer")
         if assignment is assignments_[0] or any(assignment[k] != assignments_[0][k] for k in assignment if not k.startswith("trainer.")):
             build_recipe(cfg)  # only when something the recipe is made of changed

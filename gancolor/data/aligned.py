@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 from gancolor.data.datamodule import FolderDataModule
 from gancolor.data.datasets import AlignedDataset, _SkippingDataset
@@ -22,21 +23,9 @@ class AlignedDataModule(FolderDataModule):
 
     _val_dir_names = ("val", "test")
 
-    def __init__(
-        self,
-        root: str | os.PathLike[str],
-        direction: str = "AtoB",
-        image_size: int = 256,
-        batch_size: int = 4,
-        num_workers: int = 2,
-        val_fraction: float = 0.1,
-        seed: int = 0,
-        scale_min: float = 0.5,
-        max_images: int | None = None,
-        repeats: int = 1,
-        resize_to: int | None = None,
-    ) -> None:
-        super().__init__(root, image_size, batch_size, num_workers, val_fraction, seed, scale_min, max_images, repeats, resize_to)
+    def __init__(self, root: str | os.PathLike[str], direction: str = "AtoB", **options: Any) -> None:
+        # The other options are FolderDataModule's (image_size, batch_size, ...).
+        super().__init__(root, **options)
         # Validate now rather than at setup(): a typo should fail before any scan.
         AlignedDataset([], None, direction)
         self.direction = direction

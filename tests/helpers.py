@@ -1,0 +1,146 @@
+"""What several test files need: running `python -m gancolor` as a user does, reading
+what a run logged, composing the config, comparing weights, writing photo folders and
+tiny checkpoints. Fixtures live in conftest.py."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import torch
+from hydra import compose as hydra_compose
+from hydra import initialize_config_dir
+from omegaconf import DictConfig, OmegaConf
+from PIL import Image
+
+from gancolor import color
+from gancolor.build import build_recipe
+from gancolor.checkpoint import atomic_save, make_checkpoint
+
+# The repository's own configs, whichever gancolor is installed.
+CONF_DIR = Path(__file__).resolve().parent.parent / "conf"
+
+# A pix2pix small enough to build and run in a blink on the CPU.
+TINY_PIX2PIX = ["data.image_size=32", "generator.ngf=8", "discriminator.ndf=8", "logger=none"]
+
+
+# -- the command line -----------------------------------------------------------------------
+def gancolor_env(cache: Path) -> dict[str, str]:
+    """A subprocess's environment: sample photos cached under `cache`, W&B offline and quiet."""
+    return {**os.environ, "GANCOLOR_CACHE": str(cache), "WANDB_MODE": "offline", "WANDB_SILENT": "true"}
+
+
+def run_gancolor(args: list[str], cwd: Path, cache: Path, timeout: int = 300) -> subprocess.CompletedProcess:
+    """One training command in a subprocess."""
+    return subprocess.run(
+        [sys.executable, "-m", "gancolor", *args], cwd=cwd, env=gancolor_env(cache), capture_output=True, text=True, timeout=timeout
+    )
+
+
+def trained_by_cli(folder: Path, args: list[str], cache: Path) -> dict[str, Path]:
+    """`python -m gancolor ARGS` run in `folder` into folder/full, which must succeed:
+    the paths {"tmp": folder, "cache": cache, "run": folder/full}."""
+    paths = {"tmp": folder, "cache": cache, "run": folder / "full"}
+    result = run_gancolor([*args, f"hydra.run.dir={paths['run']}"], folder, cache)
+    assert result.returncode == 0, result.stderr[-3000:]
+    return paths
+
+
+def one_error_line(output: str | subprocess.CompletedProcess) -> str:
+    """The single `gancolor: error: ...` line a user mistake must give (stderr, or the run)."""
+    stderr = output.stderr if isinstance(output, subprocess.CompletedProcess) else output
+    lines = [line for line in stderr.splitlines() if line.strip()]
+    assert len(lines) == 1, stderr
+    assert lines[0].startswith("gancolor: error: "), stderr
+    assert "Traceback" not in stderr
+    return lines[0]
+
+
+def read_metrics(run: Path) -> list[dict]:
+    """The rows of a run folder's metrics.jsonl."""
+    return [json.loads(line) for line in (Path(run) / "metrics.jsonl").read_text().splitlines() if line.strip()]
+
+
+def strip_speed(rows: list[dict]) -> list[dict]:
+    """Everything a run logs except wall-clock speed, which no two runs share."""
+    return [{k: v for k, v in r.items() if k != "train/images_per_sec"} for r in rows]
+
+
+# -- configs and checkpoints ------------------------------------------------------------------
+def compose(*overrides: str, config_name: str = "config", return_hydra_config: bool = False) -> DictConfig:
+    """conf/<config_name>.yaml with `overrides`, as the command line would compose it."""
+    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
+        return hydra_compose(config_name=config_name, overrides=list(overrides), return_hydra_config=return_hydra_config)
+
+
+# Tiny sizes for whichever of these keys a config has: a new net or data config that
+# names its sizes the same way is shrunk without being listed anywhere.
+TINY_SIZES = {
+    "generator": {"ngf": 4, "n_blocks": 1, "conv_dim": 4, "repeat_num": 1, "width_mult": 0.0625, "decoder_width_mult": 0.125},
+    "discriminator": {"ndf": 4, "n_layers": 1, "conv_dim": 4, "repeat_num": 1},
+    "data": {"image_size": 32, "batch_size": 2, "num_workers": 0, "repeats": 1},
+    "trainer": {"device": "cpu", "progress_bar": False},
+}
+
+
+def shrink(cfg: DictConfig) -> DictConfig:
+    """`cfg`, changed in place to tiny nets on 32 px images on the CPU."""
+    for group, sizes in TINY_SIZES.items():
+        node = cfg.get(group)
+        for key, value in sizes.items():
+            if node is not None and key in node:
+                node[key] = value
+    encoder = (cfg.get("generator") or {}).get("encoder")
+    if encoder is not None and "weights" in encoder:
+        encoder.weights = False  # random on purpose: no file to find, no warning
+    return cfg
+
+
+def save_checkpoint(path: Path, cfg: DictConfig, recipe: torch.nn.Module, **state) -> Path:
+    """A checkpoint of `recipe` with its resolved config, as training writes one."""
+    config = OmegaConf.to_container(cfg, resolve=True)
+    return atomic_save(make_checkpoint(config, recipe=recipe.name, nets=recipe.state_dict(), **state), path)
+
+
+def tiny_checkpoint(path: Path, seed: int = 0, **state) -> Path:
+    """A tiny pix2pix checkpoint with seeded random weights, for tests of the plumbing
+    around a net (colorize, evaluate), not of the quality of its colours."""
+    cfg = compose(*TINY_PIX2PIX)
+    torch.manual_seed(seed)
+    return save_checkpoint(path, cfg, build_recipe(cfg), **state)
+
+
+# -- weights ------------------------------------------------------------------------------------
+def snapshot(module: torch.nn.Module) -> list[torch.Tensor]:
+    """Copies of a module's parameters, to tell later whether a step changed them."""
+    return [p.detach().clone() for p in module.parameters()]
+
+
+def same(a: list[torch.Tensor], b: list[torch.Tensor]) -> bool:
+    return all(torch.equal(x, y) for x, y in zip(a, b))
+
+
+# -- images -----------------------------------------------------------------------------------
+def crops(photos: list[np.ndarray], size: int = 32, offset: int = 100) -> torch.Tensor:
+    """The same square of each photo, as an sRGB batch in [0, 1]."""
+    return color.uint8_to_float(torch.stack([torch.from_numpy(p[offset : offset + size, offset : offset + size]).permute(2, 0, 1) for p in photos]))
+
+
+def save_photo(array: np.ndarray, path: Path) -> Path:
+    """A photo as a PNG at a quarter of its size: small files, quick tests."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    h, w = array.shape[:2]
+    Image.fromarray(array).resize((w // 4, h // 4), Image.Resampling.BOX).save(path)
+    return path
+
+
+def write_photo_folder(folder: Path, photos: list[np.ndarray], copies: int) -> Path:
+    """`copies` shifted versions of every photo in `folder`: a small folder of distinct colour photos."""
+    for i in range(copies):
+        for j, photo in enumerate(photos):
+            save_photo(np.roll(photo, 40 * i, axis=1), folder / f"p{i}_{j}.png")
+    return folder
