@@ -1,7 +1,7 @@
 """Colour science in one place: sRGB <-> CIE Lab on batched tensors, and the
 normalisation every net in gancolor sees.
 
-Conventions (DESIGN.md): L in [-1, 1] as L/50 - 1, ab in [-1, 1] as ab/110, NCHW,
+Conventions (the same for every net and recipe): L in [-1, 1] as L/50 - 1, ab in [-1, 1] as ab/110, NCHW,
 float32. The conversion itself is kornia's (D65 white point, sRGB companding), so it
 runs on whatever device the batch is on; this module only adds the normalisation and
 the uint8 <-> float plumbing so that no other module converts colour by hand.

@@ -43,7 +43,8 @@ class Recipe(nn.Module):
         raise NotImplementedError
 
     def pretrain_steps(self) -> list[Step]:
-        """Phase 1: the generator alone on a pixel loss."""
+        """Phase 1: the generator alone on its supervised loss (a pixel loss for pix2pix,
+        the rebalanced cross-entropy over ab bins for CIC), before any discriminator."""
         raise NotImplementedError
 
     def critic_steps(self) -> list[Step]:

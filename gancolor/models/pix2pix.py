@@ -10,7 +10,8 @@ the D objective is halved "to slow down the rate at which D learns relative to G
 and G is trained on the non-saturating form (maximise log D(x, G(x))).
 
 Before the adversarial phase, the trainer may run pretrain_epochs of G alone on a
-pixel loss (seed 004: MSE pretraining keeps early GAN training from collapsing).
+pixel loss (DeOldify's NoGAN, Antic 2019: a pretrained G keeps early GAN training from
+collapsing).
 """
 
 from __future__ import annotations

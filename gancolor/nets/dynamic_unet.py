@@ -1,6 +1,6 @@
 """A U-Net whose encoder is a pretrainable timm CNN: fastai's "Dynamic U-Net", the
-generator of DeOldify and of seed 004's final baseline (ResNet18 encoder with ImageNet
-weights, MSE pretraining, then GAN).
+generator of DeOldify (Antic 2019). With a ResNet18 encoder (He et al. 2016) and ImageNet
+weights, MSE pretraining of G, then the GAN, it is the NoGAN-style baseline of DeOldify.
 
 "Dynamic" because the decoder is built from whatever the encoder reports: timm's
 `features_only=True` gives the feature maps at each reduction (resnet18: 64, 64, 128,
