@@ -2,7 +2,6 @@
 broken checkpoint, refused overrides, init_from."""
 
 import json
-import os
 import signal
 import subprocess
 import sys
