@@ -2,6 +2,7 @@
 
     python -m gancolor.colorize ckpt=runs/pix2pix/.../checkpoints/last.pt input=old_photos/ output=out/
 
+ckpt      a checkpoint file, or a run folder: its best.pt, else its last.pt (said which)
 input     an image file, a folder (searched recursively) or a glob ('scans/**/*.tif': quote it)
 output    a folder; each result keeps its input's path relative to the input folder (or to
           the glob's fixed part). With a single input file, output may be a file name.
@@ -136,8 +137,13 @@ def plan(options: Options) -> list[Job]:
     raw = options.input
     source = Path(raw)
     exclude = options.output.resolve()
+    named_file = source.is_file() and options.output.suffix.lower() in FORMATS and not options.output.is_dir()
+    if options.output.exists() and not options.output.is_dir() and not named_file:
+        # Said once, before any work: otherwise every input fails on its own.
+        raise UserError(f"output is an existing file, not a folder: {options.output}"
+                        + ("" if source.is_file() else " (with a folder or a glob as input, output= names a folder)"))
     if source.is_file():
-        if options.output.suffix.lower() in FORMATS and not options.output.is_dir():
+        if named_file:
             return [Job(source, options.output)]
         return [Job(source, options.output / (source.stem + output_suffix(source, options.output_ext)))]
     if source.is_dir():
@@ -264,11 +270,11 @@ def _eight_bit_view(decoded: DecodedImage) -> np.ndarray:
 def run(options: Options, log=None) -> Tally:
     """Colourise everything `options` names. Per-file problems are tallied, not raised."""
     from gancolor.checkpoint import load_recipe
-    from gancolor.inference import Colorizer, pick_device, trained_size
+    from gancolor.inference import Colorizer, pick_device, run_checkpoint, trained_size
 
     device = pick_device(options.device)
     jobs = plan(options)
-    recipe, ckpt = load_recipe(options.ckpt, device)
+    recipe, ckpt = load_recipe(run_checkpoint(options.ckpt, log or _say), device)
     apply_temperature(recipe, options.temperature)
     render_size = options.render_size or trained_size(ckpt)
     colorizer = Colorizer(recipe, render_size, device, options.precision)
@@ -383,6 +389,10 @@ def process(jobs: list[Job], colorizer, options: Options, log=None) -> Tally:
         reader.shutdown(wait=True, cancel_futures=True)
         bar.close()
     return tally
+
+
+def _say(message: str) -> None:
+    print(message, file=sys.stderr, flush=True)
 
 
 def _first_line(exc: BaseException) -> str:

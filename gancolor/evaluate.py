@@ -147,11 +147,12 @@ def evaluate(options: Options, say=print) -> dict:
     from tqdm.auto import tqdm
 
     from gancolor.checkpoint import load_recipe
-    from gancolor.inference import Colorizer, pick_device, trained_size
+    from gancolor.inference import Colorizer, pick_device, run_checkpoint, trained_size
     from gancolor.metrics import MetricUnavailable, histogram_intersection, image_metrics, load_fid, load_lpips, summarize
     from gancolor.report import Report, write_report
 
     device = pick_device(options.device)
+    options.ckpts = [run_checkpoint(c, say) for c in options.ckpts]  # a run folder: its best.pt, else last.pt
     output = options.output or default_output(options.ckpts)
     for ckpt in options.ckpts:
         if not ckpt.is_file():
