@@ -198,7 +198,7 @@ def test_bad_files_are_reported_skipped_and_the_rest_done(tmp_path, ckpt, capsys
     for name, reason in [("empty.jpg", "empty"), ("truncated.jpg", "truncated"), ("notes.png", "not an image"), ("huge.png", "max_pixels")]:
         line = next(line for line in errors if name in line)
         assert line.startswith("gancolor: skipped ") and reason in line
-    assert "2 colourised" in out.out and "4 skipped" in out.out
+    assert "2 colourised" in out.out and "4 files skipped: 3 unreadable, 1 too large" in out.out
     assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["also good.jpg", "good.png"]
 
 
@@ -207,7 +207,7 @@ def test_nothing_done_exits_1(tmp_path, ckpt, capsys):
     (tmp_path / "in" / "a.jpg").write_bytes(b"")
     (tmp_path / "in" / "b.png").write_bytes(b"\x89PNG\r\n\x1a\n broken")
     assert colorize(ckpt, f"input={tmp_path / 'in'}", f"output={tmp_path / 'out'}") == 1
-    assert "0 colourised, 2 skipped" in capsys.readouterr().out
+    assert "0 colourised, 2 files skipped: 2 unreadable" in capsys.readouterr().out
     assert not (tmp_path / "out").exists() or not any((tmp_path / "out").iterdir())
 
 

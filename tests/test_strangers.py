@@ -1,20 +1,26 @@
-"""Files from strangers: a checkpoint whose stored config names code to run is refused
-by every command that reads it (resume, init_from, colorize, evaluate), with one line,
-exit 2 and nothing written."""
+"""Files from strangers (issue 12).
+
+A checkpoint whose stored config names code to run is refused by every command that
+reads it (resume, init_from, colorize, evaluate), with one line, exit 2 and nothing
+written. A folder holds every format Pillow reads: each is used, and every other file
+is counted in the summary line of colorize, evaluate and the training data alike."""
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 from omegaconf import OmegaConf
-from PIL import Image
+from PIL import Image, features
 
 from gancolor.build import check_config_targets
 from gancolor.checkpoint import load_checkpoint
+from gancolor.data import FolderDataModule, find_images, scan_color_images
 from gancolor.errors import CheckpointError
-from helpers import CONF_DIR, compose, one_error_line, read_metrics, run_gancolor, shrink
+from helpers import CONF_DIR, compose, one_error_line, read_metrics, run_gancolor, shrink, tiny_checkpoint
 
 TINY_RUN = [
     "data.image_size=32",
@@ -206,3 +212,131 @@ def test_every_shipped_config_passes(model):
     old_names = {"data": {"_target_": "gancolor.data.FolderData"}, "logger": {"_target_": None}}
     check_config_targets(old_names, "old run")  # aliases kept for old checkpoints pass as well
 
+
+
+# -- folders hold every format Pillow reads ------------------------------------------------
+
+
+def colour_pattern(height: int, width: int, seed: int = 0) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    base = np.stack(np.meshgrid(np.linspace(0, 255, width), np.linspace(0, 255, height)), axis=2)
+    rgb = np.dstack([base[..., 0], base[..., 1], 255 - base[..., 0]]) + rng.normal(0, 8, (height, width, 3))
+    return np.clip(rgb, 0, 255).astype(np.uint8)
+
+
+def write_formats_folder(folder: Path) -> dict:
+    """Colour images in formats beyond gancolor's old extension list, one grayscale PGM,
+    an animated GIF, a broken GIF, a file of no image format, and files to pass over quietly."""
+    folder.mkdir(parents=True)
+    colour = {"scan.gif": "GIF", "portrait.ppm": "PPM", "poster.tga": "TGA", "sub/leaf.sgi": "SGI"}
+    if features.check("jpg_2000"):
+        colour["map.jp2"] = "JPEG2000"
+    for i, (name, fmt) in enumerate(colour.items()):
+        (folder / name).parent.mkdir(exist_ok=True)
+        Image.fromarray(colour_pattern(40, 48, seed=i)).save(folder / name, format=fmt)
+    frames = [Image.fromarray(colour_pattern(40, 48, seed=10 + i)) for i in range(3)]
+    frames[0].save(folder / "animated.gif", save_all=True, append_images=frames[1:], duration=50)
+    Image.fromarray(colour_pattern(40, 48)[..., 0]).save(folder / "gray.pgm")
+    data = (folder / "scan.gif").read_bytes()
+    (folder / "broken.gif").write_bytes(data[: len(data) // 2])
+    (folder / "a.xyz").write_bytes(bytes(range(256)) * 4)
+    (folder / "notes.txt").write_text("not an image")
+    (folder / "meta.json").write_text("{}")
+    (folder / ".hidden.png").write_bytes(b"hidden")
+    return {
+        "colour": sorted([*colour, "animated.gif"]),
+        "gray": ["gray.pgm"],
+        "summary": "3 files skipped: 1 grayscale, 1 unreadable, 1 unsupported format: a.xyz",
+    }
+
+
+@pytest.fixture(scope="module")
+def formats(tmp_path_factory) -> tuple[Path, dict]:
+    folder = tmp_path_factory.mktemp("formats") / "in"
+    return folder, write_formats_folder(folder)
+
+
+def test_jpeg_2000_is_really_tested():
+    assert features.check("jpg_2000"), "this Pillow has no OpenJPEG: the JPEG 2000 case is not exercised"
+
+
+def test_training_data_takes_every_format_pillow_reads_and_counts_the_rest(formats, caplog):
+    folder, expect = formats
+    found = [p.relative_to(folder).as_posix() for p in find_images(folder)]
+    assert "notes.txt" not in found and "meta.json" not in found and ".hidden.png" not in found
+    scan = scan_color_images(find_images(folder))
+    assert sorted(p.relative_to(folder).as_posix() for p in scan.good) == expect["colour"]
+    assert [p.name for p in scan.grayscale] == ["gray.pgm"]
+    assert [p.name for p, _ in scan.unreadable] == ["broken.gif"] and [p.name for p, _ in scan.unsupported] == ["a.xyz"]
+    assert [p.name for p in scan.animated] == ["animated.gif"]
+    assert scan.summary() == f"{len(expect['colour'])} colour images; {expect['summary']}"
+
+    caplog.set_level(logging.INFO, logger="gancolor.data")
+    data = FolderDataModule(folder, image_size=32, num_workers=0, val_fraction=0.25)
+    data.setup()
+    assert data.train_size + data.val_size == len(expect["colour"])
+    said = [r.getMessage() for r in caplog.records]
+    assert sum(expect["summary"] in m for m in said) == 1
+    assert sum("animated" in m and "first frame" in m for m in said) == 1
+    batch = next(iter(data.train_loader()))
+    assert batch["rgb"].shape[1:] == (3, 32, 32)
+
+
+def test_colorize_takes_every_format_pillow_reads_and_counts_the_rest(formats, tmp_path, capsys):
+    from gancolor.colorize import main as colorize
+
+    folder, expect = formats
+    ckpt = tiny_checkpoint(tmp_path / "tiny.pt")
+    code = colorize([f"ckpt={ckpt}", f"input={folder}", f"output={tmp_path / 'out'}", "progress_bar=false"])
+    out = capsys.readouterr()
+    assert code == 2  # broken.gif was an image and could not be done
+    done = expect["colour"] + expect["gray"]
+    assert f"{len(done)} colourised, 2 files skipped: 1 unreadable, 1 unsupported format: a.xyz" in out.out
+    err = [line for line in out.err.splitlines() if line.strip()]
+    assert sum("animated.gif" in line and "first frame" in line for line in err) == 1
+    assert [line for line in err if line.startswith("gancolor: skipped")] == [
+        next(line for line in err if "broken.gif" in line)
+    ]
+    # Formats colorize cannot write come out as PNG, at the input's size.
+    written = sorted(p.relative_to(tmp_path / "out").as_posix() for p in (tmp_path / "out").rglob("*.png"))
+    assert written == sorted(str(Path(n).with_suffix(".png")) for n in done)
+    for name in done:
+        with Image.open(tmp_path / "out" / Path(name).with_suffix(".png")) as image:
+            assert image.size == (48, 40) and image.mode == "RGB"
+
+
+def test_a_folder_of_gif_scans_is_colourised_and_one_of_no_image_format_is_an_error(tmp_path, capsys):
+    from gancolor.colorize import main as colorize
+
+    ckpt = tiny_checkpoint(tmp_path / "tiny.pt")
+    (tmp_path / "gifs").mkdir()
+    for i in range(2):
+        Image.fromarray(colour_pattern(24, 24, seed=i)[..., 1]).save(tmp_path / "gifs" / f"scan{i}.gif")
+    assert colorize([f"ckpt={ckpt}", f"input={tmp_path / 'gifs'}", f"output={tmp_path / 'out'}", "progress_bar=false"]) == 0
+    assert "2 colourised -> " in capsys.readouterr().out
+
+    (tmp_path / "odd").mkdir()
+    (tmp_path / "odd" / "a.xyz").write_bytes(b"\x00" * 100)
+    (tmp_path / "odd" / "readme.md").write_text("# photos")
+    with pytest.raises(SystemExit) as info:
+        colorize([f"ckpt={ckpt}", f"input={tmp_path / 'odd'}", f"output={tmp_path / 'out2'}"])
+    assert info.value.code == 2
+    assert one_error_line(capsys.readouterr().err).endswith(
+        f"no image files at {tmp_path / 'odd'} (1 file skipped: 1 unsupported format: a.xyz)"
+    )
+
+
+def test_evaluate_takes_every_format_pillow_reads_and_counts_the_rest(formats, tmp_path, capsys):
+    import json
+
+    from gancolor.evaluate import main as evaluate
+
+    folder, expect = formats
+    ckpt = tiny_checkpoint(tmp_path / "tiny.pt")
+    assert evaluate([f"ckpt={ckpt}", f"data.root={folder}", f"output={tmp_path / 'eval'}", "progress_bar=false",
+                     "num_samples=0", "lpips.weights=null", "fid.weights=null", "data.image_size=32"]) == 0
+    err = capsys.readouterr().err
+    assert f"gancolor: {expect['summary']}" in err.splitlines()
+    report = json.loads((tmp_path / "eval" / "metrics.json").read_text())
+    assert sorted(row["path"] for row in report["checkpoints"][0]["per_image"]) == expect["colour"]
+    assert [Path(p).name for p, _ in report["skipped"]["unsupported"]] == ["a.xyz"]
