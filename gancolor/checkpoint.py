@@ -80,6 +80,8 @@ def load_checkpoint(path: str | os.PathLike, map_location: str | torch.device = 
         raise CheckpointError(f"cannot read checkpoint {path}: {reason[:200]}") from None
     if not isinstance(ckpt, dict) or ckpt.get("format") != FORMAT:
         raise CheckpointError(f"{path} is not a gancolor checkpoint")
+    from gancolor.build import check_config_targets  # before any caller builds what its config names
+    check_config_targets(ckpt.get("config"), str(path))
     return ckpt
 
 

@@ -2,6 +2,7 @@
 
     python -m gancolor.colorize ckpt=runs/pix2pix/.../checkpoints/last.pt input=old_photos/ output=out/
 
+ckpt      a checkpoint file, or a run folder: its best.pt, else its last.pt (said which)
 input     an image file, a folder (searched recursively) or a glob ('scans/**/*.tif': quote it)
 output    a folder; each result keeps its input's path relative to the input folder (or to
           the glob's fixed part). With a single input file, output may be a file name.
@@ -19,6 +20,10 @@ Options (key=value; defaults in conf/colorize.yaml):
   progress_bar=true
   temperature=T       model=cic only: annealed-mean temperature (lower: more vivid; 0: the mode)
 
+Every file Pillow reads is an input (GIF, JPEG 2000, PPM/PGM, TGA, ...: decided by
+content; an animated one gives its first frame, said once); hidden files and obvious
+non-images (.txt, .json, .md, ...) are passed over quietly, and any other file is
+counted in the summary ("2 files skipped: 1 unreadable, 1 unsupported format: a.xyz").
 Every result has its input's size and orientation (EXIF applied, orientation tag
 dropped), and its alpha channel where the format holds one. A bad input is reported
 on one line and skipped; the others are still done.
@@ -43,7 +48,17 @@ import numpy as np
 from PIL import Image
 
 from gancolor.commandline import compose_command
-from gancolor.data.images import IMAGE_EXTENSIONS, DecodedImage, UnreadableImage, find_images, is_image_file, load_image
+from gancolor.data.images import (
+    DecodedImage,
+    ImageTooLarge,
+    UnreadableImage,
+    UnsupportedFormat,
+    check_format,
+    find_images,
+    load_image,
+    may_be_image,
+    skipped_summary,
+)
 from gancolor.errors import ConfigError, UserError, fail
 from gancolor.options import bool_option, int_option, temperature_option
 
@@ -131,15 +146,22 @@ def output_suffix(src: Path, output_ext: str) -> str:
     return "." + output_ext
 
 
-def plan(options: Options) -> list[Job]:
-    """The (input, output) pairs, in sorted input order. UserError when nothing matches."""
+def plan(options: Options) -> tuple[list[Job], list[tuple[Path, str]]]:
+    """The (input, output) pairs, in sorted input order, and the files of a folder or
+    glob that are of no format Pillow reads (with why). UserError when nothing matches."""
     raw = options.input
     source = Path(raw)
     exclude = options.output.resolve()
+    named_file = source.is_file() and options.output.suffix.lower() in FORMATS and not options.output.is_dir()
+    if options.output.exists() and not options.output.is_dir() and not named_file:
+        # Said once, before any work: otherwise every input fails on its own.
+        raise UserError(f"output is an existing file, not a folder: {options.output}"
+                        + ("" if source.is_file() else " (with a folder or a glob as input, output= names a folder)"))
     if source.is_file():
-        if options.output.suffix.lower() in FORMATS and not options.output.is_dir():
-            return [Job(source, options.output)]
-        return [Job(source, options.output / (source.stem + output_suffix(source, options.output_ext)))]
+        # Named on its own: whatever it is, it is tried and its own failure reported.
+        if named_file:
+            return [Job(source, options.output)], []
+        return [Job(source, options.output / (source.stem + output_suffix(source, options.output_ext)))], []
     if source.is_dir():
         base = source
         # An output folder inside the input folder must not feed last run's results back in.
@@ -147,20 +169,26 @@ def plan(options: Options) -> list[Job]:
     elif glob.has_magic(raw):
         base = _glob_base(raw)
         files = sorted(
-            (Path(p) for p in glob.glob(raw, recursive=True) if Path(p).is_file() and is_image_file(p)),
+            (Path(p) for p in glob.glob(raw, recursive=True) if Path(p).is_file() and may_be_image(p)),
             key=lambda p: p.as_posix(),
         )
         files = [p for p in files if not _is_within(p.resolve(), exclude)]
     else:
         raise UserError(f"input not found: {raw}")
-    if not files:
-        kinds = ", ".join(sorted(e.lstrip(".") for e in IMAGE_EXTENSIONS))
-        raise UserError(f"no image files ({kinds}) at {raw}")
-    jobs = []
+    jobs, unsupported = [], []
     for path in files:
+        # Decided by content, from the header: such a file never claims an output name.
+        try:
+            check_format(path)
+        except UnsupportedFormat as exc:
+            unsupported.append((path, exc.reason))
+            continue
         rel = path.relative_to(base)
         jobs.append(Job(path, options.output / rel.parent / (rel.stem + output_suffix(path, options.output_ext))))
-    return jobs
+    if not jobs:
+        passed_over = skipped_summary([(p, UnsupportedFormat.kind) for p, _ in unsupported])
+        raise UserError(f"no image files at {raw}" + (f" ({passed_over})" if passed_over else ""))
+    return jobs, unsupported
 
 
 def _glob_base(pattern: str) -> Path:
@@ -241,14 +269,22 @@ def compare_path(dst: Path) -> Path:
 
 @dataclass
 class Tally:
+    """What became of each input. `failed` holds (input, reason, kind); kind is what
+    the summary counts ("unreadable", "too large", ...). Files of no image format
+    (`unsupported`) are reported but are no failure: they were never photos."""
+
     written: list[Path] = field(default_factory=list)
     kept: list[Path] = field(default_factory=list)
-    failed: list[tuple[Path, str]] = field(default_factory=list)
+    failed: list[tuple[Path, str, str]] = field(default_factory=list)
+    unsupported: list[tuple[Path, str]] = field(default_factory=list)
 
     def exit_code(self) -> int:
         if not self.failed:
             return EXIT_OK
         return EXIT_SOME if (self.written or self.kept) else EXIT_NONE
+
+    def skipped(self) -> list[tuple[Path, str]]:
+        return [(p, kind) for p, _, kind in self.failed] + [(p, UnsupportedFormat.kind) for p, _ in self.unsupported]
 
 
 def _eight_bit_view(decoded: DecodedImage) -> np.ndarray:
@@ -264,18 +300,20 @@ def _eight_bit_view(decoded: DecodedImage) -> np.ndarray:
 def run(options: Options, log=None) -> Tally:
     """Colourise everything `options` names. Per-file problems are tallied, not raised."""
     from gancolor.checkpoint import load_recipe
-    from gancolor.inference import Colorizer, pick_device, trained_size
+    from gancolor.inference import Colorizer, pick_device, run_checkpoint, trained_size
 
     device = pick_device(options.device)
-    jobs = plan(options)
-    recipe, ckpt = load_recipe(options.ckpt, device)
+    jobs, unsupported = plan(options)
+    recipe, ckpt = load_recipe(run_checkpoint(options.ckpt, log or _say), device)
     apply_temperature(recipe, options.temperature)
     render_size = options.render_size or trained_size(ckpt)
     colorizer = Colorizer(recipe, render_size, device, options.precision)
     try:
-        return process(jobs, colorizer, options, log)
+        tally = process(jobs, colorizer, options, log)
     finally:
         colorizer.close()
+    tally.unsupported = unsupported
+    return tally
 
 
 def process(jobs: list[Job], colorizer, options: Options, log=None) -> Tally:
@@ -292,8 +330,8 @@ def process(jobs: list[Job], colorizer, options: Options, log=None) -> Tally:
     def say(message: str) -> None:
         (log or (lambda m: tqdm.write(m, file=sys.stderr)))(message)
 
-    def skip(job: Job, reason: str) -> None:
-        tally.failed.append((job.src, reason))
+    def skip(job: Job, reason: str, kind: str) -> None:
+        tally.failed.append((job.src, reason, kind))
         say(f"gancolor: skipped {job.src}: {reason}")
         bar.update()
 
@@ -302,9 +340,9 @@ def process(jobs: list[Job], colorizer, options: Options, log=None) -> Tally:
     for job in jobs:
         key = job.dst.resolve()
         if key == job.src.resolve():
-            skip(job, "the output would replace the input itself (choose another output= or output_ext=)")
+            skip(job, "the output would replace the input itself (choose another output= or output_ext=)", "name clash")
         elif key in claimed:
-            skip(job, f"same output file {job.dst} as {claimed[key]} (rename one, or choose output_ext=)")
+            skip(job, f"same output file {job.dst} as {claimed[key]} (rename one, or choose output_ext=)", "name clash")
         elif job.dst.exists() and not options.overwrite:
             claimed[key] = job.src
             tally.kept.append(job.dst)
@@ -341,11 +379,13 @@ def process(jobs: list[Job], colorizer, options: Options, log=None) -> Tally:
                 try:
                     decoded, prepared = future.result()
                 except UnreadableImage as exc:
-                    skip(job, exc.reason)
+                    skip(job, exc.reason, "too large" if isinstance(exc, ImageTooLarge) else exc.kind)
                     continue
                 except (MemoryError, torch.OutOfMemoryError):
-                    skip(job, "out of memory (lower max_pixels, or use a machine with more memory)")
+                    skip(job, "out of memory (lower max_pixels, or use a machine with more memory)", "out of memory")
                     continue
+                if decoded.animated:
+                    say(f"gancolor: note: {job.src}: animated; its first frame is colourised")
                 chunk.append((job, decoded, prepared))
             # Only images whose net inputs have one shape share a batch: padding one to
             # another's size would change its result (instance norm, borders).
@@ -362,11 +402,11 @@ def process(jobs: list[Job], colorizer, options: Options, log=None) -> Tally:
                             say(f"gancolor: note: {job.src}: alpha dropped ({fmt} has none; output_ext=png keeps it)")
                         write_image(result, job.dst, options.quality, decoded.exif)
                     except (MemoryError, torch.OutOfMemoryError):
-                        skip(job, "out of memory (lower max_pixels, or use a machine with more memory)")
+                        skip(job, "out of memory (lower max_pixels, or use a machine with more memory)", "out of memory")
                         continue
                     except (OSError, ValueError) as exc:
                         # Writing: a full disk, no permission, a size the format cannot hold.
-                        skip(job, f"cannot write {job.dst}: {_first_line(exc)}")
+                        skip(job, f"cannot write {job.dst}: {_first_line(exc)}", "not written")
                         continue
                     tally.written.append(job.dst)
                     if options.compare:
@@ -383,6 +423,10 @@ def process(jobs: list[Job], colorizer, options: Options, log=None) -> Tally:
         reader.shutdown(wait=True, cancel_futures=True)
         bar.close()
     return tally
+
+
+def _say(message: str) -> None:
+    print(message, file=sys.stderr, flush=True)
 
 
 def _first_line(exc: BaseException) -> str:
@@ -404,8 +448,9 @@ def summary(tally: Tally, output: Path, seconds: float) -> str:
     parts = [f"{len(tally.written)} colourised"]
     if tally.kept:
         parts.append(f"{len(tally.kept)} already there (kept; overwrite=true redoes them)")
-    if tally.failed:
-        parts.append(f"{len(tally.failed)} skipped")
+    skipped = skipped_summary(tally.skipped())
+    if skipped:
+        parts.append(skipped)
     return f"gancolor: {', '.join(parts)} -> {output} in {seconds:.1f} s"
 
 

@@ -118,25 +118,32 @@ def resize_short_side(rgb: np.ndarray, size: int | None) -> np.ndarray:
 
 def load_photos(options: Options, say) -> tuple[list[Path], list[np.ndarray], dict]:
     """The usable colour photos under data.root, decoded once for every checkpoint."""
-    from gancolor.data.images import UnreadableImage, find_images, load_rgb
+    from gancolor.data.images import UnreadableImage, find_images, load_rgb, skipped_summary
     from gancolor.data.scan import scan_color_images
 
     if not options.root.is_dir():
         raise DataError(f"data.root is not a folder: {options.root}")
     scan = scan_color_images(find_images(options.root))
-    skipped = {"grayscale": [str(p) for p in scan.grayscale], "unreadable": [[str(p), r] for p, r in scan.unreadable]}
+    skipped = {"grayscale": [str(p) for p in scan.grayscale], "unreadable": [[str(p), r] for p, r in scan.unreadable],
+               "unsupported": [[str(p), r] for p, r in scan.unsupported]}
     for path, reason in scan.unreadable:
         say(f"gancolor: skipped {path}: {reason}")
     if scan.grayscale:
         say(f"gancolor: {len(scan.grayscale)} grayscale photo(s) skipped (no colour to compare with)")
+    if scan.animated:
+        say(f"gancolor: note: {len(scan.animated)} animated image(s): the first frame of each is compared")
     paths, photos = [], []
+    passed_over = list(scan.skipped)
     for path in scan.good[: options.max_images] if options.max_images else scan.good:
         try:
             photos.append(resize_short_side(load_rgb(path), options.image_size))
             paths.append(path)
-        except UnreadableImage as exc:
+        except UnreadableImage as exc:  # changed since the scan
             skipped["unreadable"].append([str(path), exc.reason])
+            passed_over.append((path, exc.kind))
             say(f"gancolor: skipped {path}: {exc.reason}")
+    if passed_over:
+        say(f"gancolor: {skipped_summary(passed_over)}")
     if not photos:
         raise DataError(f"no usable colour photos under {options.root} ({scan.summary()})")
     return paths, photos, skipped
@@ -147,11 +154,12 @@ def evaluate(options: Options, say=print) -> dict:
     from tqdm.auto import tqdm
 
     from gancolor.checkpoint import load_recipe
-    from gancolor.inference import Colorizer, pick_device, trained_size
+    from gancolor.inference import Colorizer, pick_device, run_checkpoint, trained_size
     from gancolor.metrics import MetricUnavailable, histogram_intersection, image_metrics, load_fid, load_lpips, summarize
     from gancolor.report import Report, write_report
 
     device = pick_device(options.device)
+    options.ckpts = [run_checkpoint(c, say) for c in options.ckpts]  # a run folder: its best.pt, else last.pt
     output = options.output or default_output(options.ckpts)
     for ckpt in options.ckpts:
         if not ckpt.is_file():

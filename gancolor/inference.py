@@ -14,8 +14,10 @@ strips of rows, so their temporaries stay a few megabytes whatever the photo's s
 
 from __future__ import annotations
 
+import os
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -24,7 +26,7 @@ import torch.nn.functional as F
 from gancolor import color
 from gancolor.device import INFERENCE_PRECISIONS, autocast, check_precision
 from gancolor.device import resolve_device as pick_device  # noqa: F401 - colorize and evaluate import it from here
-from gancolor.errors import ConfigError
+from gancolor.errors import CheckpointError, ConfigError
 from gancolor.nets.layers import crop_to, pad_to_multiple
 
 # Pixels per strip for the colour conversions. On the CPU, strips whose temporaries
@@ -43,6 +45,21 @@ def net_stride(recipe) -> int:
     """The multiple a generator needs its input size to be (1 when it does not say)."""
     strides = [int(getattr(m, "stride", 1) or 1) for m in recipe.generator_modules()]
     return max(strides, default=1)
+
+
+def run_checkpoint(path: str | os.PathLike, say=None) -> Path:
+    """ckpt=PATH for colorize and evaluate: a .pt file as given, or a run folder (or its
+    checkpoints/), meaning its best.pt, else its last.pt; `say` is told which."""
+    path = Path(path).expanduser()
+    if not path.is_dir():
+        return path
+    folder = path if path.name == "checkpoints" or not (path / "checkpoints").is_dir() else path / "checkpoints"
+    for name, why in (("best.pt", "the run's best"), ("last.pt", "the run has no best.pt")):
+        if (folder / name).is_file():
+            if say is not None:
+                say(f"gancolor: ckpt: using {folder / name} ({why})")
+            return folder / name
+    raise CheckpointError(f"ckpt: no best.pt or last.pt in {folder}")
 
 
 def trained_size(ckpt: dict, default: int = 256) -> int:

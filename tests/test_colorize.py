@@ -198,7 +198,7 @@ def test_bad_files_are_reported_skipped_and_the_rest_done(tmp_path, ckpt, capsys
     for name, reason in [("empty.jpg", "empty"), ("truncated.jpg", "truncated"), ("notes.png", "not an image"), ("huge.png", "max_pixels")]:
         line = next(line for line in errors if name in line)
         assert line.startswith("gancolor: skipped ") and reason in line
-    assert "2 colourised" in out.out and "4 skipped" in out.out
+    assert "2 colourised" in out.out and "4 files skipped: 3 unreadable, 1 too large" in out.out
     assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["also good.jpg", "good.png"]
 
 
@@ -207,7 +207,7 @@ def test_nothing_done_exits_1(tmp_path, ckpt, capsys):
     (tmp_path / "in" / "a.jpg").write_bytes(b"")
     (tmp_path / "in" / "b.png").write_bytes(b"\x89PNG\r\n\x1a\n broken")
     assert colorize(ckpt, f"input={tmp_path / 'in'}", f"output={tmp_path / 'out'}") == 1
-    assert "0 colourised, 2 skipped" in capsys.readouterr().out
+    assert "0 colourised, 2 files skipped: 2 unreadable" in capsys.readouterr().out
     assert not (tmp_path / "out").exists() or not any((tmp_path / "out").iterdir())
 
 
@@ -328,3 +328,47 @@ def test_command_line_exit_code_and_no_stray_folders(tmp_path, ckpt):
     assert "gancolor: skipped bad.png: empty file (0 bytes)" in result.stderr
     assert (tmp_path / "out" / "a b.png").is_file()
     assert sorted(p.name for p in tmp_path.iterdir()) == ["a b.png", "bad.png", "out"]
+
+
+def test_a_run_folder_as_ckpt_means_its_best_else_its_last(tmp_path, capsys):
+    run = tmp_path / "run"
+    last = tiny_checkpoint(run / "checkpoints" / "last.pt", seed=0)
+    Image.fromarray(texture(16, 16)).save(tmp_path / "a.png")
+    args = [f"input={tmp_path / 'a.png'}", "output_ext=png"]
+    assert colorize(run, *args, f"output={tmp_path / 'from_last'}") == 0
+    assert f"using {last} (the run has no best.pt)" in capsys.readouterr().err
+    best = tiny_checkpoint(run / "checkpoints" / "best.pt", seed=1)
+    assert colorize(run / "checkpoints", *args, f"output={tmp_path / 'from_best'}") == 0
+    assert f"using {best} (the run's best)" in capsys.readouterr().err
+    # Different weights, different colours: the file said is the file used.
+    assert not np.array_equal(np.asarray(Image.open(tmp_path / "from_last" / "a.png")), np.asarray(Image.open(tmp_path / "from_best" / "a.png")))
+    (tmp_path / "empty run").mkdir()
+    with pytest.raises(SystemExit) as info:
+        colorize(tmp_path / "empty run", *args, f"output={tmp_path / 'x'}")
+    assert info.value.code == 2 and "no best.pt or last.pt in" in capsys.readouterr().err
+
+    # evaluate takes a run folder the same way, and writes into that run's eval/.
+    from gancolor.evaluate import main as evaluate
+
+    Image.fromarray(colour(24, 24)).save(tmp_path / "truth.png")
+    (tmp_path / "val").mkdir()
+    (tmp_path / "truth.png").rename(tmp_path / "val" / "truth.png")
+    assert evaluate([f"ckpt={run}", f"data.root={tmp_path / 'val'}", "progress_bar=false", "num_samples=0",
+                     "lpips.weights=null", "fid.weights=null"]) == 0
+    assert f"using {best} (the run's best)" in capsys.readouterr().err
+    assert (run / "eval" / "metrics.json").is_file()
+
+
+@pytest.mark.parametrize("inputs", ["folder", "glob", "one file"])
+def test_output_an_existing_file_is_one_error_before_any_work(tmp_path, ckpt, capsys, inputs, monkeypatch):
+    for i in range(3):
+        Image.fromarray(texture(16, 16, seed=i)).save(tmp_path / f"{i}.png")
+    (tmp_path / "results").write_text("a file where a folder is expected")
+    monkeypatch.chdir(tmp_path)
+    source = {"folder": ".", "glob": "*.png", "one file": "0.png"}[inputs]
+    with pytest.raises(SystemExit) as info:
+        colorize(ckpt, f"input={source}", "output=results")
+    assert info.value.code == 2
+    err = [line for line in capsys.readouterr().err.splitlines() if line.strip()]
+    assert len(err) == 1 and err[0].startswith("gancolor: error: output is an existing file, not a folder: results")
+    assert (tmp_path / "results").read_text() == "a file where a folder is expected"

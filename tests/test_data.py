@@ -183,7 +183,7 @@ def test_scan_keeps_exactly_the_colour_files(photo_folder):
     assert sorted(result.grayscale) == sorted(photo_folder["grayscale"])
     assert sorted(p for p, _ in result.unreadable) == sorted(photo_folder["unreadable"])
     assert all(reason for _, reason in result.unreadable)
-    assert result.summary() == "6 colour images, 2 grayscale skipped, 3 unreadable skipped"
+    assert result.summary() == "6 colour images; 5 files skipped: 2 grayscale, 3 unreadable"
 
 
 def test_folder_data_logs_each_bad_file_and_the_counts(photo_folder, caplog):
@@ -194,7 +194,7 @@ def test_folder_data_logs_each_bad_file_and_the_counts(photo_folder, caplog):
     for bad in photo_folder["unreadable"]:
         assert sum(str(bad) in w for w in warnings) == 1, bad
     infos = [r.getMessage() for r in caplog.records if r.levelno == logging.INFO]
-    assert any("6 colour images, 2 grayscale skipped, 3 unreadable skipped" in m for m in infos)
+    assert any("6 colour images; 5 files skipped: 2 grayscale, 3 unreadable" in m for m in infos)
     assert data.train_size + data.val_size == 6
 
 
@@ -355,7 +355,7 @@ def test_folder_of_only_unusable_files_says_so(tmp_path):
     with pytest.raises(DataError) as info:
         FolderDataModule(tmp_path).setup()
     message = str(info.value)
-    assert "\n" not in message and "1 grayscale and 1 unreadable" in message and str(tmp_path) in message
+    assert "\n" not in message and "2 files skipped: 1 grayscale, 1 unreadable" in message and str(tmp_path) in message
 
 
 def test_home_is_expanded(tmp_path, monkeypatch):

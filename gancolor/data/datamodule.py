@@ -31,7 +31,7 @@ from torch.utils.data import DataLoader
 
 from gancolor import color
 from gancolor.data.datasets import ColorImageDataset, _SkippingDataset
-from gancolor.data.images import find_images, truncated_images_allowed
+from gancolor.data.images import find_images, skipped_summary, truncated_images_allowed
 from gancolor.data.sampling import EpochSampler
 from gancolor.data.scan import ScanResult, scan_color_images
 from gancolor.data.transforms import PAIRED_TARGET, eval_transform, train_transform
@@ -39,7 +39,7 @@ from gancolor.errors import ConfigError, DataError
 
 log = logging.getLogger("gancolor.data")
 
-_EXTENSIONS_HINT = "jpg, png, webp, bmp, tiff"
+_EXTENSIONS_HINT = "any format Pillow reads"
 
 
 def lab_batch(batch: dict[str, Any], device: torch.device | str | None = None) -> tuple[torch.Tensor, torch.Tensor]:
@@ -249,9 +249,7 @@ class FolderDataModule:
             log.warning("data: PIL.ImageFile.LOAD_TRUNCATED_IMAGES is set; truncated files will not be detected")
         log.info("data: scanning %d images under %s", len(paths), root)
         scan = scan_color_images(paths)
-        for path, reason in scan.unreadable:
-            log.warning("skipping unreadable image %s: %s", path, reason)
-        log.info("data: %s", scan.summary())
+        report_scan(scan)
         if not scan.good:
             raise DataError(f"data.root: no usable colour images under {root} ({_skipped(scan)})")
         return scan
@@ -350,17 +348,32 @@ def defaults_for(root: Any, val_fraction: float | None, repeats: int | None) -> 
 def readable_images(paths: list[Path], where: Path) -> list[Path]:
     """The decodable files among `paths`, gray or colour (unreadable ones are logged)."""
     scan = scan_color_images(paths)
-    for path, reason in scan.unreadable:
-        log.warning("skipping unreadable image %s: %s", path, reason)
+    report_scan(scan, gray_wanted=True)
     keep = set(scan.good) | set(scan.grayscale)
     readable = [p for p in paths if p in keep]
     if not readable:
-        raise DataError(f"data.root: no readable images under {where} ({len(scan.unreadable)} unreadable)")
+        raise DataError(f"data.root: no readable images under {where} ({_skipped(scan)})")
     return readable
 
 
+def report_scan(scan: ScanResult, gray_wanted: bool = False) -> None:
+    """Each unreadable file once (warning), then the counts on one line, and the
+    animated files (first frame used) on one line of their own."""
+    for path, reason in scan.unreadable:
+        log.warning("skipping unreadable image %s: %s", path, reason)
+    if gray_wanted:
+        kept = len(scan.good) + len(scan.grayscale)
+        skipped = skipped_summary([s for s in scan.skipped if s[1] != "grayscale"])
+        log.info("data: %d images%s", kept, f"; {skipped}" if skipped else "")
+    else:
+        log.info("data: %s", scan.summary())
+    if scan.animated:
+        names = ", ".join(p.name for p in scan.animated[:3]) + (", ..." if len(scan.animated) > 3 else "")
+        log.info("data: %d animated image(s) (%s): the first frame of each is used", len(scan.animated), names)
+
+
 def _skipped(scan: ScanResult) -> str:
-    return f"{len(scan.grayscale)} grayscale and {len(scan.unreadable)} unreadable files skipped"
+    return skipped_summary(scan.skipped) or "no files"
 
 
 def _check_options(

@@ -13,6 +13,7 @@ from __future__ import annotations
 import logging
 import os
 import struct
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -24,6 +25,19 @@ from gancolor.errors import DataError
 log = logging.getLogger("gancolor.data")
 
 IMAGE_EXTENSIONS: frozenset[str] = frozenset({".jpg", ".jpeg", ".png", ".webp", ".bmp", ".tif", ".tiff"})
+
+# Files that sit beside photos and are obviously not images: a folder scan passes over
+# them without a word. Any other file is tried, and Pillow decides by its content
+# (GIF, JPEG 2000, PPM/PGM, TGA, ... are as welcome as JPEG); one it cannot read is
+# counted and named in the summary.
+QUIET_EXTENSIONS: frozenset[str] = frozenset({
+    ".txt", ".md", ".rst", ".json", ".jsonl", ".yaml", ".yml", ".toml", ".ini", ".cfg", ".csv", ".tsv",
+    ".xml", ".html", ".htm", ".log", ".py", ".ipynb", ".sh", ".db", ".sqlite",
+    ".pt", ".pth", ".ckpt", ".safetensors", ".onnx", ".h5", ".hdf", ".npy", ".npz", ".pkl",
+    ".zip", ".tar", ".gz", ".tgz", ".bz2", ".xz", ".7z",
+    ".xmp", ".aae", ".thm",  # camera and editor sidecar files
+    ".mp4", ".mov", ".avi", ".mkv", ".mpg", ".mpeg", ".mp3", ".wav",
+})
 
 # A colour photo, even a washed-out one, has pixels whose channels differ by far more
 # than this after downsampling; a grayscale photo stored as RGB differs by 0-2 (JPEG
@@ -47,29 +61,50 @@ _DECODE_ERRORS = (OSError, SyntaxError, ValueError, EOFError, struct.error, Imag
 class UnreadableImage(DataError):
     """An image file that cannot be decoded (empty, truncated, corrupt, not an image)."""
 
+    kind = "unreadable"  # how summaries count it
+
     def __init__(self, path: str | os.PathLike[str], reason: str) -> None:
         self.path = Path(path)
         self.reason = reason
         super().__init__(f"unreadable image {self.path}: {reason}")
 
 
-def is_image_file(path: str | os.PathLike[str]) -> bool:
-    """True for a non-hidden file name with one of IMAGE_EXTENSIONS (any case)."""
+class UnsupportedFormat(UnreadableImage):
+    """A file that Pillow does not recognise and whose name does not claim an image
+    (a.xyz, a PDF, a HEIC without its plugin): passed over and counted, not an error."""
+
+    kind = "unsupported format"
+
+
+def may_be_image(path: str | os.PathLike[str]) -> bool:
+    """False for hidden files and obvious non-images (QUIET_EXTENSIONS); every other
+    file may be an image, which only its content can tell."""
     name = Path(path).name
-    return not name.startswith(".") and Path(name).suffix.lower() in IMAGE_EXTENSIONS
+    return not name.startswith(".") and Path(name).suffix.lower() not in QUIET_EXTENSIONS
+
+
+def image_extensions() -> frozenset[str]:
+    """Extensions of the formats this Pillow can open: a file named so that fails to
+    decode is an unreadable image, not merely an unsupported format."""
+    Image.init()
+    return frozenset(
+        ext for ext, fmt in Image.registered_extensions().items() if fmt in Image.OPEN and ext not in QUIET_EXTENSIONS
+    ) | IMAGE_EXTENSIONS
 
 
 def find_images(root: str | os.PathLike[str]) -> list[Path]:
-    """All image files under `root`, recursively, sorted; hidden files and folders skipped.
+    """Every file under `root` that may be an image (see `may_be_image`), recursively,
+    sorted; hidden files and folders skipped. Whether each one is an image is for its
+    decoder to say (the scan, colorize's plan), which counts the ones that are not.
 
     Symlinked folders are followed (datasets are often assembled from links) but each
-    real folder is visited once, so a link cycle cannot loop forever. A single image
-    file as `root` (hidden or not) gives a one-element list, so callers can accept file or folder.
+    real folder is visited once, so a link cycle cannot loop forever. A single file as
+    `root` (hidden or not) gives a one-element list, so callers can accept file or folder.
     """
     root = Path(root)
     if root.is_file():
         # Named explicitly, so a hidden name is what the caller wants.
-        return [root] if root.suffix.lower() in IMAGE_EXTENSIONS else []
+        return [root] if Path(root.name.lstrip(".")).suffix.lower() not in QUIET_EXTENSIONS else []
     found: list[Path] = []
     seen: set[str] = set()
     for folder, dirnames, filenames in os.walk(root, followlinks=True):
@@ -79,7 +114,12 @@ def find_images(root: str | os.PathLike[str]) -> list[Path]:
             continue
         seen.add(real)
         dirnames[:] = [d for d in dirnames if not d.startswith(".")]
-        found.extend(Path(folder, f) for f in filenames if is_image_file(f))
+        for name in filenames:
+            path = Path(folder, name)
+            # A pipe or a device would block the decoder that opens it; a dangling link
+            # stays, to be reported as missing.
+            if may_be_image(name) and (path.is_file() or not path.exists()):
+                found.append(path)
     # Sorting the strings rather than the walk order makes the result independent of
     # the filesystem, which the seeded train/val split relies on.
     return sorted(found, key=lambda p: p.as_posix())
@@ -91,13 +131,18 @@ def load_rgb(path: str | os.PathLike[str], max_side: int | None = None) -> np.nd
     `max_side` asks for a small version (long side at most `max_side`, aspect kept):
     JPEGs are then decoded at 1/2, 1/4 or 1/8 scale by libjpeg itself, which is what
     makes scanning a large folder fast. The whole file is still decoded, so truncation
-    is detected either way. Raises UnreadableImage naming the file.
+    is detected either way. An animated file gives its first frame. Raises
+    UnreadableImage (UnsupportedFormat for a file Pillow does not know) naming the file.
     """
+    return load_first_frame(path, max_side)[0]
+
+
+def load_first_frame(path: str | os.PathLike[str], max_side: int | None = None) -> tuple[np.ndarray, bool]:
+    """`load_rgb`, and whether the file holds more frames than the one returned."""
     path = Path(path)
     try:
-        if path.stat().st_size == 0:
-            raise UnreadableImage(path, "empty file (0 bytes)")
-        with Image.open(path) as img:
+        with open_image(path) as img:
+            animated = _is_animated(img)
             if max_side is not None:
                 img.draft(img.mode, (max_side, max_side))
             # Image.open only reads the header; load() forces the full decode, so a
@@ -106,13 +151,49 @@ def load_rgb(path: str | os.PathLike[str], max_side: int | None = None) -> np.nd
             img = _upright(img)
             if max_side is not None:
                 img.thumbnail((max_side, max_side), Image.Resampling.BOX)
-            return to_rgb_array(img)
+            return to_rgb_array(img), animated
     except FileNotFoundError:
         raise UnreadableImage(path, "file not found") from None
+    except IsADirectoryError:
+        raise UnreadableImage(path, "is a folder") from None
     except UnreadableImage:
         raise
     except _DECODE_ERRORS as exc:
         raise UnreadableImage(path, _reason(exc)) from exc
+
+
+def open_image(path: Path) -> Image.Image:
+    """Image.open, with the two ways a file is not an image told apart: a name that
+    claims an image format (UnreadableImage) and one that does not (UnsupportedFormat)."""
+    if path.stat().st_size == 0:
+        raise UnreadableImage(path, "empty file (0 bytes)")
+    try:
+        return Image.open(path)
+    except Image.UnidentifiedImageError:
+        if path.suffix.lower() in image_extensions():
+            raise UnreadableImage(path, "not an image file (or a format PIL cannot read)") from None
+        raise UnsupportedFormat(path, f"not a format Pillow reads ({path.suffix.lower() or 'no extension'})") from None
+
+
+def check_format(path: str | os.PathLike[str]) -> None:
+    """Raise UnsupportedFormat for a file that Pillow cannot identify from its header
+    (cheap: nothing is decoded). Every other problem is left to decoding to report."""
+    path = Path(path)
+    try:
+        open_image(path).close()
+    except UnsupportedFormat:
+        raise
+    except (UnreadableImage, *_DECODE_ERRORS):
+        pass
+
+
+def _is_animated(img: Image.Image) -> bool:
+    # Asked before load(): finding a second frame seeks, and seeking back to the first
+    # frame after decoding it would decode it again.
+    try:
+        return bool(getattr(img, "is_animated", False))
+    except _DECODE_ERRORS:  # a cut-off file: its decoding says so
+        return False
 
 
 def _reason(exc: BaseException) -> str:
@@ -123,6 +204,25 @@ def _reason(exc: BaseException) -> str:
         return f"too large to decode safely ({exc})"
     text = str(exc).strip() or type(exc).__name__
     return text.splitlines()[0]
+
+
+def skipped_summary(skipped: Sequence[tuple[Path, str]], named: int = 3) -> str:
+    """ "3 files skipped: 2 unreadable, 1 unsupported format: a.xyz" for (path, kind)
+    pairs, in order of first appearance; files of an unsupported format are named
+    (each unreadable one had a line of its own). '' when nothing was skipped."""
+    if not skipped:
+        return ""
+    kinds: dict[str, list[Path]] = {}
+    for path, kind in skipped:
+        kinds.setdefault(kind, []).append(Path(path))
+    parts = []
+    for kind, paths in kinds.items():
+        part = f"{len(paths)} {kind}"
+        if kind == UnsupportedFormat.kind:
+            names = ", ".join(p.name for p in paths[:named])
+            part += f": {names}" + (f" and {len(paths) - named} more" if len(paths) > named else "")
+        parts.append(part)
+    return f"{len(skipped)} file{'s' if len(skipped) != 1 else ''} skipped: " + ", ".join(parts)
 
 
 def _upright(img: Image.Image) -> Image.Image:
@@ -231,11 +331,13 @@ class DecodedImage:
     alpha: (H, W) uint8, or None when the file has no transparency.
     exif: the file's EXIF block without its orientation tag (the pixels are already
         upright, so a kept tag would rotate them a second time), or None.
+    animated: whether the file holds more frames; the pixels are the first one's.
     """
 
     pixels: np.ndarray
     alpha: np.ndarray | None = None
     exif: bytes | None = None
+    animated: bool = False
 
     @property
     def size(self) -> tuple[int, int]:
@@ -254,19 +356,20 @@ def load_image(path: str | os.PathLike[str], max_pixels: int | None = None) -> D
     """
     path = Path(path)
     try:
-        if path.stat().st_size == 0:
-            raise UnreadableImage(path, "empty file (0 bytes)")
-        with Image.open(path) as img:
+        with open_image(path) as img:
             width, height = img.size
             if max_pixels is not None and width * height > max_pixels:
                 megapixels = width * height / 1e6
                 raise ImageTooLarge(
                     path, f"{width}x{height} = {megapixels:.1f} MP is over the limit of {max_pixels / 1e6:g} MP (max_pixels)"
                 )
+            animated = _is_animated(img)
             img.load()
             exif = _exif_without_orientation(img)
             img = _upright(img)
-            return _split_for_colorize(img, path, exif)
+            decoded = _split_for_colorize(img, path, exif)
+            decoded.animated = animated
+            return decoded
     except FileNotFoundError:
         raise UnreadableImage(path, "file not found") from None
     except IsADirectoryError:

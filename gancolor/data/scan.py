@@ -1,4 +1,4 @@
-"""One pass over a folder's images before training: keep what is usable colour.
+"""One pass over a folder's files before training: keep what is usable colour.
 
 A colourisation model learns nothing from grayscale targets, and a corrupt file should
 be reported once, up front, not crash a worker mid-epoch. Each file is fully decoded,
@@ -14,7 +14,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from gancolor.data.images import GRAY_TOLERANCE, UnreadableImage, is_grayscale, load_rgb
+from gancolor.data.images import GRAY_TOLERANCE, UnreadableImage, UnsupportedFormat, is_grayscale, load_first_frame, skipped_summary
 
 # Large enough for is_grayscale's own downsampling to have pixels to average over.
 _SCAN_SIDE = 256
@@ -22,22 +22,34 @@ _SCAN_SIDE = 256
 
 @dataclass(frozen=True)
 class ScanResult:
-    """Files sorted into usable colour images, grayscale ones and unreadable ones.
+    """Files sorted into usable colour images, grayscale ones, unreadable ones and
+    files of a format Pillow does not read.
 
-    Each list keeps the order of the scanned paths; `unreadable` pairs a file with
-    the reason it failed.
+    Each list keeps the order of the scanned paths; `unreadable` and `unsupported`
+    pair a file with the reason. `animated` lists the good or grayscale files that
+    hold several frames (the first one is used).
     """
 
     good: list[Path] = field(default_factory=list)
     grayscale: list[Path] = field(default_factory=list)
     unreadable: list[tuple[Path, str]] = field(default_factory=list)
+    unsupported: list[tuple[Path, str]] = field(default_factory=list)
+    animated: list[Path] = field(default_factory=list)
+
+    @property
+    def skipped(self) -> list[tuple[Path, str]]:
+        """(path, kind) of every file passed over."""
+        return (
+            [(p, "grayscale") for p in self.grayscale]
+            + [(p, UnreadableImage.kind) for p, _ in self.unreadable]
+            + [(p, UnsupportedFormat.kind) for p, _ in self.unsupported]
+        )
 
     def summary(self) -> str:
-        """The one-line count callers log at INFO."""
-        return (
-            f"{len(self.good)} colour images, {len(self.grayscale)} grayscale skipped, "
-            f"{len(self.unreadable)} unreadable skipped"
-        )
+        """The one-line count callers log at INFO:
+        "6 colour images; 4 files skipped: 2 grayscale, 1 unreadable, 1 unsupported format: a.xyz"."""
+        skipped = skipped_summary(self.skipped)
+        return f"{len(self.good)} colour images" + (f"; {skipped}" if skipped else "")
 
 
 def scan_color_images(
@@ -58,10 +70,12 @@ def scan_color_images(
     with ThreadPoolExecutor(max_workers=min(workers, len(paths))) as pool:
         verdicts = pool.map(lambda p: _classify(p, tolerance), paths)
         for path, (kind, reason) in zip(paths, verdicts):
-            if kind == "good":
-                result.good.append(path)
-            elif kind == "grayscale":
-                result.grayscale.append(path)
+            if kind in ("good", "grayscale"):
+                (result.good if kind == "good" else result.grayscale).append(path)
+                if reason == "animated":
+                    result.animated.append(path)
+            elif kind == UnsupportedFormat.kind:
+                result.unsupported.append((path, reason))
             else:
                 result.unreadable.append((path, reason))
     return result
@@ -69,7 +83,7 @@ def scan_color_images(
 
 def _classify(path: Path, tolerance: int) -> tuple[str, str]:
     try:
-        rgb = load_rgb(path, max_side=_SCAN_SIDE)
+        rgb, animated = load_first_frame(path, max_side=_SCAN_SIDE)
     except UnreadableImage as exc:
-        return "unreadable", exc.reason
-    return ("grayscale" if is_grayscale(rgb, tolerance) else "good"), ""
+        return exc.kind, exc.reason
+    return ("grayscale" if is_grayscale(rgb, tolerance) else "good"), ("animated" if animated else "")
