@@ -10,6 +10,8 @@ Lipschitz penalty (Gulrajani et al. 2017), which StarGAN trains with, and
 
 from __future__ import annotations
 
+from typing import Callable
+
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -102,17 +104,24 @@ def rebalanced_cross_entropy(
 
 
 def conditional_discriminator_loss(
-    discriminator: nn.Module, gan_loss: GANLoss, L: torch.Tensor, real_ab: torch.Tensor, fake_ab: torch.Tensor
+    discriminator: nn.Module,
+    gan_loss: GANLoss,
+    L: torch.Tensor,
+    real_ab: torch.Tensor,
+    fake_ab: torch.Tensor,
+    augment: Callable[[torch.Tensor], torch.Tensor] | None = None,
 ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
     """pix2pix's D objective on (L, ab) pairs: real pairs -> real, (L, G(L)) -> fake, the
     sum halved "to slow down the rate at which D learns relative to G" (Isola et al.).
-    `fake_ab` is detached here: this objective never trains the generator.
+    `fake_ab` is detached here: this objective never trains the generator. `augment`
+    (loss.d_augment) transforms each whole pair, real and fake alike, before D sees it.
 
     Also returns what to log, including the mean raw D outputs on real and fake pairs:
     when they drift far apart, D is overpowering G.
     """
-    pred_fake = discriminator(torch.cat([L, fake_ab.detach()], 1))
-    pred_real = discriminator(torch.cat([L, real_ab], 1))
+    augment = augment or (lambda pair: pair)
+    pred_fake = discriminator(augment(torch.cat([L, fake_ab.detach()], 1)))
+    pred_real = discriminator(augment(torch.cat([L, real_ab], 1)))
     loss_fake = gan_loss(pred_fake, False)
     loss_real = gan_loss(pred_real, True)
     loss = 0.5 * (loss_fake + loss_real)

@@ -20,6 +20,7 @@ import torch
 from omegaconf import DictConfig
 from torch import nn
 
+from gancolor.augment import discriminator_augment
 from gancolor.losses import GANLoss, conditional_discriminator_loss, pixel_loss
 from gancolor.models.base import Recipe, Step, adam
 
@@ -42,6 +43,7 @@ class Pix2Pix(Recipe):
         self.generator = generator
         self.discriminator = discriminator
         self.gan_loss = GANLoss(loss["gan_mode"])
+        self.d_augment = discriminator_augment(loss.get("d_augment"))
         self.lambda_L1 = float(loss["lambda_L1"])
         self.pixel_loss = pixel_loss(loss.get("pretrain_loss", "l1"))
         self.l1 = nn.L1Loss()
@@ -77,12 +79,12 @@ class Pix2Pix(Recipe):
     def discriminator_step(self, batch: dict, state: dict):
         L, real_ab = batch["L"], batch["ab"]
         state["fake_ab"] = fake_ab = self.generator(L)  # reused by the G step
-        return conditional_discriminator_loss(self.discriminator, self.gan_loss, L, real_ab, fake_ab)
+        return conditional_discriminator_loss(self.discriminator, self.gan_loss, L, real_ab, fake_ab, self.d_augment)
 
     def generator_step(self, batch: dict, state: dict):
         L, real_ab = batch["L"], batch["ab"]
         fake_ab = state["fake_ab"]
-        pred_fake = self.discriminator(torch.cat([L, fake_ab], 1))
+        pred_fake = self.discriminator(self.d_augment(torch.cat([L, fake_ab], 1)))
         loss_gan = self.gan_loss(pred_fake, True, for_discriminator=False)
         loss_l1 = self.l1(fake_ab.float(), real_ab)
         loss = loss_gan + self.lambda_L1 * loss_l1
