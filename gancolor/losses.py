@@ -10,6 +10,10 @@ Lipschitz penalty (Gulrajani et al. 2017), which StarGAN trains with, and
 
 from __future__ import annotations
 
+import os
+from pathlib import Path
+from typing import Callable
+
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -102,17 +106,24 @@ def rebalanced_cross_entropy(
 
 
 def conditional_discriminator_loss(
-    discriminator: nn.Module, gan_loss: GANLoss, L: torch.Tensor, real_ab: torch.Tensor, fake_ab: torch.Tensor
+    discriminator: nn.Module,
+    gan_loss: GANLoss,
+    L: torch.Tensor,
+    real_ab: torch.Tensor,
+    fake_ab: torch.Tensor,
+    augment: Callable[[torch.Tensor], torch.Tensor] | None = None,
 ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
     """pix2pix's D objective on (L, ab) pairs: real pairs -> real, (L, G(L)) -> fake, the
     sum halved "to slow down the rate at which D learns relative to G" (Isola et al.).
-    `fake_ab` is detached here: this objective never trains the generator.
+    `fake_ab` is detached here: this objective never trains the generator. `augment`
+    (loss.d_augment) transforms each whole pair, real and fake alike, before D sees it.
 
     Also returns what to log, including the mean raw D outputs on real and fake pairs:
     when they drift far apart, D is overpowering G.
     """
-    pred_fake = discriminator(torch.cat([L, fake_ab.detach()], 1))
-    pred_real = discriminator(torch.cat([L, real_ab], 1))
+    augment = augment or (lambda pair: pair)
+    pred_fake = discriminator(augment(torch.cat([L, fake_ab.detach()], 1)))
+    pred_real = discriminator(augment(torch.cat([L, real_ab], 1)))
     loss_fake = gan_loss(pred_fake, False)
     loss_real = gan_loss(pred_real, True)
     loss = 0.5 * (loss_fake + loss_real)
@@ -130,3 +141,75 @@ def attribute_bce(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
     on logits per attribute, summed over the attributes and averaged over the batch, as
     yunjey/stargan (size_average=False, then divided by the batch size)."""
     return F.binary_cross_entropy_with_logits(logits.float(), target.float(), reduction="sum") / len(logits)
+
+
+# -- terms against desaturation (options of recipes that decode RGB) ---------------------
+# torchvision's VGG `features` indices of relu1_2, relu2_2, relu3_3 (3_4) and relu4_3 (4_4).
+VGG_TAPS = {"vgg16": (3, 8, 15, 22), "vgg19": (3, 8, 17, 26)}
+VGG_LAYOUTS = {"vgg16": "D", "vgg19": "E"}  # torchvision's names of their layer lists
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+
+
+class PerceptualLoss(nn.Module):
+    """Feature reconstruction loss (Johnson et al. 2016): the mean L1 distance between
+    VGG features of two sRGB batches in [0, 1], summed over relu1_2 .. relu4_x.
+
+    The weights are a torchvision vgg16 / vgg19 state dict on disk (.pth or
+    .safetensors; `features.*` is what is used, the classifier may be absent); nothing
+    is ever downloaded. Frozen and always in eval mode.
+    """
+
+    def __init__(self, weights: str | os.PathLike, net: str = "vgg16") -> None:
+        super().__init__()
+        from torchvision.models.vgg import cfgs, make_layers
+
+        from gancolor.metrics import MetricUnavailable, read_state_dict
+
+        if net not in VGG_TAPS:
+            raise ConfigError(f"loss.perceptual_net must be one of {', '.join(VGG_TAPS)}, got {net!r}")
+        path = Path(os.path.expanduser(str(weights)))
+        if not path.is_file():
+            raise ConfigError(f"loss.perceptual_weights: no file at {path} (a torchvision {net} state dict)")
+        self.taps = VGG_TAPS[net]
+        # The convolutional part only: the classifier (100M+ weights) is never used.
+        self.features = make_layers(cfgs[VGG_LAYOUTS[net]])[: self.taps[-1] + 1]
+        try:
+            state = read_state_dict(path)
+        except MetricUnavailable as exc:
+            raise ConfigError(f"loss.perceptual_weights: {str(exc).removeprefix('unavailable: ')}") from None
+        own = {k: v for k, v in state.items() if k.startswith("features.")}
+        wanted = {f"features.{k}" for k in self.features.state_dict()}
+        if not wanted <= set(own) or any(own[k].shape != v.shape for k, v in self.features.state_dict(prefix="features.").items()):
+            raise ConfigError(f"loss.perceptual_weights: {path} is not a torchvision {net} state dict")
+        self.features.load_state_dict({k.removeprefix("features."): own[k] for k in wanted})
+        self.features.requires_grad_(False)
+        self.register_buffer("mean", torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1), persistent=False)
+        self.register_buffer("std", torch.tensor(IMAGENET_STD).view(1, 3, 1, 1), persistent=False)
+        self.eval()
+
+    def train(self, mode: bool = True) -> PerceptualLoss:
+        return super().train(False)
+
+    def forward(self, fake_rgb: torch.Tensor, real_rgb: torch.Tensor) -> torch.Tensor:
+        x = (torch.cat([fake_rgb, real_rgb]).float() - self.mean) / self.std
+        loss = x.new_zeros(())
+        for index, layer in enumerate(self.features):
+            x = layer(x)
+            if index in self.taps:
+                fake, real = x.chunk(2)
+                loss = loss + F.l1_loss(fake, real.detach())
+        return loss
+
+
+def colorfulness_loss(rgb: torch.Tensor, scale: float = 100.0) -> torch.Tensor:
+    """DDColor's colourfulness term (Kang et al. 2023): 1 - M / scale, averaged over the
+    batch, where M = sigma_rgyb + 0.3 mu_rgyb is Hasler & Suesstrunk's colourfulness on
+    the 0..255 scale. Lower for more colourful outputs; the small constant under the
+    roots keeps the gradient finite for a gray image, where the term pushes hardest."""
+    rgb = rgb.float() * 255.0
+    red, green, blue = rgb.unbind(1)
+    opponent_rg, opponent_yb = (red - green).flatten(1), (0.5 * (red + green) - blue).flatten(1)
+    spread = (opponent_rg.var(1, unbiased=False) + opponent_yb.var(1, unbiased=False) + 1e-6).sqrt()
+    offset = (opponent_rg.mean(1).square() + opponent_yb.mean(1).square() + 1e-6).sqrt()
+    return (1.0 - (spread + 0.3 * offset) / scale).mean()

@@ -36,6 +36,7 @@ from omegaconf import DictConfig, ListConfig, OmegaConf
 from torch import nn
 
 from gancolor import color
+from gancolor.augment import discriminator_augment
 from gancolor.checkpoint import atomic_save
 from gancolor.errors import ConfigError
 from gancolor.losses import GANLoss, conditional_discriminator_loss, rebalanced_cross_entropy
@@ -116,6 +117,7 @@ class CIC(Recipe):
             # D sees L and ab together, as pix2pix's conditional PatchGAN.
             self.discriminator = discriminator if isinstance(discriminator, nn.Module) else discriminator(in_channels=3)
             self.gan_loss = GANLoss(loss.get("gan_mode", "vanilla"))
+        self.d_augment = discriminator_augment(loss.get("d_augment"))
         self.lr, self.betas, self.weight_decay = lr, (beta1, beta2), weight_decay
         self.d_lr, self.d_betas = lr * d_lr_mult, (d_beta1, d_beta2)
 
@@ -210,13 +212,14 @@ class CIC(Recipe):
         L, real_ab = batch["L"], batch["ab"]
         state["logits"] = logits = self.generator(L)
         state["fake_ab"] = fake_ab = self.decode_soft(logits)
-        return conditional_discriminator_loss(self.discriminator, self.gan_loss, L, real_ab, fake_ab)
+        return conditional_discriminator_loss(self.discriminator, self.gan_loss, L, real_ab, fake_ab, self.d_augment)
 
     def generator_step(self, batch: dict, state: dict):
         L, real_ab = batch["L"], batch["ab"]
         logits, fake_ab = state["logits"], state["fake_ab"]
         loss_ce = self.classification_loss(logits, real_ab)
-        loss_gan = self.gan_loss(self.discriminator(torch.cat([L, fake_ab], 1)), True, for_discriminator=False)
+        pred_fake = self.discriminator(self.d_augment(torch.cat([L, fake_ab], 1)))
+        loss_gan = self.gan_loss(pred_fake, True, for_discriminator=False)
         loss = loss_ce + self.lambda_gan * loss_gan
         return loss, {"loss": loss.detach(), "ce": loss_ce.detach(), "gan": loss_gan.detach()}
 

@@ -72,6 +72,7 @@ from omegaconf import DictConfig
 from torch import nn
 
 from gancolor import color
+from gancolor.augment import discriminator_augment
 from gancolor.errors import ConfigError
 from gancolor.losses import GANLoss
 from gancolor.models.base import Recipe, Step, adam
@@ -119,6 +120,7 @@ class CycleGAN(Recipe):
         self.pool_A = ImagePool(pool_size, seed=2 * int(seed))
         self.pool_B = ImagePool(pool_size, seed=2 * int(seed) + 1)
         self.gan_loss = GANLoss(loss["gan_mode"])
+        self.d_augment = discriminator_augment(_get(loss, "d_augment", "none"))
         self.lambda_cycle = float(loss["lambda_cycle"])
         # Per direction, as the reference's --lambda_A / --lambda_B; unset, both are
         # lambda_cycle (so configs written before these options keep their meaning).
@@ -202,8 +204,8 @@ class CycleGAN(Recipe):
         rec_B = self.colorize_gray(fake_A)  # B -> A -> B
 
         # Least squares against frozen discriminators: G_AB must fool D_B, G_BA must fool D_A.
-        loss_G_AB = self.gan_loss(self.D_B(fake_B), True, for_discriminator=False)
-        loss_G_BA = self.gan_loss(self.D_A(fake_A), True, for_discriminator=False)
+        loss_G_AB = self.gan_loss(self.D_B(self.d_augment(fake_B)), True, for_discriminator=False)
+        loss_G_BA = self.gan_loss(self.D_A(self.d_augment(fake_A)), True, for_discriminator=False)
         loss_cycle_A = F.l1_loss(rec_A.float(), real_A)
         loss_cycle_B = F.l1_loss(rec_B.float(), real_B)
         loss = loss_G_AB + loss_G_BA + self.lambda_A * loss_cycle_A + self.lambda_B * loss_cycle_B
@@ -252,7 +254,7 @@ class CycleGAN(Recipe):
         return loss, {"loss": loss.detach(), **logs}
 
     def discriminator_loss(self, D: nn.Module, real: torch.Tensor, fake: torch.Tensor):
-        pred_real, pred_fake = D(real), D(fake)
+        pred_real, pred_fake = D(self.d_augment(real)), D(self.d_augment(fake))
         loss = 0.5 * (self.gan_loss(pred_real, True) + self.gan_loss(pred_fake, False))
         # Mean raw outputs on real and on fake: when they drift far apart, D is winning.
         return loss, {

@@ -20,7 +20,10 @@ import torch
 from omegaconf import DictConfig
 from torch import nn
 
-from gancolor.losses import GANLoss, conditional_discriminator_loss, pixel_loss
+from gancolor import color
+from gancolor.augment import discriminator_augment
+from gancolor.errors import ConfigError
+from gancolor.losses import GANLoss, PerceptualLoss, colorfulness_loss, conditional_discriminator_loss, pixel_loss
 from gancolor.models.base import Recipe, Step, adam
 
 
@@ -42,6 +45,18 @@ class Pix2Pix(Recipe):
         self.generator = generator
         self.discriminator = discriminator
         self.gan_loss = GANLoss(loss["gan_mode"])
+        self.d_augment = discriminator_augment(loss.get("d_augment"))
+        # Terms against desaturation, off unless set (configs written before them have none).
+        self.lambda_perceptual = float(loss.get("lambda_perceptual") or 0.0)
+        self.lambda_colorfulness = float(loss.get("lambda_colorfulness") or 0.0)
+        for key in ("lambda_perceptual", "lambda_colorfulness"):
+            if getattr(self, key) < 0:
+                raise ConfigError(f"loss.{key} must be >= 0, got {getattr(self, key)}")
+        self.perceptual_weights = loss.get("perceptual_weights")
+        self.perceptual_net = str(loss.get("perceptual_net") or "vgg16")
+        # Not a registered submodule: checkpoints carry no VGG weights, and colourising
+        # with one needs no weights file. Built when training starts.
+        object.__setattr__(self, "perceptual", None)
         self.lambda_L1 = float(loss["lambda_L1"])
         self.pixel_loss = pixel_loss(loss.get("pretrain_loss", "l1"))
         self.l1 = nn.L1Loss()
@@ -53,6 +68,17 @@ class Pix2Pix(Recipe):
             "G": adam(self.generator, self.lr, *self.betas, self.weight_decay),
             "D": adam(self.discriminator, self.d_lr, *self.betas, self.weight_decay),
         }
+
+    def on_fit_start(self, trainer) -> None:
+        if self.lambda_perceptual > 0:
+            self.perceptual_term()
+
+    def perceptual_term(self) -> PerceptualLoss:
+        if self.perceptual is None:
+            if self.perceptual_weights is None:
+                raise ConfigError("loss.lambda_perceptual > 0 needs loss.perceptual_weights=PATH (a torchvision VGG state dict)")
+            object.__setattr__(self, "perceptual", PerceptualLoss(self.perceptual_weights, self.perceptual_net))
+        return self.perceptual
 
     # -- phase 1: the generator alone ------------------------------------------------
     def pretrain_steps(self) -> list[Step]:
@@ -77,16 +103,28 @@ class Pix2Pix(Recipe):
     def discriminator_step(self, batch: dict, state: dict):
         L, real_ab = batch["L"], batch["ab"]
         state["fake_ab"] = fake_ab = self.generator(L)  # reused by the G step
-        return conditional_discriminator_loss(self.discriminator, self.gan_loss, L, real_ab, fake_ab)
+        return conditional_discriminator_loss(self.discriminator, self.gan_loss, L, real_ab, fake_ab, self.d_augment)
 
     def generator_step(self, batch: dict, state: dict):
         L, real_ab = batch["L"], batch["ab"]
         fake_ab = state["fake_ab"]
-        pred_fake = self.discriminator(torch.cat([L, fake_ab], 1))
+        pred_fake = self.discriminator(self.d_augment(torch.cat([L, fake_ab], 1)))
         loss_gan = self.gan_loss(pred_fake, True, for_discriminator=False)
         loss_l1 = self.l1(fake_ab.float(), real_ab)
         loss = loss_gan + self.lambda_L1 * loss_l1
-        return loss, {"loss": loss.detach(), "gan": loss_gan.detach(), "L1": loss_l1.detach()}
+        logs = {"gan": loss_gan.detach(), "L1": loss_l1.detach()}
+        if self.lambda_perceptual > 0 or self.lambda_colorfulness > 0:
+            fake_rgb = color.lab_normalized_to_rgb(L, fake_ab)
+        if self.lambda_perceptual > 0:
+            perceptual = self.perceptual_term().to(L.device)
+            loss_perceptual = perceptual(fake_rgb, color.lab_normalized_to_rgb(L, real_ab))
+            loss = loss + self.lambda_perceptual * loss_perceptual
+            logs["perceptual"] = loss_perceptual.detach()
+        if self.lambda_colorfulness > 0:
+            loss_colorfulness = colorfulness_loss(fake_rgb)
+            loss = loss + self.lambda_colorfulness * loss_colorfulness
+            logs["colorfulness"] = loss_colorfulness.detach()
+        return loss, {"loss": loss.detach(), **logs}
 
     # -- inference --------------------------------------------------------------------
     @torch.no_grad()

@@ -46,6 +46,7 @@ from omegaconf import DictConfig
 from torch import nn
 
 from gancolor import color
+from gancolor.augment import discriminator_augment
 from gancolor.errors import ConfigError
 from gancolor.losses import GANLoss, attribute_bce, gradient_penalty
 from gancolor.models.base import Recipe, Step, adam
@@ -100,6 +101,7 @@ class StarGAN(Recipe):
         if loss["gan_mode"] == "wgan-gp" and self.lambda_gp <= 0:
             raise ConfigError("loss.gan_mode=wgan-gp needs loss.lambda_gp > 0 (a critic without the penalty diverges)")
         self.gan_loss = GANLoss(loss["gan_mode"], penalized=self.lambda_gp > 0)
+        self.d_augment = discriminator_augment(loss.get("d_augment"))
         if int(n_critic) < 1:
             raise ConfigError(f"model.n_critic must be >= 1, got {n_critic}")
         self.n_critic = int(n_critic)
@@ -158,13 +160,13 @@ class StarGAN(Recipe):
 
     def discriminator_step(self, batch: dict, state: dict):
         x_real, c_org, c_trg = self.real_images(batch, state)
-        out_src, out_cls = self.D(x_real)
+        out_src, out_cls = self.D(self.d_augment(x_real))
         loss_real = self.gan_loss(out_src, True)
         loss_cls = self.classification_loss(out_cls, c_org)  # L_cls^r
 
         with torch.no_grad():
             x_fake = self.G(x_real, c_trg)
-        out_src_fake, _ = self.D(x_fake)
+        out_src_fake, _ = self.D(self.d_augment(x_fake))
         loss_fake = self.gan_loss(out_src_fake, False)
         loss_gp = torch.zeros((), device=x_real.device)
         if self.lambda_gp > 0:
@@ -185,7 +187,7 @@ class StarGAN(Recipe):
     def generator_step(self, batch: dict, state: dict):
         x_real, c_org, c_trg = self.real_images(batch, state)
         x_fake = self.G(x_real, c_trg)
-        out_src, out_cls = self.D(x_fake)
+        out_src, out_cls = self.D(self.d_augment(x_fake))
         loss_fake = self.gan_loss(out_src, True, for_discriminator=False)
         loss_cls = self.classification_loss(out_cls, c_trg)  # L_cls^f
         x_rec = self.G(x_fake, c_org)  # back to where it came from

@@ -1,0 +1,373 @@
+"""Colour quality at equal budget: a gancolor config beside the reference implementation
+and the all-gray baseline, on held-out real photos, at full resolution.
+
+    python bench/quality.py --dry-run                      # a few steps, 2 held-out photos
+    python bench/quality.py --minutes 10                   # default pix2pix vs the reference, 10 CPU minutes each
+    python bench/quality.py --minutes 10 --config loss.d_augment=diffaugment
+    python bench/quality.py --images 2000 --config model=cic
+
+Data: --photos (default ../shared/data/photos-train) is split ONCE by the fixed rule of
+`split_photos`: sorted file names, every 8th held out. The held-out part is never trained
+on and never used to choose settings. Both parts are symlinked under --workdir (default
+/tmp/gancolor-quality), outside the repository.
+
+Each side trains in its own process with the same thread count (OMP_NUM_THREADS), no
+data-loader workers, 128 px crops, batch 4, for the same wall-clock budget from process
+start (or the same number of images):
+  gancolor:  python -m gancolor <config> data=folder ...; SIGTERM at the deadline (the
+             trainer saves at the next step boundary), images seen = global_step x batch.
+  reference: a copy of --reference (pytorch-CycleGAN-and-pix2pix, --model colorization,
+             unet_128) in the workdir, run as `python train.py ...`. Its latest weights,
+             saved every SAVE_EVERY images, are copied aside after each save; the copy made
+             last before the deadline is the one scored.
+Then `python -m gancolor.colorize` and the reference's colorize_full_res.py colourise the
+held-out photos at their full size, the outputs are scored against the photos with
+gancolor.metrics (the functions `python -m gancolor.evaluate` uses), and one table
+(gray baseline, reference, gancolor) is appended to the "## Quality" section of
+BENCHMARKS.md with a contact sheet (gray | gancolor | reference | truth) under
+bench/results/. --no-record prints the table only.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import platform
+import resource
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from collections import defaultdict
+from datetime import datetime
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image
+from skimage import color as skcolor
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from gancolor.data.images import load_rgb  # noqa: E402
+from gancolor.metrics import histogram_intersection, image_metrics, summarize  # noqa: E402
+
+HOLD_OUT_EVERY = 8  # the fixed split: sorted names, index % 8 == 7 held out
+IMAGE_SIZE, BATCH_SIZE = 128, 4
+SAVE_EVERY = 100  # reference: images between weight snapshots (a multiple of BATCH_SIZE)
+SHEET_PHOTOS, SHEET_HEIGHT = 4, 96
+RESULTS = ROOT / "bench" / "results"
+BENCHMARKS = ROOT / "BENCHMARKS.md"
+SECTION = "## Quality"
+SUFFIXES = {".jpg", ".jpeg", ".png"}
+
+
+def split_photos(photos: Path, workdir: Path, dry_run: bool) -> tuple[Path, Path]:
+    """train/ and heldout/ symlink folders under workdir, by the one fixed rule."""
+    names = sorted(p.name for p in photos.iterdir() if p.suffix.lower() in SUFFIXES)
+    held = [n for i, n in enumerate(names) if i % HOLD_OUT_EVERY == HOLD_OUT_EVERY - 1]
+    train = [n for i, n in enumerate(names) if i % HOLD_OUT_EVERY != HOLD_OUT_EVERY - 1]
+    if dry_run:
+        held, train = held[:2], train[:16]
+    split = workdir / "split"
+    shutil.rmtree(split, ignore_errors=True)
+    for part, files in (("train", train), ("heldout", held)):
+        (split / part).mkdir(parents=True)
+        for name in files:
+            (split / part / name).symlink_to(photos.resolve() / name)
+    return split / "train", split / "heldout"
+
+
+def children_cpu_seconds() -> float:
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
+
+
+def child_env(threads: int) -> dict[str, str]:
+    env = dict(os.environ, OMP_NUM_THREADS=str(threads), MKL_NUM_THREADS=str(threads))
+    env["PYTHONPATH"] = os.pathsep.join([str(ROOT), env.get("PYTHONPATH", "")]).rstrip(os.pathsep)
+    env["WANDB_MODE"] = "disabled"
+    return env
+
+
+# -- gancolor ------------------------------------------------------------------------------
+def train_gancolor(config: list[str], train_dir: Path, run_dir: Path, budget: dict, env: dict, log) -> dict:
+    shutil.rmtree(run_dir, ignore_errors=True)
+    command = [
+        sys.executable, "-m", "gancolor", *config,
+        "data=folder", f"data.root={train_dir}", f"data.image_size={IMAGE_SIZE}", f"data.batch_size={BATCH_SIZE}",
+        "data.num_workers=0", "data.val_fraction=0", "trainer.device=cpu", "trainer.val_every_n_epochs=0",
+        "trainer.max_epochs=100000", "trainer.progress_bar=false", "logger=none", f"hydra.run.dir={run_dir}",
+    ]  # fmt: skip
+    if budget.get("images"):
+        command.append(f"trainer.max_steps={-(-budget['images'] // BATCH_SIZE)}")
+    log(" ".join(command))
+    started, cpu = time.monotonic(), children_cpu_seconds()
+    with open(run_dir.parent / "gancolor_train.out", "w") as out:
+        process = subprocess.Popen(command, env=env, stdout=out, stderr=subprocess.STDOUT)
+        deadline = started + budget["seconds"] if budget.get("seconds") else None
+        while process.poll() is None:
+            if deadline and time.monotonic() > deadline:
+                process.send_signal(signal.SIGTERM)  # the trainer saves at the next step boundary
+                deadline = None
+            time.sleep(0.5)
+    seconds, cpu = time.monotonic() - started, children_cpu_seconds() - cpu
+    ckpt = run_dir / "checkpoints" / "last.pt"
+    if process.returncode != 0 or not ckpt.is_file():
+        raise SystemExit(f"quality: gancolor training failed (exit {process.returncode}); see {out.name}")
+    step = torch.load(ckpt, map_location="cpu", weights_only=True)["global_step"]
+    return {"ckpt": ckpt, "images": int(step) * BATCH_SIZE, "seconds": seconds, "cpu": cpu}
+
+
+def colorize_gancolor(ckpt: Path, held_dir: Path, out_dir: Path, env: dict) -> Path:
+    shutil.rmtree(out_dir, ignore_errors=True)
+    command = [
+        sys.executable, "-m", "gancolor.colorize", f"ckpt={ckpt}", f"input={held_dir}", f"output={out_dir}",
+        "output_ext=png", "device=cpu", "progress_bar=false",
+    ]  # fmt: skip
+    subprocess.run(command, env=env, check=True, stdout=subprocess.DEVNULL)
+    return out_dir
+
+
+# -- the reference ---------------------------------------------------------------------------
+def train_reference(reference: Path, split_dir: Path, work: Path, budget: dict, env: dict, log) -> dict:
+    copy = work / "reference"
+    shutil.rmtree(copy, ignore_errors=True)
+    shutil.copytree(reference, copy, ignore=shutil.ignore_patterns("checkpoints", "__pycache__"))
+    name, snapshot = "quality", work / "reference_G.pth"
+    images_cap = budget.get("images")
+    save_every = min(SAVE_EVERY, images_cap) if images_cap else SAVE_EVERY
+    command = [
+        sys.executable, "-u", "train.py", "--model", "colorization", "--dataroot", str(split_dir), "--name", name,
+        "--gpu_ids", "-1", "--display_id", "0", "--no_html", "--num_threads", "0", "--netG", "unet_128",
+        "--load_size", str(IMAGE_SIZE + IMAGE_SIZE // 8), "--crop_size", str(IMAGE_SIZE), "--batch_size", str(BATCH_SIZE),
+        "--niter", "100000", "--niter_decay", "0", "--save_latest_freq", str(save_every), "--save_epoch_freq", "100000",
+        "--print_freq", str(save_every), "--checkpoints_dir", str(work / "reference_checkpoints"),
+    ]  # fmt: skip
+    log(" ".join(command))
+    latest = work / "reference_checkpoints" / name / "latest_net_G.pth"
+    snapshot.unlink(missing_ok=True)
+    started, cpu = time.monotonic(), children_cpu_seconds()
+    deadline = started + budget["seconds"] if budget.get("seconds") else None
+    images = 0
+    process = subprocess.Popen(command, cwd=copy, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    with open(work / "reference_train.out", "w") as out:
+        for line in process.stdout:
+            out.write(line)
+            if not line.startswith("saving the latest model"):
+                continue
+            total = int(line.rsplit("total_iters", 1)[1].strip(" )\n"))
+            if deadline and time.monotonic() > deadline:
+                break  # this save came after the deadline: keep the one before
+            wait_until_loadable(latest)
+            shutil.copyfile(latest, snapshot)
+            images = total
+            if images_cap and images >= images_cap:
+                break
+    process.kill()
+    process.wait()
+    seconds = min(time.monotonic(), deadline or time.monotonic()) - started
+    cpu = children_cpu_seconds() - cpu  # up to the kill, a little past the scored snapshot
+    if not snapshot.is_file():
+        raise SystemExit(f"quality: the reference saved no weights within the budget; see {work / 'reference_train.out'}")
+    return {"ckpt": snapshot, "images": images, "seconds": seconds, "cpu": cpu, "copy": copy}
+
+
+def wait_until_loadable(path: Path, timeout: float = 120.0) -> None:
+    # The reference prints "saving" before it writes: wait until the file is whole.
+    end = time.monotonic() + timeout
+    while time.monotonic() < end:
+        try:
+            torch.load(path, map_location="cpu", weights_only=True)
+            return
+        except Exception:  # missing or half-written
+            time.sleep(0.5)
+    raise SystemExit(f"quality: the reference never finished writing {path}")
+
+
+def colorize_reference(copy: Path, ckpt: Path, held_dir: Path, out_dir: Path, env: dict, threads: int) -> Path:
+    shutil.rmtree(out_dir, ignore_errors=True)
+    command = [
+        sys.executable, "-W", "ignore::UserWarning", "colorize_full_res.py", "--peer_dir", str(copy), "--ckpt", str(ckpt), "--input_dir", str(held_dir),
+        "--output_dir", str(out_dir), "--netG", "unet_128", "--seed", "0", "--threads", str(threads),
+    ]  # fmt: skip
+    subprocess.run(command, cwd=copy, env=env, check=True, stdout=subprocess.DEVNULL)
+    return out_dir
+
+
+# -- the all-gray baseline and scoring ---------------------------------------------------------
+def gray_baseline(rgb: np.ndarray) -> np.ndarray:
+    """The photo's own lightness with a = b = 0."""
+    lab = skcolor.rgb2lab(rgb)
+    lab[..., 1:] = 0.0
+    return np.clip(np.round(skcolor.lab2rgb(lab) * 255.0), 0, 255).astype(np.uint8)
+
+
+def as_tensor(rgb: np.ndarray) -> torch.Tensor:
+    return torch.from_numpy(np.array(rgb[..., :3])).permute(2, 0, 1).unsqueeze(0).float().div_(255.0)
+
+
+def score(outputs: list[np.ndarray], truths: list[np.ndarray]) -> dict:
+    """Set-level metrics (as gancolor.evaluate reports them) and per-photo medians."""
+    per_image: dict[str, list[torch.Tensor]] = defaultdict(list)
+    per_photo: dict[str, list[float]] = defaultdict(list)
+    for out, truth in zip(outputs, truths):
+        if out.shape != truth.shape:
+            raise SystemExit(f"quality: an output is {out.shape}, its photo {truth.shape}")
+        values = image_metrics(as_tensor(out), as_tensor(truth))
+        for key, value in values.items():
+            per_image[key].append(value)
+        a, b = histogram_intersection(values["ab_hist"], values["ab_hist_true"])[0].tolist()
+        per_photo["psnr"].append(float(values["psnr"][0]))
+        per_photo["ssim"].append(float(values["ssim"][0]))
+        per_photo["colorfulness_ratio"].append(float(values["colorfulness"][0] / values["colorfulness_true"][0].clamp_min(1e-8)))
+        per_photo["hist_intersection_ab"].append((a + b) / 2)
+    metrics = summarize(per_image)
+    metrics.update({f"median_{key}": float(np.median(values)) for key, values in per_photo.items()})
+    return metrics
+
+
+def read_outputs(folder: Path, names: list[str]) -> list[np.ndarray]:
+    return [load_rgb(folder / (Path(name).stem + ".png")) for name in names]
+
+
+# -- the record ---------------------------------------------------------------------------------
+COLUMNS = [
+    ("PSNR", "psnr", 2), ("SSIM", "ssim", 3), ("MAE", "mae", 4), ("colourfulness ratio", "colorfulness_ratio", 2),
+    ("hist a", "hist_intersection_a", 2), ("hist b", "hist_intersection_b", 2), ("median PSNR", "median_psnr", 2),
+    ("median SSIM", "median_ssim", 3), ("median colourf. ratio", "median_colorfulness_ratio", 2),
+    ("median hist ab", "median_hist_intersection_ab", 2),
+]  # fmt: skip
+
+
+def table(rows: list[tuple[str, dict | None, dict]]) -> str:
+    head = ["", "images seen", "wall s", "CPU s", "images/s", *(title for title, _, _ in COLUMNS)]
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for label, run, metrics in rows:
+        speed = ["-"] * 4 if run is None else [
+            str(run["images"]), f"{run['seconds']:.0f}", f"{run['cpu']:.0f}", f"{run['images'] / max(run['seconds'], 1e-9):.2f}"
+        ]
+        cells = [label, *speed, *(f"{metrics[key]:.{digits}f}" for _, key, digits in COLUMNS)]
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def contact_sheet(names, grays, ours, theirs, truths, path: Path) -> None:
+    """Rows of gray | gancolor | reference | truth, SHEET_HEIGHT px high."""
+    rows = []
+    for i in range(min(SHEET_PHOTOS, len(names))):
+        tiles = []
+        for image in (grays[i], ours[i], theirs[i], truths[i]):
+            h, w = image.shape[:2]
+            tiles.append(np.asarray(Image.fromarray(image).resize((round(w * SHEET_HEIGHT / h), SHEET_HEIGHT), Image.Resampling.BOX)))
+        rows.append(np.concatenate(tiles, axis=1))
+    width = max(r.shape[1] for r in rows)
+    rows = [np.pad(r, ((0, 2), (0, width - r.shape[1]), (0, 0)), constant_values=255) for r in rows]
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.fromarray(np.concatenate(rows)).save(path, optimize=True)
+
+
+def machine() -> str:
+    cpu = platform.processor() or platform.machine()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    load = ", ".join(f"{x:.1f}" for x in os.getloadavg())
+    return f"{cpu}, {os.cpu_count()} CPU cores, load average {load} at the start; torch {torch.__version__}"
+
+
+def record(text: str) -> None:
+    current = BENCHMARKS.read_text() if BENCHMARKS.is_file() else "# Benchmarks\n"
+    if SECTION not in current.splitlines():
+        current = current.rstrip("\n") + f"\n\n{SECTION}\n\n" + SECTION_INTRO
+    BENCHMARKS.write_text(current.rstrip("\n") + "\n\n" + text + "\n")
+
+
+SECTION_INTRO = """\
+`bench/quality.py`: a gancolor config and the reference implementation (pytorch-CycleGAN-and-pix2pix,
+`--model colorization`, unet_128) trained one after the other on the same photos (the training part
+of `../shared/data/photos-train`: sorted names, every 8th held out), 128 px crops, batch 4, the same
+thread count and the same budget; then both colourise the held-out photos at full size and
+gancolor.metrics scores them (set-level values as `gancolor.evaluate` reports them, then medians of
+the per-photo values). The gray row is the photos' own lightness with a = b = 0. Wall seconds
+count from process start (imports and set-up included) and images/s is images / wall seconds;
+CPU seconds (user + system of the training process) show how much of the machine each side got
+when it was shared.
+"""
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--config", nargs="*", default=[], help="gancolor overrides (default: the default pix2pix)")
+    budget = parser.add_mutually_exclusive_group()
+    budget.add_argument("--minutes", type=float, help="wall-clock minutes per side, from process start")
+    budget.add_argument("--images", type=int, help="training images per side")
+    parser.add_argument("--dry-run", action="store_true", help="a few steps, 2 held-out photos, nothing recorded")
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--photos", type=Path, default=ROOT.parent.parent / "shared" / "data" / "photos-train")
+    parser.add_argument("--reference", type=Path, default=ROOT.parent.parent / "shared" / "peers" / "pix2pix-reference")
+    parser.add_argument("--workdir", type=Path, default=Path("/tmp/gancolor-quality"))
+    parser.add_argument("--no-record", action="store_true", help="print the table; leave BENCHMARKS.md alone")
+    args = parser.parse_args()
+    for path, flag in ((args.photos, "--photos"), (args.reference / "train.py", "--reference")):
+        if not path.exists():
+            parser.exit(2, f"quality: error: {flag}: {path} not found\n")
+    if args.dry_run:
+        run_budget = {"images": 3 * BATCH_SIZE}
+    elif args.minutes:
+        run_budget = {"seconds": args.minutes * 60}
+    elif args.images:
+        run_budget = {"images": args.images}
+    else:
+        parser.exit(2, "quality: error: give --minutes N, --images N or --dry-run\n")
+
+    def log(message: str) -> None:
+        print(f"[{datetime.now():%H:%M:%S}] {message}", flush=True)
+
+    when, host = f"{datetime.now():%Y-%m-%d %H:%M}", machine()
+    args.workdir.mkdir(parents=True, exist_ok=True)
+    train_dir, held_dir = split_photos(args.photos, args.workdir, args.dry_run)
+    names = sorted(p.name for p in held_dir.iterdir())
+    log(f"{len(list(train_dir.iterdir()))} training photos, {len(names)} held out; {host}")
+    env = child_env(args.threads)
+
+    ours = train_gancolor(args.config, train_dir, args.workdir / "gancolor_run", run_budget, env, log)
+    log(f"gancolor: {ours['images']} images in {ours['seconds']:.0f} s")
+    theirs = train_reference(args.reference, train_dir.parent, args.workdir, run_budget, env, log)
+    log(f"reference: {theirs['images']} images in {theirs['seconds']:.0f} s")
+    our_dir = colorize_gancolor(ours["ckpt"], held_dir, args.workdir / "out_gancolor", env)
+    their_dir = colorize_reference(theirs["copy"], theirs["ckpt"], held_dir, args.workdir / "out_reference", env, args.threads)
+
+    truths = [load_rgb(held_dir / name) for name in names]
+    grays = [gray_baseline(t) for t in truths]
+    our_images, their_images = read_outputs(our_dir, names), read_outputs(their_dir, names)
+    label = "gancolor " + (" ".join(args.config) or "pix2pix (default)")
+    text = table([
+        ("all-gray baseline (truth L, a=b=0)", None, score(grays, truths)),
+        ("reference (colorization, unet_128)", theirs, score(their_images, truths)),
+        (label, ours, score(our_images, truths)),
+    ])  # fmt: skip
+    budget_words = f"{args.minutes:g} min per side" if args.minutes else f"{run_budget['images']} images per side"
+    heading = f"### {when}: {label}, {budget_words}, {len(names)} held-out photos"
+    print(heading, text, sep="\n\n")
+    if args.dry_run or args.no_record:
+        return
+    sheet = RESULTS / f"quality_{datetime.now():%Y%m%d_%H%M}.png"
+    contact_sheet(names, grays, our_images, their_images, truths, sheet)
+    record(
+        f"{heading}\n\nMachine: {host}; {args.threads} threads per side.\n"
+        f"Command: `python bench/quality.py {' '.join(sys.argv[1:])}`\n\n{text}\n\n"
+        f"Contact sheet (gray | gancolor | reference | truth, first {SHEET_PHOTOS} held-out photos): "
+        f"[{sheet.relative_to(ROOT)}]({sheet.relative_to(ROOT)})"
+    )
+    log(f"recorded in {BENCHMARKS}; sheet {sheet}")
+
+
+if __name__ == "__main__":
+    main()
