@@ -144,3 +144,12 @@ def write_photo_folder(folder: Path, photos: list[np.ndarray], copies: int) -> P
         for j, photo in enumerate(photos):
             save_photo(np.roll(photo, 40 * i, axis=1), folder / f"p{i}_{j}.png")
     return folder
+
+
+def write_attribute_file(path: Path, rows: dict[str, list[int]], names: list[str], count: int | None = None) -> Path:
+    """A CelebA-style list_attr_celeba.txt: a count line, the attribute names, then
+    `file v1 v2 ...` with 1 / -1 (`count` overrides the first line, to test a wrong one)."""
+    lines = [str(len(rows) if count is None else count), " ".join(names) + " "]
+    lines += [f"{name}  " + "  ".join(f"{v:2d}" for v in values) for name, values in rows.items()]
+    path.write_text("\n".join(lines) + "\n")
+    return path

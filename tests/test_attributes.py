@@ -22,17 +22,15 @@ from gancolor.models.stargan import StarGAN
 from gancolor.nets import StarGANDiscriminator, StarGANGenerator
 from gancolor.trainer import Trainer
 from helpers import compose, read_metrics, run_gancolor
+from helpers import write_attribute_file as write_attributes
+
+
+def write_attribute_file(path: Path, rows: dict[str, list[int]], names=None, count: int | None = None) -> Path:
+    return write_attributes(path, rows, ALL_ATTRS if names is None else names, count)
 
 ALL_ATTRS = ["Bald", "Black_Hair", "Blond_Hair", "Male", "Young"]
 SELECTED = ["Male", "Black_Hair", "Young"]
 LOSS = {"gan_mode": "wgan-gp", "lambda_gp": 10.0, "lambda_cls": 1.0, "lambda_rec": 10.0}
-
-
-def write_attribute_file(path: Path, rows: dict[str, list[int]], names=ALL_ATTRS, count: int | None = None) -> Path:
-    lines = [str(len(rows) if count is None else count), " ".join(names) + " "]
-    lines += [f"{name}  " + "  ".join(f"{v:2d}" for v in values) for name, values in rows.items()]
-    path.write_text("\n".join(lines) + "\n")
-    return path
 
 
 @pytest.fixture

@@ -11,7 +11,7 @@ from omegaconf import OmegaConf
 from torch import nn
 
 from gancolor.build import build, build_recipe
-from helpers import CONF_DIR, compose, shrink
+from helpers import CONF_DIR, compose, shrink, write_attribute_file
 
 # conf/hydra holds Hydra's own launcher plugins (an optional install); conf/sweep holds
 # W&B sweep files, not config options (tests/test_sweeps.py checks those).
@@ -81,13 +81,17 @@ def test_nets_and_losses_build_in_the_recipes_that_pick_them(group, option, reci
 
 
 @pytest.mark.parametrize("option", options("data"))
-def test_data_modules_build_and_give_a_batch(option, small_photo_folder, cache):
+def test_data_modules_build_and_give_a_batch(option, small_photo_folder, cache, tmp_path):
     cfg = shrink(compose(f"data={option}"))
     # Those that read a folder read the photos the test wrote; the sample photos are cached.
     if "root" in cfg.data.keys():  # `in` alone misses a ??? value
         cfg.data.root = str(small_photo_folder)
     if "cache_dir" in cfg.data:
         cfg.data.cache_dir = str(cache / "sample")
+    if "selected_attrs" in cfg.data:  # every photo gets alternating attributes
+        photos = sorted(p.relative_to(small_photo_folder).as_posix() for p in small_photo_folder.rglob("*.png"))
+        rows = {name: [1 if (i + k) % 2 else -1 for k in range(len(cfg.data.selected_attrs))] for i, name in enumerate(photos)}
+        cfg.data.attr_file = str(write_attribute_file(tmp_path / "attrs.txt", rows, list(cfg.data.selected_attrs)))
     data = build(cfg.data, "data")
     data.setup()
     assert data.train_size > 0 and data.val_size > 0
@@ -119,6 +123,8 @@ def test_loggers_build_and_log(option, tmp_path):
 def test_recipes_and_experiments_build_their_recipe_trainer_and_data(group, option):
     cfg = shrink(compose(f"{group}={option}"))
     recipe, trainer = build_recipe(cfg), build(cfg.trainer, "trainer")
+    if cfg.data.get("root", "") is None and "selected_attrs" in cfg.data:
+        cfg.data.root = "photos"  # data=attributes has no default folder; it is not read here
     build(cfg.data, "data")  # not set up: some read a folder of the user's
     trainer.check_phases(recipe)  # every phase of its schedule is one the recipe has
     for path in trainer.freeze_epochs:
