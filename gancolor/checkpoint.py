@@ -8,6 +8,7 @@ can hold tensors, numbers, strings and containers, never code to run.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import tempfile
@@ -294,6 +295,17 @@ def capture_rng() -> dict:
         "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
     }
     return state
+
+
+@contextlib.contextmanager
+def preserved_rng():
+    """Every RNG of `capture_rng` as it was before the block, after it: for work
+    between training steps (validation) that must not shift the training's streams."""
+    state = capture_rng()
+    try:
+        yield
+    finally:
+        restore_rng(state)
 
 
 def restore_rng(state: dict) -> None:
