@@ -163,10 +163,9 @@ def restore_trainer_state(trainer, ckpt: dict) -> None:
     trainer.log_counts = dict(ckpt.get("log_counts", {}))
     rng = ckpt["rng"]
     if isinstance(rng, list):  # one state per rank of the run that saved it
-        if len(rng) != trainer.world_size:
-            log.warning("the checkpoint has RNG states of %d processes, this run has %d: "
-                        "the continuation is not bit-exact", len(rng), trainer.world_size)
-        rng = rng[trainer.rank % len(rng)]
+        if len(rng) != trainer.world_size:  # gancolor.resume refuses such a resume before this
+            raise CheckpointError(f"the checkpoint is of a run of {len(rng)} processes; this one has {trainer.world_size}")
+        rng = rng[trainer.rank]
     restore_rng(rng)
 
 

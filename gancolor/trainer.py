@@ -204,6 +204,7 @@ class Trainer:
         val_loader = data.val_loader() if self.validates(data) and self.is_main else None
         if resume is not None:
             restore_trainer_state(self, resume)  # after building: it restores the RNGs that building drew from
+            self.lr_policy.reapply(self.schedulers.values())  # max_epochs may have been raised
             if self.best is not None:  # a worse value after the resume must not replace it
                 self.logger.log_summary({f"best/{self.monitor}": self.best})
         if self.ddp:

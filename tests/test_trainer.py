@@ -230,6 +230,16 @@ def test_a_resumed_run_continues_the_lr_schedule(tmp_path, policy, options, fact
     assert logger.per_epoch("lr/G") == pytest.approx([G_LR * f for f in factors[5:]])
 
 
+def test_raising_max_epochs_on_resume_moves_the_linear_decay_to_the_new_end(tmp_path):
+    # 4 epochs, decay over the last 2: [1, 1, 2/3, 1/3], and 0 for the epoch after the end.
+    _, first = fit(tmp_path / "first", max_epochs=4, lr_decay_epochs=2, val_every_n_epochs=0)
+    assert first.per_epoch("lr/G") == pytest.approx([G_LR * f for f in (1, 1, 2 / 3, 1 / 3)])
+    ckpt = load_checkpoint(tmp_path / "first" / "run" / "checkpoints" / "last.pt")
+    # Extended to 6: epochs 5 and 6 are the new last two, not epochs at the rate of 0.
+    _, resumed = fit(tmp_path / "second", resume=ckpt, max_epochs=6, lr_decay_epochs=2, val_every_n_epochs=0)
+    assert resumed.per_epoch("lr/G") == pytest.approx([G_LR * 2 / 3, G_LR / 3])
+
+
 def test_lr_policy_options_are_checked(tmp_path):
     cases = [
         ({"lr_policy": "exponential"}, "trainer.lr_policy must be one of linear, step, plateau, cosine, got 'exponential'"),
