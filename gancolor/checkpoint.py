@@ -8,6 +8,7 @@ can hold tensors, numbers, strings and containers, never code to run.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import tempfile
@@ -164,10 +165,9 @@ def restore_trainer_state(trainer, ckpt: dict) -> None:
     trainer.log_counts = dict(ckpt.get("log_counts", {}))
     rng = ckpt["rng"]
     if isinstance(rng, list):  # one state per rank of the run that saved it
-        if len(rng) != trainer.world_size:
-            log.warning("the checkpoint has RNG states of %d processes, this run has %d: "
-                        "the continuation is not bit-exact", len(rng), trainer.world_size)
-        rng = rng[trainer.rank % len(rng)]
+        if len(rng) != trainer.world_size:  # gancolor.resume refuses such a resume before this
+            raise CheckpointError(f"the checkpoint is of a run of {len(rng)} processes; this one has {trainer.world_size}")
+        rng = rng[trainer.rank]
     restore_rng(rng)
 
 
@@ -296,6 +296,17 @@ def capture_rng() -> dict:
         "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
     }
     return state
+
+
+@contextlib.contextmanager
+def preserved_rng():
+    """Every RNG of `capture_rng` as it was before the block, after it: for work
+    between training steps (validation) that must not shift the training's streams."""
+    state = capture_rng()
+    try:
+        yield
+    finally:
+        restore_rng(state)
 
 
 def restore_rng(state: dict) -> None:

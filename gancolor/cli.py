@@ -22,6 +22,10 @@ def train_main() -> None:
         check_overrides(args)
 
     resume = [a.split("=", 1)[1] for a in args if a.startswith("resume=")]
+    if resume and resume[-1] and not any(a.startswith("-") for a in args):
+        from gancolor.resume import refuse_bad_resume
+
+        refuse_bad_resume(args)  # before Hydra writes into the run folder
     if resume and resume[-1] and not any(a.startswith("hydra.run.dir=") for a in args):
         # A resumed run continues in its own folder, not in a new dated one.
         from gancolor.checkpoint import run_dir_of

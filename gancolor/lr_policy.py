@@ -69,6 +69,20 @@ class LRPolicy:
         # max_epochs stretches the schedule to the new end.
         return torch.optim.lr_scheduler.LambdaLR(optimizer, self.factor)
 
+    def reapply(self, schedulers: Iterable) -> None:
+        """On resume: the learning rate of the epoch each schedule stands in, from this
+        run's policy. Unchanged settings give back exactly the saved rates; a raised
+        max_epochs moves a decay (linear, cosine) to the new end from here on, instead
+        of training on at the rate the old end had reached (0 after a finished decay).
+        The plateau policy's rate is its own state, already restored."""
+        if self.name == "plateau":
+            return
+        for scheduler in schedulers:
+            rates = [base * factor(scheduler.last_epoch) for base, factor in zip(scheduler.base_lrs, scheduler.lr_lambdas)]
+            for group, rate in zip(scheduler.optimizer.param_groups, rates):
+                group["lr"] = rate
+            scheduler._last_lr = rates  # what LambdaLR itself keeps after a step
+
     def step(self, schedulers: Iterable, monitored: float | None) -> None:
         """At the end of every epoch; `monitored` is the epoch's value of
         trainer.monitor, None when it was not validated (plateau then waits)."""

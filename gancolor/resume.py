@@ -13,13 +13,14 @@ from __future__ import annotations
 import json
 import logging
 import os
+import sys
 from pathlib import Path
 
 from omegaconf import DictConfig, OmegaConf
 
 from gancolor.build import build_recipe, config_for_rebuilding
 from gancolor.checkpoint import find_resume_checkpoint, load_checkpoint, load_nets
-from gancolor.errors import CheckpointError, ConfigError
+from gancolor.errors import CheckpointError, ConfigError, UserError, fail
 
 log = logging.getLogger("gancolor")
 
@@ -40,14 +41,15 @@ RESUME_ALLOWED = (
 )
 
 
-def checkpoint_to_resume(cfg: DictConfig) -> dict | None:
+def checkpoint_to_resume(cfg: DictConfig, quiet: bool = False) -> dict | None:
     """The checkpoint that resume= names, loaded (None: a new run)."""
     if cfg.get("resume") and cfg.get("init_from"):
         raise ConfigError("resume and init_from exclude each other: resume continues a run, init_from starts one")
     if not cfg.get("resume"):
         return None
-    resume, path = find_resume_checkpoint(cfg.resume, log)
-    log.info("resuming from %s (step %d, epoch %d)", path, resume["global_step"], resume["epoch"] + 1)
+    resume, path = find_resume_checkpoint(cfg.resume, None if quiet else log)
+    if not quiet:
+        log.info("resuming from %s (step %d, epoch %d)", path, resume["global_step"], resume["epoch"] + 1)
     return resume
 
 
@@ -76,6 +78,58 @@ def resume_config(cfg: DictConfig, stored: dict, overrides: list[str]) -> DictCo
         else:
             OmegaConf.update(merged, key, OmegaConf.select(cfg, key), force_add=True)
     return merged
+
+
+def check_resume_continues(cfg: DictConfig, resume: dict, world_size: int) -> None:
+    """Refuse, in one line, a resume that cannot continue the run it names: limits
+    (trainer.max_steps, trainer.max_epochs) that leave nothing to train, or another
+    number of processes than the run had. `cfg` is the run's config with the resume's
+    overrides (resume_config)."""
+    step, epochs, inside = resume["global_step"], resume["epoch"], resume.get("batch_in_epoch", 0)
+    where = f"step {step}, epoch {epochs + 1}" if inside else f"step {step}, {epochs} epochs done"
+    max_steps, max_epochs = cfg.trainer.get("max_steps"), cfg.trainer.get("max_epochs")
+    if max_steps is not None and int(max_steps) <= step:
+        raise ConfigError(
+            f"resume: the run is at {where}; trainer.max_steps={max_steps} leaves nothing to train "
+            f"(a resume continues a run: raise it above {step}, or leave it out)"
+        )
+    if max_epochs is not None and int(max_epochs) <= epochs:
+        raise ConfigError(
+            f"resume: the run is at {where}; trainer.max_epochs={max_epochs} leaves nothing to train "
+            f"(a resume continues a run: raise it above {epochs})"
+        )
+    rng = resume.get("rng")
+    processes = len(rng) if isinstance(rng, list) else 1  # one RNG state per rank
+    if processes != world_size:
+        # Each rank trains its own shard of every epoch: another number of processes
+        # would change the sample order, the effective batch and the RNG streams.
+        again = f"torchrun --nproc_per_node={processes} -m gancolor" if processes > 1 else "python -m gancolor"
+        raise ConfigError(
+            f"resume: the run was trained by {processes} process(es) and this command starts {world_size}; "
+            f"resume it as it ran ({again} resume=...), or start a new run from its weights with init_from="
+        )
+
+
+def refuse_bad_resume(overrides: list[str]) -> None:
+    """Exit with one line (and status 2) if `train` would refuse this resume= command
+    line; run before Hydra starts the job, which writes .hydra/ and train.log into the
+    run folder, so that a refused resume leaves the run as it was."""
+    from hydra import compose, initialize_config_dir
+
+    from gancolor.commandline import CONF_DIR
+
+    try:
+        plain = [o for o in overrides if not override_key(o).startswith("hydra")]
+        with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
+            cfg = compose(config_name="config", overrides=plain)
+        resume = checkpoint_to_resume(cfg, quiet=True)  # the run itself says which checkpoint it takes
+        if resume is not None:
+            world_size = int(os.environ.get("WORLD_SIZE", "1"))  # torchrun's; the group is not joined yet
+            check_resume_continues(resume_config(cfg, resume["config"], overrides), resume, world_size)
+    except UserError as exc:
+        if os.environ.get("RANK", "0") != "0":  # under torchrun every rank finds it; rank 0 says it
+            sys.exit(exc.exit_code)
+        fail(str(exc), exc.exit_code)
 
 
 def recipe_for_run(cfg: DictConfig, resume: dict | None):

@@ -26,7 +26,7 @@ from gancolor import distributed
 from gancolor.build import build
 from gancolor.errors import UserError, fail
 from gancolor.loggers import JsonlLogger, Logger, MultiLogger
-from gancolor.resume import checkpoint_to_resume, drop_metrics_after, recipe_for_run, resume_config
+from gancolor.resume import check_resume_continues, checkpoint_to_resume, drop_metrics_after, recipe_for_run, resume_config
 from gancolor.resume import init_weights_from  # noqa: F401  (its home before gancolor.resume)
 
 log = logging.getLogger("gancolor")
@@ -62,6 +62,7 @@ def train(cfg: DictConfig) -> float | None:
         resume = checkpoint_to_resume(cfg)
         if resume is not None:
             cfg = resume_config(cfg, resume["config"], list(HydraConfig.get().overrides.task))
+            check_resume_continues(cfg, resume, distributed.world_size())
         seed_everything(int(cfg.seed))
         trainer = build(cfg.trainer, "trainer")
         data = build(cfg.data, "data")

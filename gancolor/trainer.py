@@ -22,7 +22,7 @@ import torch
 from tqdm.auto import tqdm
 
 from gancolor import distributed
-from gancolor.checkpoint import CheckpointFolder, restore_trainer_state, trainer_state
+from gancolor.checkpoint import CheckpointFolder, preserved_rng, restore_trainer_state, trainer_state
 from gancolor.device import PRECISIONS, autocast, check_precision, resolve_device
 from gancolor.errors import ConfigError
 from gancolor.loggers import Logger
@@ -201,9 +201,10 @@ class Trainer:
             self.apply_freeze_schedule(self.epoch)
         recipe.on_fit_start(self)
         train_loader = data.train_loader(rank=self.rank, world_size=self.world_size)
-        val_loader = data.val_loader() if self.val_every_n_epochs and self.is_main else None
+        val_loader = data.val_loader() if self.validates(data) and self.is_main else None
         if resume is not None:
             restore_trainer_state(self, resume)  # after building: it restores the RNGs that building drew from
+            self.lr_policy.reapply(self.schedulers.values())  # max_epochs may have been raised
             if self.best is not None:  # a worse value after the resume must not replace it
                 self.logger.log_summary({f"best/{self.monitor}": self.best})
         if self.ddp:
@@ -223,44 +224,96 @@ class Trainer:
                 epoch, phase = self.epoch, self.phase(self.epoch)
                 self.apply_freeze_schedule(epoch)
                 train_loader.sampler.set_epoch(epoch, start=self.batch_in_epoch * data.batch_size)
-                if not self.train_epoch(train_loader, phase, epoch):
-                    self.save(phase)  # stopped by a signal, mid-epoch
+                epoch_done = self.train_epoch(train_loader, phase, epoch)
+                if self.stop_signal is not None:
+                    self.save(phase)  # mid-epoch: the resume continues this epoch
                     return last_metrics
-                # The epoch is over (or max_steps hit inside it: then it ends there).
-                self.epoch, self.batch_in_epoch = epoch + 1, 0
-                last = self.epoch == self.max_epochs or self.reached_max_steps()
-                metrics: dict[str, float] = {}
-                if self.val_every_n_epochs and (self.epoch % self.val_every_n_epochs == 0 or last):
-                    # Rank 0 validates; every rank needs the result to agree on saving.
-                    metrics = validate(self, val_loader, epoch) if val_loader is not None else {}
-                    last_metrics = metrics = distributed.all_gather_object(metrics)[0]
-                improved = self.update_best(metrics) if metrics else False
-                self.lr_policy.step(self.schedulers.values(), metrics.get(self.monitor))
-                if last or improved or (self.save_every_n_epochs and self.epoch % self.save_every_n_epochs == 0):
-                    path = self.save(phase)
-                    if improved and self.is_main:
-                        self.checkpoints.mark_best(path)
-                    self.logger.log_checkpoint(  # uploads only with logger.log_checkpoints=true
-                        self.checkpoints.last,
-                        aliases=["latest", f"epoch-{self.epoch}", *(["best"] if improved else [])],
-                        metadata={"epoch": self.epoch, "step": self.global_step, self.monitor: last_metrics.get(self.monitor)},
-                    )
+                if not epoch_done:  # max_steps inside the epoch
+                    last_metrics = self.stop_mid_epoch(epoch, phase, val_loader) or last_metrics
+                    break
+                last_metrics = self.end_epoch(epoch, phase, val_loader) or last_metrics
         if self.ddp and self.check_ranks_agree:
             self.nets.assert_ranks_agree()
-        log.info("done: %d steps, %d epochs; checkpoint %s", self.global_step, self.epoch, self.checkpoints.last)
+        log.info("done: %d steps, %d epochs%s; checkpoint %s", self.global_step, self.epoch,
+                 f" and {self.batch_in_epoch} steps of epoch {self.epoch + 1}" if self.batch_in_epoch else "",
+                 self.checkpoints.last)
         return last_metrics
+
+    def end_epoch(self, epoch: int, phase: str, val_loader) -> dict[str, float]:
+        """Count the epoch, validate when due, step the LR schedules, save when due."""
+        self.epoch, self.batch_in_epoch = epoch + 1, 0
+        last = self.epoch == self.max_epochs or self.reached_max_steps()
+        due = bool(self.val_every_n_epochs) and self.epoch % self.val_every_n_epochs == 0
+        metrics = self.validate(val_loader, epoch) if due or last else {}
+        # Only the validations a longer run makes as well reach the plateau policy: a
+        # run stopped here and resumed must continue as if it had never stopped.
+        self.lr_policy.step(self.schedulers.values(), metrics.get(self.monitor) if due else None)
+        periodic = bool(self.save_every_n_epochs) and self.epoch % self.save_every_n_epochs == 0
+        self.checkpoint(phase, metrics, always=last or periodic, alias=f"epoch-{self.epoch}")
+        return metrics
+
+    def stop_mid_epoch(self, epoch: int, phase: str, val_loader) -> dict[str, float]:
+        """max_steps reached inside an epoch: validate and save where training stands.
+        The epoch does not end (no epoch count, no LR step): a resume that raises
+        max_steps or max_epochs trains the rest of it, exactly as a longer run would."""
+        metrics = self.validate(val_loader, epoch, mid_epoch=True)
+        self.checkpoint(phase, metrics, always=True, alias=f"step-{self.global_step}")
+        return metrics
+
+    def validate(self, val_loader, epoch: int, mid_epoch: bool = False) -> dict[str, float]:
+        """The val/ metrics ({} without validation). Rank 0 validates; every rank gets
+        the result, to agree on saving."""
+        if not self.val_every_n_epochs:
+            return {}
+        metrics = validate(self, val_loader, epoch, mid_epoch) if val_loader is not None else {}
+        return distributed.all_gather_object(metrics)[0]
+
+    def checkpoint(self, phase: str, metrics: dict[str, float], always: bool, alias: str) -> None:
+        """Save when `always` or when `metrics` improve on the best (then also best.pt)."""
+        improved = self.update_best(metrics) if metrics else False
+        if not (always or improved):
+            return
+        path = self.save(phase)
+        if improved and self.is_main:
+            self.checkpoints.mark_best(path)
+        self.logger.log_checkpoint(  # uploads only with logger.log_checkpoints=true
+            self.checkpoints.last,
+            aliases=["latest", alias, *(["best"] if improved else [])],
+            metadata={"epoch": self.epoch, "step": self.global_step, self.monitor: metrics.get(self.monitor)},
+        )
+
+    def validates(self, data) -> bool:
+        """Whether this run validates: trainer.val_every_n_epochs > 0 and images to
+        validate on (a folder of one photo, or data.val_fraction=0, has none)."""
+        if not self.val_every_n_epochs:
+            return False
+        if data.val_size:
+            return True
+        if self.lr_policy.name == "plateau":
+            raise ConfigError("trainer.lr_policy=plateau follows trainer.monitor, but there are no validation images "
+                              "(data.val_fraction=0, or too few photos): choose another trainer.lr_policy")
+        if self.is_main:
+            log.warning("no validation images (data.val_fraction=0, or too few photos): this run is not validated, so it "
+                        "logs no val/ metrics, writes no sample grids and no best.pt; checkpoints/last.pt is saved as usual")
+        return False
 
     def reached_max_steps(self) -> bool:
         return self.max_steps is not None and self.global_step >= self.max_steps
 
     def train_epoch(self, loader, phase: str, epoch: int) -> bool:
-        """Train on the rest of the epoch. False when a stop signal cut it short."""
+        """Train on the rest of the epoch. False when a stop signal or max_steps cut it
+        short (`batch_in_epoch` then says where)."""
         recipe = self.recipe
         recipe.train()
         steps = self.steps_for(phase)
         total = self.batch_in_epoch + len(loader)
         images, tick = 0, time.perf_counter()
-        bar = tqdm(loader, desc=f"{phase} {epoch + 1}/{self.max_epochs}", initial=self.batch_in_epoch, total=total,
+        # A loader without a torch.Generator of its own draws a seed from torch's global RNG
+        # as its iteration starts: at the epoch's start in one run, mid-epoch in a resumed
+        # one. Kept out of the training's random stream, the two stay identical.
+        with preserved_rng():
+            batches = iter(loader)
+        bar = tqdm(batches, desc=f"{phase} {epoch + 1}/{self.max_epochs}", initial=self.batch_in_epoch, total=total,
                    disable=not self.progress_bar, leave=False, dynamic_ncols=True)
         try:
             for raw in bar:
@@ -281,7 +334,7 @@ class Trainer:
                 if self.stop_requested():
                     return False
                 if self.reached_max_steps():
-                    return True
+                    return self.batch_in_epoch == total
                 # A periodic save on an epoch's last batch is left to the epoch-end save
                 # just after it, so the two never disagree about where the epoch ended.
                 if self.save_every_n_steps and self.global_step % self.save_every_n_steps == 0 and self.batch_in_epoch < total:

@@ -7,12 +7,14 @@ passes wait for no collective of the other ranks.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 from collections import defaultdict
 from pathlib import Path
 
 import torch
 
+from gancolor.checkpoint import preserved_rng
 from gancolor.color import gray_to_rgb, lab_normalized_to_rgb
 from gancolor.data import lab_batch
 from gancolor.metrics import image_metrics, summarize
@@ -21,15 +23,31 @@ log = logging.getLogger("gancolor.trainer")  # train.log names these lines after
 
 
 @torch.no_grad()
-def validate(trainer, loader, epoch: int) -> dict[str, float]:
-    """The val/ metrics of `trainer.recipe` over `loader`, logged with the sample grid."""
-    with trainer.nets.unwrapped():
-        return _validate(trainer, loader, epoch)
+def validate(trainer, loader, epoch: int, mid_epoch: bool = False) -> dict[str, float]:
+    """The val/ metrics of `trainer.recipe` over `loader`, logged with the sample grid.
+
+    Training state stays as it was: every RNG is restored afterwards and each module
+    gets back its own train/eval mode (BatchNorm statistics do not move in eval), so a
+    run validated at a point a longer run is not (max_steps mid-epoch) trains on
+    exactly as that longer run does. `mid_epoch`: the grid's name says the step too.
+    """
+    with trainer.nets.unwrapped(), preserved_rng(), eval_mode(trainer.recipe):
+        return _validate(trainer, loader, epoch, mid_epoch)
 
 
-def _validate(trainer, loader, epoch: int) -> dict[str, float]:
+@contextlib.contextmanager
+def eval_mode(module: torch.nn.Module):
+    modes = {m: m.training for m in module.modules()}
+    module.eval()
+    try:
+        yield
+    finally:
+        for m, training in modes.items():
+            m.training = training
+
+
+def _validate(trainer, loader, epoch: int, mid_epoch: bool) -> dict[str, float]:
     recipe, logger, step = trainer.recipe, trainer.logger, trainer.global_step
-    recipe.eval()
     per_image: dict[str, list[torch.Tensor]] = defaultdict(list)
     rows: list[torch.Tensor] = []
     table: list[dict] = []  # the sample images with their own metrics (a W&B Table)
@@ -47,16 +65,19 @@ def _validate(trainer, loader, epoch: int) -> dict[str, float]:
             rows += [gray, pred[i].cpu(), truth[i].cpu()]
             table.append({"gray": gray, "generated": pred[i].cpu(), "truth": truth[i].cpu(),
                           **{name: float(v[i]) for name, v in values.items() if v.dim() == 1}})
-    recipe.train()
+    if not per_image:  # an empty loader: nothing was validated
+        return {}
     metrics = {f"val/{k}": v for k, v in summarize(per_image).items()}
     logger.log_metrics({**metrics, "epoch": epoch + 1}, step=step)
     if rows:
-        path = save_samples(rows, Path(trainer.run_dir) / "samples" / f"epoch_{epoch + 1:04d}.png")
+        name = f"epoch_{epoch + 1:04d}" + (f"_step_{step:08d}" if mid_epoch else "")
+        path = save_samples(rows, Path(trainer.run_dir) / "samples" / f"{name}.png")
         logger.log_image("val/samples", path, step=step, caption="gray | generated | truth")
         logger.log_validation_table(table, step=step)
     log.info(
-        "epoch %d: val psnr %.2f dB, ssim %.3f, mae %.4f, colourfulness ratio %.2f",
-        epoch + 1, metrics["val/psnr"], metrics["val/ssim"], metrics["val/mae"], metrics["val/colorfulness_ratio"],
+        "epoch %d%s: val psnr %.2f dB, ssim %.3f, mae %.4f, colourfulness ratio %.2f",
+        epoch + 1, f" (stopped at step {step}, inside the epoch)" if mid_epoch else "",
+        metrics["val/psnr"], metrics["val/ssim"], metrics["val/mae"], metrics["val/colorfulness_ratio"],
     )
     return metrics
 

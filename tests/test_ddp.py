@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from gancolor.checkpoint import load_checkpoint
-from helpers import gancolor_env
+from helpers import gancolor_env, one_error_line
 
 pytestmark = pytest.mark.slow
 
@@ -50,6 +50,14 @@ def test_two_processes_train_one_run_with_identical_weights_and_resume(tmp_path)
     assert ckpt["global_step"] == 2 * steps_per_epoch and ckpt["epoch"] == 2
     assert len(ckpt["rng"]) == 2, "the RNG state of each rank is saved"
     assert all(not k.split(".")[1] == "module" for k in ckpt["nets"]), "checkpoints hold the plain nets"
+
+    # One process cannot continue two processes' shards and RNGs: refused, nothing written.
+    before = {p: p.read_bytes() for p in run.rglob("*") if p.is_file()}
+    alone = subprocess.run([sys.executable, "-m", "gancolor", f"resume={run}", "trainer.max_epochs=3"],
+                           cwd=tmp_path, env=gancolor_env(cache), capture_output=True, text=True, timeout=300)
+    assert alone.returncode == 2
+    assert "trained by 2 process(es) and this command starts 1" in one_error_line(alone)
+    assert {p: p.read_bytes() for p in run.rglob("*") if p.is_file()} == before
 
     resumed = torchrun([f"resume={run}", "trainer.max_epochs=3"], tmp_path, cache)
     assert resumed.returncode == 0, resumed.stderr[-3000:]

@@ -2,6 +2,7 @@
 broken checkpoint, refused overrides, init_from."""
 
 import json
+import re
 import signal
 import subprocess
 import sys
@@ -13,6 +14,7 @@ import torch
 
 from gancolor.checkpoint import load_checkpoint
 from helpers import gancolor_env as env
+from helpers import one_error_line
 from helpers import read_metrics as rows
 from helpers import strip_speed as comparable
 
@@ -71,8 +73,11 @@ def interrupt(args, cache, run: Path, after_step: int, sig: int) -> subprocess.P
     return process
 
 
-def assert_same_run(a: Path, b: Path) -> None:
-    ra, rb = comparable(rows(a)), comparable(rows(b))
+def assert_same_run(a: Path, b: Path, also_validated_at: int | None = None) -> None:
+    """Run b logged what run a did, and ended with the same weights. A run stopped by a
+    limit validated where it stopped (`also_validated_at`), which a's did not."""
+    ra = comparable(rows(a))
+    rb = [r for r in comparable(rows(b)) if not ("val/psnr" in r and r["step"] == also_validated_at)]
     assert [r["step"] for r in ra] == [r["step"] for r in rb]
     for x, y in zip(ra, rb):
         assert x.keys() == y.keys()
@@ -123,6 +128,29 @@ def test_sigterm_saves_mid_epoch_exits_0_and_resumes_exactly(tmp_path, cache, un
     resumed = gancolor([f"resume={run / 'checkpoints' / 'last.pt'}"], cache)
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     assert_same_run(uninterrupted, run)
+
+
+def files_in(folder: Path) -> dict[str, bytes]:
+    return {str(p.relative_to(folder)): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+def test_a_run_stopped_by_max_steps_extends_exactly_and_refuses_to_shrink(tmp_path, cache, uninterrupted):
+    # Stopped by max_steps 5 steps into epoch 2: the epoch must not end there.
+    run, cut = tmp_path / "short", STEPS_PER_EPOCH + 5
+    assert gancolor([*RUN, f"trainer.max_steps={cut}", f"hydra.run.dir={run}"], cache).returncode == 0
+    ckpt = load_checkpoint(run / "checkpoints" / "last.pt")
+    assert (ckpt["global_step"], ckpt["epoch"], ckpt["batch_in_epoch"]) == (cut, 1, 5)
+
+    before = files_in(run)
+    for lowered in (f"trainer.max_steps={cut}", "trainer.max_epochs=1"):
+        refused = gancolor([f"resume={run}", lowered], cache)
+        assert refused.returncode == 2
+        assert "leaves nothing to train" in one_error_line(refused)
+    assert files_in(run) == before, "a refused resume leaves the run folder as it was"
+
+    resumed = gancolor([f"resume={run}", f"trainer.max_steps={TOTAL_STEPS}"], cache)
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    assert_same_run(uninterrupted, run, also_validated_at=cut)
 
 
 def test_truncated_checkpoint_fails_in_one_line_or_falls_back(tmp_path, cache):
@@ -193,6 +221,30 @@ def test_resume_config_takes_the_stored_config_and_only_allowed_overrides():
     assert merged.trainer.max_steps == 8 and merged.trainer.keep_last == 2 and merged.logger.name == "new"
     with pytest.raises(ConfigError, match="cannot change model.lr=0.1, seed=9"):
         resume_config(composed, stored, ["model.lr=0.1", "seed=9"])
+
+
+def test_a_resume_must_leave_something_to_train_with_as_many_processes():
+    from omegaconf import OmegaConf
+
+    from gancolor.errors import ConfigError
+    from gancolor.resume import check_resume_continues
+
+    mid_epoch = {"global_step": 17, "epoch": 1, "batch_in_epoch": 5, "rng": [{}]}
+    config = lambda **trainer: OmegaConf.create({"trainer": {"max_steps": None, "max_epochs": 3, **trainer}})  # noqa: E731
+    check_resume_continues(config(), mid_epoch, world_size=1)
+    check_resume_continues(config(max_steps=18, max_epochs=2), mid_epoch, world_size=1)  # epoch 2 is unfinished
+    refusals = [
+        (config(max_steps=17), 1, "the run is at step 17, epoch 2; trainer.max_steps=17 leaves nothing to train"),
+        (config(max_steps=5), 1, "trainer.max_steps=5 leaves nothing to train (a resume continues a run: raise it above 17"),
+        (config(max_epochs=1), 1, "trainer.max_epochs=1 leaves nothing to train"),
+        (config(), 2, "the run was trained by 1 process(es) and this command starts 2"),
+    ]
+    for cfg, world_size, message in refusals:
+        with pytest.raises(ConfigError, match=re.escape(message)):
+            check_resume_continues(cfg, mid_epoch, world_size)
+    finished = {"global_step": 36, "epoch": 3, "batch_in_epoch": 0, "rng": {}}  # a one-process checkpoint of old
+    with pytest.raises(ConfigError, match=re.escape("the run is at step 36, 3 epochs done; trainer.max_epochs=3 leaves")):
+        check_resume_continues(config(), finished, world_size=1)
 
 
 def test_drop_metrics_after_keeps_the_rows_up_to_the_checkpoint(tmp_path):

@@ -20,6 +20,7 @@ from gancolor.errors import ConfigError
 from gancolor.loggers import Logger
 from gancolor.models.base import Recipe, Step
 from gancolor.trainer import PHASES, Trainer
+from helpers import strip_speed
 
 G_LR, D_LR = 0.1, 0.2
 
@@ -229,6 +230,16 @@ def test_a_resumed_run_continues_the_lr_schedule(tmp_path, policy, options, fact
     assert logger.per_epoch("lr/G") == pytest.approx([G_LR * f for f in factors[5:]])
 
 
+def test_raising_max_epochs_on_resume_moves_the_linear_decay_to_the_new_end(tmp_path):
+    # 4 epochs, decay over the last 2: [1, 1, 2/3, 1/3], and 0 for the epoch after the end.
+    _, first = fit(tmp_path / "first", max_epochs=4, lr_decay_epochs=2, val_every_n_epochs=0)
+    assert first.per_epoch("lr/G") == pytest.approx([G_LR * f for f in (1, 1, 2 / 3, 1 / 3)])
+    ckpt = load_checkpoint(tmp_path / "first" / "run" / "checkpoints" / "last.pt")
+    # Extended to 6: epochs 5 and 6 are the new last two, not epochs at the rate of 0.
+    _, resumed = fit(tmp_path / "second", resume=ckpt, max_epochs=6, lr_decay_epochs=2, val_every_n_epochs=0)
+    assert resumed.per_epoch("lr/G") == pytest.approx([G_LR * 2 / 3, G_LR / 3])
+
+
 def test_lr_policy_options_are_checked(tmp_path):
     cases = [
         ({"lr_policy": "exponential"}, "trainer.lr_policy must be one of linear, step, plateau, cosine, got 'exponential'"),
@@ -246,13 +257,33 @@ def test_lr_policy_options_are_checked(tmp_path):
     assert Trainer(device="cpu", max_epochs=2, lr_decay_epochs=3, lr_policy="cosine").lr_policy.name == "cosine"
 
 
-def test_max_steps_stops_inside_an_epoch_and_saves_there(tmp_path):
-    trainer, logger = fit(tmp_path, max_epochs=10, max_steps=3)
+def test_max_steps_inside_an_epoch_stops_there_without_ending_the_epoch(tmp_path):
+    # 2 steps an epoch: step 3 is the first of epoch 2, which must not end there.
+    trainer, logger = fit(tmp_path, max_epochs=10, max_steps=3, lr_policy="step", lr_decay_iters=1, lr_step_gamma=0.5)
     assert [row["step"] for row in logger.train_rows()] == [1, 2, 3]
-    assert trainer.global_step == 3 and trainer.epoch == 2  # epoch 2 ended at its first step
-    assert [row["epoch"] for row in logger.val_rows()] == [1, 2]  # the last epoch is always validated
+    assert trainer.global_step == 3 and trainer.epoch == 1 and trainer.batch_in_epoch == 1
+    assert [(row["step"], row["epoch"]) for row in logger.val_rows()] == [(2, 1), (3, 2)]  # validated where it stopped
     ckpt = load_checkpoint(tmp_path / "run" / "checkpoints" / "last.pt")
-    assert ckpt["global_step"] == 3 and ckpt["epoch"] == 2 and ckpt["batch_in_epoch"] == 0
+    assert ckpt["global_step"] == 3 and ckpt["epoch"] == 1 and ckpt["batch_in_epoch"] == 1
+    assert ckpt["schedulers"]["G"]["last_epoch"] == 1, "the stop stepped no LR schedule"
+    samples = sorted(p.name for p in (tmp_path / "run" / "samples").iterdir())
+    assert samples == ["epoch_0001.png", "epoch_0002_step_00000003.png"]
+
+
+@pytest.mark.parametrize("cut", [3, 4, 7], ids=["mid-epoch", "epoch-end-not-due-for-validation", "mid-epoch-later"])
+def test_stopped_by_max_steps_then_resumed_equals_the_straight_run(tmp_path, cut):
+    # Validated every 2nd epoch, under the plateau policy: the validation at the stop must
+    # not reach the policy (a longer run makes no validation there).
+    options = {"max_epochs": 5, "lr_policy": "plateau", "val_every_n_epochs": 2}
+    straight, straight_log = fit(tmp_path / "straight", **options)
+    fit(tmp_path / "cut", max_steps=cut, **options)
+    ckpt = load_checkpoint(tmp_path / "cut" / "run" / "checkpoints" / "last.pt")
+    resumed, resumed_log = fit(tmp_path / "cut", resume=ckpt, **options)
+    assert strip_speed(resumed_log.train_rows()) == strip_speed(straight_log.train_rows())[cut:]
+    for key, value in straight.recipe.state_dict().items():
+        assert torch.equal(resumed.recipe.state_dict()[key], value), key
+    assert [s.state_dict() for s in resumed.schedulers.values()] == [s.state_dict() for s in straight.schedulers.values()]
+    assert (resumed.epoch, resumed.global_step, resumed.batch_in_epoch) == (5, 10, 0)
 
 
 @pytest.mark.parametrize("every, steps", [(1, list(range(1, 13))), (5, [5, 10]), (4, [4, 8, 12]), (20, [])])
