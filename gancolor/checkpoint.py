@@ -70,6 +70,10 @@ def load_checkpoint(path: str | os.PathLike, map_location: str | torch.device = 
     try:
         ckpt = torch.load(path, map_location=map_location, weights_only=True)
     except Exception as exc:  # truncated zip, pickle with code in it, not a torch file...
+        with path.open("rb") as f:
+            magic = f.read(2)
+        if magic != b"PK" and magic[:1] != b"\x80":  # torch.save writes a zip (older torch: a pickle)
+            raise CheckpointError(f"{path} is not a checkpoint file (a .pt that gancolor's training wrote)") from None
         text = str(exc)
         if "Weights only load failed" in text:
             reason = ("it holds objects other than tensors and plain data, which gancolor does not load "

@@ -121,6 +121,8 @@ def load_photos(options: Options, say) -> tuple[list[Path], list[np.ndarray], di
     from gancolor.data.images import UnreadableImage, find_images, load_rgb, skipped_summary
     from gancolor.data.scan import scan_color_images
 
+    if not options.root.exists():
+        raise DataError(f"data.root not found: {options.root}")
     if not options.root.is_dir():
         raise DataError(f"data.root is not a folder: {options.root}")
     scan = scan_color_images(find_images(options.root))
@@ -266,8 +268,12 @@ def _to_tensor(rgb: np.ndarray, device) -> torch.Tensor:
 
 
 def _fid_value(fid) -> float | str:
+    from gancolor.metrics import MetricUnavailable, fid_value
+
     try:
-        value = float(fid.compute())
+        value = fid_value(fid)
+    except MetricUnavailable as exc:
+        return str(exc)
     except (RuntimeError, ValueError) as exc:
         return f"unavailable: {str(exc).strip().splitlines()[0][:160]}"
     finally:

@@ -289,13 +289,53 @@ def load_lpips(setting, net: str = "alex", key: str = "lpips.weights") -> LPIPS:
 
 
 def load_fid(setting, key: str = "fid.weights"):
-    """torchmetrics' FrechetInceptionDistance over local Inception-v3 weights.
+    """torchmetrics' FrechetInceptionDistance over local Inception-v3 weights (see fid_metric)."""
+    return fid_metric(InceptionFeatures(resolve_weights(setting, FID_WEIGHTS_FILE, key)))
 
-    update(rgb in [0, 1], real=True/False) per batch, then compute(). Needs at least two
-    images; with fewer than a few thousand the value is biased upwards (Chong & Forsyth
-    2020), so compare FIDs only over the same image set.
+
+def fid_metric(features: nn.Module):
+    """torchmetrics' FrechetInceptionDistance over `features`, a module that maps sRGB
+    batches in [0, 1] to (N, num_features).
+
+    update(rgb in [0, 1], real=True/False) per batch, then fid_value(). With fewer than
+    a few thousand images the value is biased upwards (Chong & Forsyth 2020), so
+    compare FIDs only over the same image set.
     """
     from torchmetrics.image.fid import FrechetInceptionDistance
 
-    features = InceptionFeatures(resolve_weights(setting, FID_WEIGHTS_FILE, key))
     return FrechetInceptionDistance(feature=features, normalize=True, reset_real_features=True)
+
+
+# Below this mean variance per feature the features do not tell images apart: the
+# backbone is not a trained one (random Inception weights give about 1e-17, and an FID
+# of about 1e-14 for any two image sets). ImageNet Inception pool features vary by ~0.1.
+FID_MIN_FEATURE_VARIANCE = 1e-10
+
+
+def fid_value(fid) -> float:
+    """The FID of the features `fid` holds, or MetricUnavailable where that number would
+    not mean what FID means.
+
+    The Frechet distance of two Gaussians needs their covariances: from N images of D
+    features the estimate has rank at most N - 1, so with N <= D (19 photos, 2048
+    Inception features) it is singular and the "FID" measures the sample size as much
+    as the images. Features that barely vary (untrained weights) give a distance near 0
+    for any two sets. Both read as unavailable, with the reason.
+    """
+    n_real, n_fake = int(fid.real_features_num_samples), int(fid.fake_features_num_samples)
+    dims = int(fid.real_features_sum.numel())
+    if min(n_real, n_fake) <= dims:
+        raise MetricUnavailable(
+            f"unavailable: {min(n_real, n_fake)} images for {dims} features (a singular covariance); "
+            f"FID needs more than {dims} images"
+        )
+    for total, cov_sum, n in ((fid.real_features_sum, fid.real_features_cov_sum, n_real),
+                              (fid.fake_features_sum, fid.fake_features_cov_sum, n_fake)):
+        mean = total / n
+        variance = float((cov_sum.diagonal() - n * mean * mean).sum() / (n - 1) / dims)
+        if variance < FID_MIN_FEATURE_VARIANCE:
+            raise MetricUnavailable(
+                f"unavailable: the features barely vary between images (mean variance {variance:.1e}): "
+                "are fid.weights trained Inception-v3 weights?"
+            )
+    return float(fid.compute())

@@ -153,7 +153,9 @@ def test_bad_arguments_are_one_line_and_exit_2(args, message, capsys):
 
 
 def test_missing_data_folder_is_one_line(ckpts, tmp_path, capsys):
-    with pytest.raises(SystemExit) as info:
-        main([f"ckpt={ckpts[0]}", f"data.root={tmp_path / 'nothing'}", f"output={tmp_path / 'e'}"])
-    assert info.value.code == 2
-    assert "data.root is not a folder" in capsys.readouterr().err
+    (tmp_path / "a-file.png").write_bytes(b"")
+    for root, message in ((tmp_path / "nothing", "data.root not found: "), (tmp_path / "a-file.png", "data.root is not a folder: ")):
+        with pytest.raises(SystemExit) as info:
+            main([f"ckpt={ckpts[0]}", f"data.root={root}", f"output={tmp_path / 'e'}"])
+        assert info.value.code == 2
+        assert f"{message}{root}" in capsys.readouterr().err

@@ -186,3 +186,82 @@ def test_fid_from_local_weights(offline, tmp_path):
     fid.update(x, real=False)
     value = float(fid.compute())
     assert math.isfinite(value) and value == pytest.approx(0.0, abs=1e-3)
+
+
+# -- FID against answers known in closed form ------------------------------------------
+
+
+class Projection(torch.nn.Module):
+    """A fixed linear map of the flattened image to `num_features`: Gaussian images
+    give Gaussian features whose Frechet distance is known in closed form."""
+
+    def __init__(self, in_features: int, num_features: int, scale: float = 1.0) -> None:
+        super().__init__()
+        self.num_features = num_features
+        self.register_buffer("weight", scale * torch.randn(in_features, num_features, generator=torch.Generator().manual_seed(0)))
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        return images.flatten(1) @ self.weight
+
+
+def _gaussian_images(n: int, shift: float = 0.0, spread: float = 1.0, seed: int = 1) -> torch.Tensor:
+    return shift + spread * torch.randn(n, 3, 2, 2, generator=torch.Generator().manual_seed(seed))
+
+
+def _frechet_distance(a, b) -> float:
+    """sum (mu_a - mu_b)^2 + Tr(S_a + S_b - 2 (S_a S_b)^1/2), from the samples, with scipy."""
+    import numpy as np
+    from scipy import linalg
+
+    a, b = np.asarray(a, dtype=np.float64), np.asarray(b, dtype=np.float64)
+    s_a, s_b = np.cov(a, rowvar=False), np.cov(b, rowvar=False)
+    root = linalg.sqrtm(s_a @ s_b).real
+    return float(((a.mean(0) - b.mean(0)) ** 2).sum() + np.trace(s_a + s_b - 2 * root))
+
+
+def test_fid_is_the_frechet_distance_of_the_features():
+    projection = Projection(12, 4)
+    real, fake = _gaussian_images(3000), _gaussian_images(3000, shift=0.3, spread=0.5, seed=2)
+    fid = M.fid_metric(projection)
+    fid.update(real, real=True)
+    fid.update(fake, real=False)
+    value = M.fid_value(fid)
+    # Exactly the distance of the Gaussians fitted to the features ...
+    assert value == pytest.approx(_frechet_distance(projection(real), projection(fake)), rel=1e-4)
+    # ... which estimates the population's: features W^T x of x ~ N(m 1, s^2 I) are
+    # N(m W^T 1, s^2 W^T W), so FID = m^2 |W^T 1|^2 + (1 - s)^2 Tr(W^T W).
+    w = projection.weight.double()
+    expected = 0.3**2 * float((w.sum(0) ** 2).sum()) + (1 - 0.5) ** 2 * float((w * w).sum())
+    assert value == pytest.approx(expected, rel=0.1)
+
+
+def test_fid_of_too_few_images_or_flat_features_is_unavailable():
+    few = M.fid_metric(Projection(12, 64))
+    few.update(_gaussian_images(19), real=True)
+    few.update(_gaussian_images(19, shift=1.0, seed=2), real=False)
+    with pytest.raises(MetricUnavailable, match="19 images for 64 features"):
+        M.fid_value(few)
+    # What untrained Inception weights do: features that hardly vary, a "distance" of ~1e-14.
+    flat = M.fid_metric(Projection(12, 4, scale=1e-8))
+    flat.update(_gaussian_images(200), real=True)
+    flat.update(_gaussian_images(200, shift=1.0, seed=2), real=False)
+    assert float(flat.compute()) < 1e-10
+    with pytest.raises(MetricUnavailable, match="features barely vary"):
+        M.fid_value(flat)
+
+
+def test_evaluate_keeps_the_real_features_for_every_checkpoint():
+    from gancolor.evaluate import _fid_value
+
+    projection = Projection(12, 4)
+    real = _gaussian_images(500)
+    fakes = [_gaussian_images(500, shift=0.5, seed=2), _gaussian_images(500, spread=2.0, seed=3)]
+    fid = M.fid_metric(projection)
+    fid.reset_real_features = False  # as evaluate sets it
+    fid.update(real, real=True)
+    values = []
+    for fake in fakes:
+        fid.update(fake, real=False)
+        values.append(_fid_value(fid))
+    for value, fake in zip(values, fakes):
+        assert value == pytest.approx(_frechet_distance(projection(real), projection(fake)), rel=1e-4)
