@@ -31,3 +31,13 @@ def small_photo_folder(tmp_path_factory, photos) -> Path:
     from helpers import write_photo_folder
 
     return write_photo_folder(tmp_path_factory.mktemp("small_photos"), photos, copies=2)
+
+
+@pytest.fixture(scope="module")
+def one_thread():
+    """Torch on one thread for a module of tiny nets: they gain nothing from a second
+    thread, and lose about ten times over when the other core is busy."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)

@@ -27,14 +27,7 @@ CASES = {name: (name, []) for name in sorted(p.stem for p in (CONF_DIR / "model"
 CASES["cic-with-gan"] = ("cic", ["loss.lambda_gan=0.1"])
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    # Nets this small gain nothing from a second thread, and lose ten times over when
-    # the cores are busy with other work.
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def compose_recipe(name: str, folder, extra: list[str]):

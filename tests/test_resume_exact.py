@@ -49,13 +49,7 @@ ADVERSARIAL_EPOCHS = 2
 NOT_STATE = ("config", "best", "logger_run_id")
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    # One thread: nets this small lose nothing by it, and other cores' work slows them tenfold.
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def train_in_process(base: DictConfig, run_dir: Path, overrides: list[str]):

@@ -28,7 +28,7 @@ StepFn = Callable[[dict, dict], tuple[torch.Tensor, dict[str, torch.Tensor]]]
 class Step:
     name: str  # short, used as the log prefix: "G", "D", ...
     fn: StepFn
-    optimizer: str  # key in Recipe.optimizers
+    optimizer: str  # key in the dict configure_optimizers returns
     frozen: tuple[str, ...] = field(default_factory=tuple)  # nets held fixed (requires_grad False)
     every: int = 1  # run when (iteration + 1) % every == 0: as yunjey/stargan, G after n_critic D steps, never first
 
