@@ -30,7 +30,7 @@ from gancolor.checkpoint import load_checkpoint
 from gancolor.train import train
 from gancolor.trainer import Trainer
 from helpers import CONF_DIR, compose, read_metrics, shrink, strip_speed
-from test_recipes import phase_steps
+from test_recipes import one_thread, phase_steps  # noqa: F401  (one_thread: autouse here too; bit-exact wants one thread)
 
 RECIPES = sorted(p.stem for p in (CONF_DIR / "model").glob("*.yaml"))
 CUTS = ("mid-epoch", "epoch-boundary", "pretrain-switch", "critic", "n-critic", "after-save", "sigterm")
@@ -47,15 +47,6 @@ SETTINGS = [
 ADVERSARIAL_EPOCHS = 2
 # Checkpoint entries that describe the command, not where training stands.
 NOT_STATE = ("config", "best", "logger_run_id")
-
-
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    # One thread: nets this small lose nothing by it, and other cores' work slows them tenfold.
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 def train_in_process(base: DictConfig, run_dir: Path, overrides: list[str]):
