@@ -89,11 +89,20 @@ def train(cfg: DictConfig) -> float | None:
         if not started and resume is None and distributed.is_main():
             _remove_unused_run_dir(run_dir)
         fail(str(exc), exc.exit_code)
+    except KeyboardInterrupt:
+        # Ctrl-C before training, or a second one during it (which let a checkpoint being
+        # written complete first): one line and the shell's status for Ctrl-C.
+        if distributed.is_main():
+            saved = started and (run_dir / "checkpoints" / "last.pt").is_file()
+            where = f" at step {trainer.global_step}" if started else ""
+            hint = f"; resume from its last checkpoint with: python -m gancolor resume={run_dir}" if saved else ""
+            print(f"gancolor: aborted by Ctrl-C{where}{hint}", file=sys.stderr, flush=True)
+        sys.exit(130)
     if trainer.stop_signal is not None:
         name = signal.Signals(trainer.stop_signal).name
         message = f"stopped by {name} at step {trainer.global_step}; resume with: python -m gancolor resume={run_dir}"
-        log.warning("%s", message)
-        if distributed.is_main():
+        if distributed.is_main():  # every rank stops; one says so
+            log.warning("%s", message)
             print(f"gancolor: {message}", file=sys.stderr, flush=True)
         # Preemption is an expected, clean end; Ctrl-C keeps the shell's convention.
         sys.exit(0 if trainer.stop_signal == signal.SIGTERM else 130)

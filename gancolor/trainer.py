@@ -396,11 +396,13 @@ class Trainer:
         return better
 
     def save(self, phase: str) -> Path:
-        """Every rank takes part (RNG states are gathered); rank 0 writes; all wait for it."""
-        with self.nets.unwrapped():
-            state = self.state(phase)
-        path = self.checkpoints.save(state) if self.is_main else self.checkpoints.last
-        distributed.barrier()
+        """Every rank takes part (RNG states are gathered); rank 0 writes; all wait for
+        it. A second Ctrl-C waits for the write to complete."""
+        with self.stop.uninterrupted():
+            with self.nets.unwrapped():
+                state = self.state(phase)
+            path = self.checkpoints.save(state) if self.is_main else self.checkpoints.last
+            distributed.barrier()
         return path
 
     def state(self, phase: str) -> dict:

@@ -20,6 +20,7 @@ from PIL import Image
 from gancolor import color
 from gancolor.build import build_recipe
 from gancolor.checkpoint import atomic_save, make_checkpoint
+from gancolor.errors import ConfigError
 
 # The repository's own configs, whichever gancolor is installed.
 CONF_DIR = Path(__file__).resolve().parent.parent / "conf"
@@ -153,3 +154,12 @@ def write_attribute_file(path: Path, rows: dict[str, list[int]], names: list[str
     lines += [f"{name}  " + "  ".join(f"{v:2d}" for v in values) for name, values in rows.items()]
     path.write_text("\n".join(lines) + "\n")
     return path
+
+
+def phase_steps(recipe, phase: str):
+    """The recipe's steps for `phase`; None for a phase it does not have (the trainer
+    refuses, before training, a schedule that asks for one)."""
+    try:
+        return getattr(recipe, f"{phase}_steps")()
+    except (NotImplementedError, ConfigError):
+        return None

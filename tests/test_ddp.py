@@ -1,7 +1,11 @@
-"""DDP through torchrun, two CPU processes (gloo), end to end."""
+"""DDP through torchrun, two CPU processes (gloo), end to end: one run folder, a SIGTERM that
+stops every rank at one step (said once), a resume that continues it."""
 
+import os
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -26,41 +30,54 @@ TINY = [
 ]
 
 
-def torchrun(args: list[str], cwd: Path, cache: Path) -> subprocess.CompletedProcess:
+def torchrun(args: list[str], cwd: Path, cache: Path, preempt: bool = False) -> subprocess.CompletedProcess:
+    """torchrun with 2 processes; `preempt`: SIGTERM to both workers, as a cluster sends
+    it, once the run has logged a step."""
     env = {**gancolor_env(cache), "OMP_NUM_THREADS": "1"}
     command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", "-m", "gancolor", *args]
-    return subprocess.run(command, cwd=cwd, env=env, capture_output=True, text=True, timeout=300)
+    process = subprocess.Popen(command, cwd=cwd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.time() + 240
+    while preempt and not any(p.stat().st_size for p in cwd.glob("runs/pix2pix/*/metrics.jsonl")):
+        assert process.poll() is None, process.communicate()[1][-3000:]
+        assert time.time() < deadline
+        time.sleep(0.05)
+    if preempt:
+        workers = subprocess.run(["pgrep", "-P", str(process.pid)], capture_output=True, text=True).stdout.split()
+        assert len(workers) == 2, workers
+        for pid in workers:
+            os.kill(int(pid), signal.SIGTERM)
+    stdout, stderr = process.communicate(timeout=300)
+    return subprocess.CompletedProcess(command, process.returncode, stdout, stderr)
 
 
-def test_two_processes_train_one_run_with_identical_weights_and_resume(tmp_path):
+def test_two_processes_train_one_run_stop_together_and_resume_with_identical_weights(tmp_path):
     cache = tmp_path / "cache"
-    result = torchrun(TINY, tmp_path, cache)
-    assert result.returncode == 0, result.stderr[-3000:]
+    stopped = torchrun([*TINY, "trainer.log_every_n_steps=1"], tmp_path, cache, preempt=True)
+    assert stopped.returncode == 0, stopped.stderr[-3000:]
+    output = stopped.stdout + stopped.stderr
+    assert output.count("SIGTERM received") == 1 and stopped.stderr.count("gancolor: stopped by SIGTERM") == 1, output
     runs = list((tmp_path / "runs" / "pix2pix").iterdir())
     assert len(runs) == 1, "both ranks write into one run folder"
     run = runs[0]
-    log = (run / "train.log").read_text()
-    assert "2 processes, effective batch 4" in log
-    assert log.count("all 2 ranks hold identical weights") == 1
-
-    # 6 training photos x 3 repeats = 18 samples an epoch, 9 per rank, 4 batches of 2
-    # per rank (the ragged one dropped): README's formula for the steps of an epoch.
-    steps_per_epoch = (18 // 2) // 2
+    assert "2 processes, effective batch 4" in (run / "train.log").read_text()
     ckpt = load_checkpoint(run / "checkpoints" / "last.pt")
-    assert ckpt["global_step"] == 2 * steps_per_epoch and ckpt["epoch"] == 2
     assert len(ckpt["rng"]) == 2, "the RNG state of each rank is saved"
     assert all(not k.split(".")[1] == "module" for k in ckpt["nets"]), "checkpoints hold the plain nets"
 
     # One process cannot continue two processes' shards and RNGs: refused, nothing written.
     before = {p: p.read_bytes() for p in run.rglob("*") if p.is_file()}
-    alone = subprocess.run([sys.executable, "-m", "gancolor", f"resume={run}", "trainer.max_epochs=3"],
+    alone = subprocess.run([sys.executable, "-m", "gancolor", f"resume={run}"],
                            cwd=tmp_path, env=gancolor_env(cache), capture_output=True, text=True, timeout=300)
     assert alone.returncode == 2
     assert "trained by 2 process(es) and this command starts 1" in one_error_line(alone)
     assert {p: p.read_bytes() for p in run.rglob("*") if p.is_file()} == before
 
-    resumed = torchrun([f"resume={run}", "trainer.max_epochs=3"], tmp_path, cache)
+    resumed = torchrun([f"resume={run}"], tmp_path, cache)
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     assert len(list((tmp_path / "runs" / "pix2pix").iterdir())) == 1
-    assert load_checkpoint(run / "checkpoints" / "last.pt")["global_step"] == 3 * steps_per_epoch
-    assert (run / "train.log").read_text().count("all 2 ranks hold identical weights") == 2
+    # 6 training photos x 3 repeats = 18 samples an epoch, 9 per rank, 4 batches of 2
+    # per rank (the ragged one dropped): README's formula for the steps of an epoch.
+    steps_per_epoch = (18 // 2) // 2
+    ckpt = load_checkpoint(run / "checkpoints" / "last.pt")
+    assert ckpt["global_step"] == 2 * steps_per_epoch and ckpt["epoch"] == 2
+    assert (run / "train.log").read_text().count("all 2 ranks hold identical weights") == 1

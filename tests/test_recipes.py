@@ -19,7 +19,7 @@ from gancolor.build import build, build_recipe
 from gancolor.checkpoint import load_recipe
 from gancolor.errors import ConfigError
 from gancolor.inference import Colorizer
-from helpers import CONF_DIR, compose, crops, same, save_checkpoint, shrink, snapshot
+from helpers import CONF_DIR, compose, crops, phase_steps, same, save_checkpoint, shrink, snapshot
 
 PHASES = ("pretrain", "critic", "adversarial")
 # Each recipe with its defaults, and with settings that give it nets its defaults leave out.
@@ -36,15 +36,6 @@ def compose_recipe(name: str, folder, extra: list[str]):
     # that takes a folder, through data=folder when it reads the sample photos.
     data = [] if "root" in cfg.data.keys() else ["data=folder"]
     return shrink(compose(f"model={name}", *extra, *data, f"data.root={folder}"))
-
-
-def phase_steps(recipe, phase: str):
-    """The recipe's steps for `phase`; None for a phase it does not have (the trainer
-    refuses, before training, a schedule that asks for one)."""
-    try:
-        return getattr(recipe, f"{phase}_steps")()
-    except (NotImplementedError, ConfigError):
-        return None
 
 
 def nets(recipe) -> dict[str, nn.Module]:

@@ -29,8 +29,7 @@ from gancolor.build import build, build_recipe
 from gancolor.checkpoint import load_checkpoint
 from gancolor.train import train
 from gancolor.trainer import Trainer
-from helpers import CONF_DIR, compose, read_metrics, shrink, strip_speed
-from test_recipes import phase_steps
+from helpers import CONF_DIR, compose, phase_steps, read_metrics, shrink, strip_speed
 
 RECIPES = sorted(p.stem for p in (CONF_DIR / "model").glob("*.yaml"))
 CUTS = ("mid-epoch", "epoch-boundary", "pretrain-switch", "critic", "n-critic", "after-save", "sigterm")

@@ -4,7 +4,10 @@ across a resume), max_steps, and how often metrics are logged."""
 
 from __future__ import annotations
 
+import logging
 import math
+import os
+import signal
 
 import numpy as np
 import pytest
@@ -284,6 +287,50 @@ def test_stopped_by_max_steps_then_resumed_equals_the_straight_run(tmp_path, cut
         assert torch.equal(resumed.recipe.state_dict()[key], value), key
     assert [s.state_dict() for s in resumed.schedulers.values()] == [s.state_dict() for s in straight.schedulers.values()]
     assert (resumed.epoch, resumed.global_step, resumed.batch_in_epoch) == (5, 10, 0)
+
+
+def test_without_validation_images_a_run_trains_unvalidated_and_says_so_once(tmp_path, caplog):
+    # A folder of one photo, or data.val_fraction=0, leaves nothing to validate on.
+    with caplog.at_level(logging.WARNING, logger="gancolor.trainer"):
+        trainer, logger = fit(tmp_path, data=TinyData(val=0), max_epochs=2, save_every_n_epochs=1)
+    assert trainer.epoch == 2 and logger.val_rows() == []
+    assert len([r for r in caplog.records if "no validation images" in r.getMessage()]) == 1
+    run = tmp_path / "run"
+    assert (run / "checkpoints" / "last.pt").is_file() and not (run / "checkpoints" / "best.pt").exists()
+    assert not list((run / "samples").iterdir())
+    with pytest.raises(ConfigError, match="trainer.lr_policy=plateau follows trainer.monitor, but there are no validation images"):
+        fit(tmp_path / "plateau", data=TinyData(val=0), lr_policy="plateau")
+
+
+class CtrlCTwice(TinyRecipe):
+    """Ctrl-C (a real SIGINT) during step 3, and again while that stop's checkpoint is
+    being written (as the recipe's weights are gathered for it)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.steps, self.interrupted_save = 0, False
+
+    def pixel(self, batch, state):
+        self.steps += 1
+        if self.steps == 3:
+            os.kill(os.getpid(), signal.SIGINT)
+        return super().pixel(batch, state)
+
+    def state_dict(self, *args, **kwargs):
+        if self.steps == 3 and not self.interrupted_save:
+            self.interrupted_save = True
+            os.kill(os.getpid(), signal.SIGINT)
+        return super().state_dict(*args, **kwargs)
+
+
+def test_a_second_ctrl_c_never_cuts_a_checkpoint_write_short(tmp_path):
+    recipe = CtrlCTwice()
+    with pytest.raises(KeyboardInterrupt):  # the abort the second Ctrl-C asked for, once the write is done
+        fit(tmp_path, recipe=recipe, data=TinyData(train=8), max_epochs=2, pretrain_epochs=2, val_every_n_epochs=0)
+    assert recipe.interrupted_save
+    ckpt = load_checkpoint(tmp_path / "run" / "checkpoints" / "last.pt")
+    assert (ckpt["global_step"], ckpt["epoch"], ckpt["batch_in_epoch"]) == (3, 0, 3)
+    assert not [p.name for p in (tmp_path / "run" / "checkpoints").iterdir() if p.name != "last.pt"], "no temporary file left"
 
 
 @pytest.mark.parametrize("every, steps", [(1, list(range(1, 13))), (5, [5, 10]), (4, [4, 8, 12]), (20, [])])
