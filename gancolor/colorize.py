@@ -28,16 +28,26 @@ Every result has its input's size and orientation (EXIF applied, orientation tag
 dropped), and its alpha channel where the format holds one. A bad input is reported
 on one line and skipped; the others are still done.
 
+SIGTERM or Ctrl-C stops the run after the image being written: only complete outputs
+exist, the summary says how many were done, and the same command run again continues
+where it stopped (existing outputs are kept unless overwrite=true). Where a GPU runs
+out of memory, a batch is retried in halves and a single image on the CPU (with a
+warning); an image that fits nowhere is skipped, never written uncoloured.
+
 Exit status: 0 every input was colourised (or already was), 2 some inputs were
-skipped, 1 none could be done; 2 also for a bad argument, before any work.
+skipped, 1 none could be done; 2 also for a bad argument, before any work; 130 after
+Ctrl-C, 143 after SIGTERM.
 """
 
 from __future__ import annotations
 
+import contextlib
 import glob
 import os
+import signal
 import sys
 import tempfile
+import threading
 import time
 from collections import defaultdict, deque
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -57,6 +67,7 @@ from gancolor.data.images import (
     find_images,
     load_image,
     may_be_image,
+    quiet_pillow_warnings,
     skipped_summary,
 )
 from gancolor.errors import ConfigError, UserError, fail
@@ -72,6 +83,7 @@ _JPEG_MAX_EXIF = 65533  # one APP1 segment
 COMPARE_SUFFIX = "_compare"
 
 EXIT_OK, EXIT_NONE, EXIT_SOME = 0, 1, 2
+OUT_OF_MEMORY = "out of memory (lower max_pixels, or use a machine with more memory)"
 
 
 # -- what to do: inputs -> outputs ---------------------------------------------------
@@ -277,8 +289,13 @@ class Tally:
     kept: list[Path] = field(default_factory=list)
     failed: list[tuple[Path, str, str]] = field(default_factory=list)
     unsupported: list[tuple[Path, str]] = field(default_factory=list)
+    todo: int = 0  # inputs that needed colourising (not kept, not refused up front)
+    done: int = 0  # of those, how many were colourised or failed
+    stopped_by: int | None = None  # the signal that stopped the run early
 
     def exit_code(self) -> int:
+        if self.stopped_by is not None:
+            return 128 + self.stopped_by  # the shell's convention for a run ended by a signal
         if not self.failed:
             return EXIT_OK
         return EXIT_SOME if (self.written or self.kept) else EXIT_NONE
@@ -303,6 +320,7 @@ def run(options: Options, log=None) -> Tally:
     from gancolor.inference import Colorizer, pick_device, run_checkpoint, trained_size
 
     device = pick_device(options.device)
+    quiet_pillow_warnings()  # a damaged file gets one line, from its decoding
     jobs, unsupported = plan(options)
     recipe, ckpt = load_recipe(run_checkpoint(options.ckpt, log or _say), device)
     apply_temperature(recipe, options.temperature)
@@ -351,12 +369,41 @@ def process(jobs: list[Job], colorizer, options: Options, log=None) -> Tally:
             claimed[key] = job.src
             todo.append(job)
 
+    refused_up_front = len(tally.failed)
+
     def load(job: Job):
         decoded = load_image(job.src, max_pixels=options.max_pixels)
-        prepared = colorizer.prepare(decoded.pixels, decoded.alpha)
+        prepared = colorizer.prepare_within_memory(decoded.pixels, decoded.alpha, warn)
         if not options.compare:
             decoded.pixels = None  # the full-res input is not needed again: free it early
         return decoded, prepared
+
+    def warn(message: str) -> None:
+        say(f"gancolor: warning: {message}")
+
+    def colourise(job: Job, decoded: DecodedImage, prepared, ab) -> None:
+        try:
+            result = colorizer.finish_within_memory(prepared, ab, warn)
+            fmt = FORMATS.get(job.dst.suffix.lower(), "PNG")
+            if decoded.alpha is not None and fmt not in ALPHA_FORMATS:
+                say(f"gancolor: note: {job.src}: alpha dropped ({fmt} has none; output_ext=png keeps it)")
+            write_image(result, job.dst, options.quality, decoded.exif)
+        except (MemoryError, torch.OutOfMemoryError):
+            skip(job, OUT_OF_MEMORY, "out of memory")
+            return
+        except (OSError, ValueError) as exc:
+            # Writing: a full disk, no permission, a size the format cannot hold.
+            skip(job, f"cannot write {job.dst}: {_first_line(exc)}", "not written")
+            return
+        tally.written.append(job.dst)
+        if options.compare:
+            # A side-by-side view is twice as wide: it may exceed what the
+            # format holds (JPEG 65535 px) where the result itself did not.
+            try:
+                write_image(side_by_side(_eight_bit_view(decoded), result), compare_path(job.dst), options.quality)
+            except (MemoryError, OSError, ValueError) as exc:
+                say(f"gancolor: note: {job.src}: no comparison image: {_first_line(exc)}")
+        bar.update()
 
     # Decoding the next images overlaps with the net and the writing of the current ones.
     reader = ThreadPoolExecutor(max_workers=1, thread_name_prefix="gancolor-read")
@@ -369,54 +416,41 @@ def process(jobs: list[Job], colorizer, options: Options, log=None) -> Tally:
             pending.append((job, reader.submit(load, job)))
 
     try:
-        for _ in range(batch_size + 1):
-            read_ahead()
-        while pending:
-            chunk = []
-            while pending and len(chunk) < batch_size:
-                job, future = pending.popleft()
+        with _stop_on_signals() as stop:
+            for _ in range(batch_size + 1):
                 read_ahead()
-                try:
-                    decoded, prepared = future.result()
-                except UnreadableImage as exc:
-                    skip(job, exc.reason, "too large" if isinstance(exc, ImageTooLarge) else exc.kind)
-                    continue
-                except (MemoryError, torch.OutOfMemoryError):
-                    skip(job, "out of memory (lower max_pixels, or use a machine with more memory)", "out of memory")
-                    continue
-                if decoded.animated:
-                    say(f"gancolor: note: {job.src}: animated; its first frame is colourised")
-                chunk.append((job, decoded, prepared))
-            # Only images whose net inputs have one shape share a batch: padding one to
-            # another's size would change its result (instance norm, borders).
-            groups: dict[tuple, list] = defaultdict(list)
-            for item in chunk:
-                groups[tuple(item[2].small.shape)].append(item)
-            for items in groups.values():
-                abs_ = colorizer.predict([prepared.small for _, _, prepared in items])
-                for (job, decoded, prepared), ab in zip(items, abs_):
+            while pending and stop.signal is None:
+                chunk = []
+                while pending and len(chunk) < batch_size:
+                    job, future = pending.popleft()
+                    read_ahead()
                     try:
-                        result = colorizer.finish(prepared, ab)
-                        fmt = FORMATS.get(job.dst.suffix.lower(), "PNG")
-                        if decoded.alpha is not None and fmt not in ALPHA_FORMATS:
-                            say(f"gancolor: note: {job.src}: alpha dropped ({fmt} has none; output_ext=png keeps it)")
-                        write_image(result, job.dst, options.quality, decoded.exif)
+                        decoded, prepared = future.result()
+                    except UnreadableImage as exc:
+                        skip(job, exc.reason, "too large" if isinstance(exc, ImageTooLarge) else exc.kind)
+                        continue
                     except (MemoryError, torch.OutOfMemoryError):
-                        skip(job, "out of memory (lower max_pixels, or use a machine with more memory)", "out of memory")
+                        skip(job, OUT_OF_MEMORY, "out of memory")
                         continue
-                    except (OSError, ValueError) as exc:
-                        # Writing: a full disk, no permission, a size the format cannot hold.
-                        skip(job, f"cannot write {job.dst}: {_first_line(exc)}", "not written")
-                        continue
-                    tally.written.append(job.dst)
-                    if options.compare:
-                        # A side-by-side view is twice as wide: it may exceed what the
-                        # format holds (JPEG 65535 px) where the result itself did not.
-                        try:
-                            write_image(side_by_side(_eight_bit_view(decoded), result), compare_path(job.dst), options.quality)
-                        except (MemoryError, OSError, ValueError) as exc:
-                            say(f"gancolor: note: {job.src}: no comparison image: {_first_line(exc)}")
-                    bar.update()
+                    if decoded.animated:
+                        say(f"gancolor: note: {job.src}: animated; its first frame is colourised")
+                    chunk.append((job, decoded, prepared))
+                # Only images whose net inputs have one shape share a batch: padding one to
+                # another's size would change its result (instance norm, borders).
+                groups: dict[tuple, list] = defaultdict(list)
+                for item in chunk:
+                    groups[tuple(item[2].small.shape)].append(item)
+                for items in groups.values():
+                    abs_ = colorizer.predict_within_memory([prepared.small for _, _, prepared in items], warn)
+                    for (job, decoded, prepared), ab in zip(items, abs_):
+                        if stop.signal is not None:
+                            break  # what is written is complete; the rest waits for the next run
+                        if ab is None:
+                            skip(job, OUT_OF_MEMORY, "out of memory")
+                        else:
+                            colourise(job, decoded, prepared, ab)
+            tally.stopped_by = stop.signal
+            tally.todo, tally.done = len(todo), len(tally.written) + len(tally.failed) - refused_up_front
     finally:
         for _, future in pending:
             future.cancel()
@@ -427,6 +461,34 @@ def process(jobs: list[Job], colorizer, options: Options, log=None) -> Tally:
 
 def _say(message: str) -> None:
     print(message, file=sys.stderr, flush=True)
+
+
+@dataclass
+class _StopRequest:
+    signal: int | None = None
+
+
+@contextlib.contextmanager
+def _stop_on_signals():
+    """SIGTERM and Ctrl-C stop the run after the image being written, so that only
+    complete outputs exist and the summary can say how many; a second Ctrl-C stops at
+    once (writes are atomic, so that too leaves no partial file)."""
+    stop = _StopRequest()
+    if threading.current_thread() is not threading.main_thread():
+        yield stop  # signal handlers can only be set from the main thread
+        return
+
+    def note(signum, frame) -> None:
+        if signum == signal.SIGINT and stop.signal == signal.SIGINT:
+            raise KeyboardInterrupt
+        stop.signal = signum
+
+    previous = {sig: signal.signal(sig, note) for sig in (signal.SIGTERM, signal.SIGINT)}
+    try:
+        yield stop
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
 
 
 def _first_line(exc: BaseException) -> str:
@@ -468,6 +530,10 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         fail("interrupted", 130)
     print(summary(tally, options.output, time.perf_counter() - started), flush=True)
+    if tally.stopped_by is not None:
+        again = "the same command without overwrite=true" if options.overwrite else "the same command"
+        print(f"gancolor: stopped by {signal.Signals(tally.stopped_by).name} after {tally.done} of {tally.todo} inputs; "
+              f"every output written is complete, and {again} continues where this run stopped", file=sys.stderr, flush=True)
     return tally.exit_code()
 
 

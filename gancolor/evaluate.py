@@ -118,13 +118,14 @@ def resize_short_side(rgb: np.ndarray, size: int | None) -> np.ndarray:
 
 def load_photos(options: Options, say) -> tuple[list[Path], list[np.ndarray], dict]:
     """The usable colour photos under data.root, decoded once for every checkpoint."""
-    from gancolor.data.images import UnreadableImage, find_images, load_rgb, skipped_summary
+    from gancolor.data.images import UnreadableImage, find_images, load_rgb, quiet_pillow_warnings, skipped_summary
     from gancolor.data.scan import scan_color_images
 
     if not options.root.exists():
         raise DataError(f"data.root not found: {options.root}")
     if not options.root.is_dir():
         raise DataError(f"data.root is not a folder: {options.root}")
+    quiet_pillow_warnings()  # a damaged file gets one line, below
     scan = scan_color_images(find_images(options.root))
     skipped = {"grayscale": [str(p) for p in scan.grayscale], "unreadable": [[str(p), r] for p, r in scan.unreadable],
                "unsupported": [[str(p), r] for p, r in scan.unsupported]}
@@ -195,8 +196,7 @@ def evaluate(options: Options, say=print) -> dict:
         started = time.perf_counter()
         bar = tqdm(photos, desc=ckpt_path.name, unit="img", leave=False, disable=None if options.progress_bar else True)
         for i, photo in enumerate(bar):
-            prepared = colorizer.prepare(photo)
-            result = colorizer.finish(prepared, colorizer.predict([prepared.small])[0])
+            prepared, result = _colourise_within_memory(colorizer, photo, names[i], say)
             if i < samples:
                 shown.append(result)
                 if k == 0:
@@ -261,6 +261,27 @@ def evaluate(options: Options, say=print) -> dict:
     write_report(html, output / "report.html")
     report["output"] = str(output)
     return report
+
+
+def _colourise_within_memory(colorizer, photo: np.ndarray, name: str, say):
+    """(prepared, result) of one photo; where the device runs out of memory, the photo
+    goes to the CPU (said once per photo). Never an uncoloured result in its place: a
+    photo that fits nowhere ends the evaluation with one line."""
+    warned: list[str] = []
+
+    def warn(message: str) -> None:
+        if not warned:
+            say(f"gancolor: warning: {name}: {message}")
+        warned.append(message)
+
+    try:
+        prepared = colorizer.prepare_within_memory(photo, None, warn)
+        ab = colorizer.predict_within_memory([prepared.small], warn)[0]
+        if ab is not None:
+            return prepared, colorizer.finish_within_memory(prepared, ab, warn)
+    except torch.OutOfMemoryError:
+        pass
+    raise UserError(f"out of memory colourising {name}, even on the CPU: lower data.image_size")
 
 
 def _to_tensor(rgb: np.ndarray, device) -> torch.Tensor:

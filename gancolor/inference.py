@@ -113,6 +113,7 @@ class Colorizer:
         self.stride = net_stride(recipe)
         self.strip_pixels = _STRIP_PIXELS.get(self.device.type, 1 << 20)
         self._luts: dict[int, np.ndarray] = {}
+        self._cpu_twin: Colorizer | None = None
         self._pool = None
         if self.device.type == "cpu" and torch.get_num_threads() > 1:
             self._pool = ThreadPoolExecutor(
@@ -170,7 +171,7 @@ class Colorizer:
     @torch.no_grad()
     def predict(self, smalls: list[torch.Tensor]) -> list[torch.Tensor]:
         """ab (1, 2, h, w) for each small L; all of them must share one shape."""
-        batch = torch.cat(smalls).to(self.device)
+        batch = torch.cat([small.to(self.device) for small in smalls])  # some may have been prepared on the CPU
         padded, size = pad_to_multiple(batch, self.stride)
         with autocast(self.device, self.precision):
             ab = self.recipe.colorize(padded)
@@ -213,11 +214,78 @@ class Colorizer:
         self._each_strip(height, width, strip)
         return out
 
+    # -- when the device runs out of memory ------------------------------------------
+    def predict_within_memory(self, smalls: list[torch.Tensor], warn) -> list[torch.Tensor | None]:
+        """`predict`, but a batch the device has no memory for is retried in halves, and
+        one image that still does not fit is run on the CPU; `warn` says so. None for an
+        image that even the CPU has no memory for (the others still get theirs)."""
+        if len(smalls) == 1:
+            try:
+                return self._on_cpu_when_out_of_memory(
+                    "run through the net", lambda: self.predict(smalls), lambda twin: twin.predict([smalls[0].cpu()]), warn
+                )
+            except torch.OutOfMemoryError:
+                return [None]
+        try:
+            return self.predict(smalls)
+        except torch.OutOfMemoryError:
+            pass  # retried below, where the failed call's tensors are freed with its traceback
+        _release_cached_memory(self.device)
+        half = len(smalls) // 2
+        warn(f"out of memory on {self.device} for {len(smalls)} images at once: retrying {half} at a time")
+        return self.predict_within_memory(smalls[:half], warn) + self.predict_within_memory(smalls[half:], warn)
+
+    def prepare_within_memory(self, pixels: np.ndarray, alpha: np.ndarray | None, warn) -> Prepared:
+        """`prepare`, on the CPU (said through `warn`) when the device has no memory for it."""
+        return self._on_cpu_when_out_of_memory(
+            "prepared", lambda: self.prepare(pixels, alpha), lambda twin: twin.prepare(pixels, alpha), warn
+        )
+
+    def finish_within_memory(self, prepared: Prepared, ab_small: torch.Tensor, warn) -> np.ndarray:
+        """`finish`, on the CPU (said through `warn`) when the device has no memory for
+        it, or when the image was prepared there."""
+        if prepared.L.device.type != self.device.type:
+            return self.cpu_twin().finish(prepared, ab_small.cpu())
+
+        def on_cpu(twin: Colorizer) -> np.ndarray:
+            return twin.finish(Prepared(prepared.L.cpu(), prepared.small.cpu(), prepared.alpha), ab_small.cpu())
+
+        return self._on_cpu_when_out_of_memory("finished", lambda: self.finish(prepared, ab_small), on_cpu, warn)
+
+    def _on_cpu_when_out_of_memory(self, done: str, run, run_on_cpu, warn):
+        """run(), or, where the device has no memory for it, run_on_cpu(cpu_twin())."""
+        try:
+            return run()
+        except torch.OutOfMemoryError:
+            if self.device.type == "cpu":
+                raise
+        # Retried out here: inside the except block its traceback would keep the failed
+        # call's tensors alive.
+        _release_cached_memory(self.device)
+        warn(f"out of memory on {self.device}: this image is {done} on the CPU")
+        return run_on_cpu(self.cpu_twin())
+
+    def cpu_twin(self) -> "Colorizer":
+        """This colorizer with a copy of its net on the CPU, made on first use without
+        allocating anything on the device (which has just run out of memory)."""
+        if self._cpu_twin is None:
+            import copy
+
+            # deepcopy takes a tensor found in its memo as already copied: hand it the
+            # CPU copies, so the device copies are never duplicated on the device.
+            memo: dict[int, object] = {id(p): torch.nn.Parameter(p.detach().cpu(), p.requires_grad) for p in self.recipe.parameters()}
+            memo.update({id(b): b.detach().cpu() for b in self.recipe.buffers()})
+            recipe = copy.deepcopy(self.recipe, memo).cpu()
+            self._cpu_twin = Colorizer(recipe, self.render_size, "cpu", "32")
+        return self._cpu_twin
+
     def close(self) -> None:
         """Stop the strip threads (they also stop when the Colorizer is collected)."""
         if self._pool is not None:
             self._pool.shutdown(wait=False)
             self._pool = None
+        if self._cpu_twin is not None:
+            self._cpu_twin.close()
 
     def _each_strip(self, height: int, width: int, fn) -> None:
         """fn(r0, r1) over horizontal strips; strips write disjoint rows, so they may
@@ -230,6 +298,12 @@ class Colorizer:
             return
         for future in [self._pool.submit(fn, r0, r1) for r0, r1 in spans]:
             future.result()  # re-raises a worker's exception here
+
+
+def _release_cached_memory(device: torch.device) -> None:
+    # The failed call's blocks sit in the caching allocator; a retry needs them back.
+    if device.type == "cuda":
+        torch.cuda.empty_cache()
 
 
 def _readonly_tensor(array: np.ndarray) -> torch.Tensor:

@@ -372,3 +372,186 @@ def test_output_an_existing_file_is_one_error_before_any_work(tmp_path, ckpt, ca
     err = [line for line in capsys.readouterr().err.splitlines() if line.strip()]
     assert len(err) == 1 and err[0].startswith("gancolor: error: output is an existing file, not a folder: results")
     assert (tmp_path / "results").read_text() == "a file where a folder is expected"
+
+
+# -- long folders ---------------------------------------------------------------------
+
+
+def rss_bytes() -> int:
+    with open("/proc/self/statm") as f:
+        return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+
+
+def test_memory_stays_flat_over_a_long_folder(tmp_path, ckpt):
+    import threading
+    import time
+
+    for i in range(200):
+        Image.fromarray(texture(30, 40, seed=i)).save(tmp_path / f"{i:03d}.png")
+    out = tmp_path / "out"
+    samples: list[tuple[int, int]] = []  # (outputs written, RSS)
+    running = threading.Event()
+    running.set()
+
+    def sample() -> None:
+        while running.is_set():
+            done = len(os.listdir(out)) if out.is_dir() else 0
+            samples.append((done, rss_bytes()))
+            time.sleep(0.005)
+
+    sampler = threading.Thread(target=sample)
+    sampler.start()
+    try:
+        assert colorize(ckpt, f"input={tmp_path}", f"output={out}", "batch_size=4") == 0
+    finally:
+        running.clear()
+        sampler.join()
+    samples.append((200, rss_bytes()))
+    at_50 = next(rss for done, rss in samples if done >= 50)
+    after = max(rss for done, rss in samples if done >= 50)
+    assert after <= 1.10 * at_50, f"RSS grew from {at_50 / 2**20:.0f} MiB after 50 images to {after / 2**20:.0f} MiB"
+
+
+def start_colorize(ckpt, source: Path, out: Path, *args: str) -> subprocess.Popen:
+    return subprocess.Popen(
+        [sys.executable, "-m", "gancolor.colorize", f"ckpt={ckpt}", f"input={source}", f"output={out}", "progress_bar=false", *args],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )
+
+
+def stop_after(process: subprocess.Popen, out: Path, outputs: int, sig: int) -> tuple[str, str]:
+    import time
+
+    deadline = time.time() + 120
+    while not out.is_dir() or len([p for p in out.iterdir() if not p.name.startswith(".")]) < outputs:
+        assert process.poll() is None, process.communicate()
+        assert time.time() < deadline
+        time.sleep(0.01)
+    process.send_signal(sig)
+    return process.communicate(timeout=120)
+
+
+def complete_outputs(out: Path) -> list[str]:
+    """The outputs in `out`, each checked to decode in full; no temporary file may be left."""
+    names = sorted(p.name for p in out.iterdir())
+    assert not [n for n in names if n.startswith(".")], names
+    for name in names:
+        with Image.open(out / name) as image:
+            image.load()
+    return names
+
+
+def test_sigterm_and_ctrl_c_leave_complete_outputs_and_the_next_run_continues(tmp_path, ckpt, capsys):
+    import signal
+
+    source = tmp_path / "in"
+    source.mkdir()
+    for i in range(60):
+        Image.fromarray(colour(96, 128, seed=i)).save(source / f"{i:03d}.jpg", quality=90)
+    out = tmp_path / "out"
+    seen = 0
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        process = start_colorize(ckpt, source, out)
+        stdout, stderr = stop_after(process, out, seen + 5, sig)
+        assert process.returncode == 128 + sig, stderr
+        assert "Traceback" not in stderr
+        names = complete_outputs(out)
+        done = len(names) - seen
+        assert f"{done} colourised" in stdout
+        assert f"gancolor: stopped by {signal.Signals(sig).name} after {done} of {60 - seen} inputs" in stderr
+        assert 0 < done < 60 - seen
+        seen = len(names)
+    assert colorize(ckpt, f"input={source}", f"output={out}") == 0
+    assert f"{60 - seen} colourised, {seen} already there" in capsys.readouterr().out
+    assert len(complete_outputs(out)) == 60
+
+
+# -- out of memory --------------------------------------------------------------------
+
+
+class OutOfMemoryAbove(torch.nn.Module):
+    """A generator that raises a real torch.OutOfMemoryError, as a GPU short of memory
+    does, whenever it is given more than `limit` images at once."""
+
+    def __init__(self, net: torch.nn.Module, limit: int) -> None:
+        super().__init__()
+        self.net, self.limit, self.calls = net, limit, []
+
+    def forward(self, L: torch.Tensor) -> torch.Tensor:
+        self.calls.append(len(L))
+        if len(L) > self.limit:
+            raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 20.00 GiB")
+        return self.net(L)
+
+
+def short_of_memory(ckpt, limit: int) -> Colorizer:
+    from gancolor.checkpoint import load_recipe
+
+    recipe, _ = load_recipe(ckpt)
+    recipe.generator = OutOfMemoryAbove(recipe.generator, limit)
+    return Colorizer(recipe, RENDER)
+
+
+def colourised_short_of_memory(folder: Path, ckpt, images: int, batch_size: int, limit: int):
+    """colorize's `process` over `images` gray photos with a generator short of memory:
+    (jobs, tally, generator calls, what it said)."""
+    from gancolor.colorize import Options, plan, process
+
+    for i in range(images):
+        Image.fromarray(texture(24, 24, seed=i)).save(folder / f"{i}.png")
+    options = Options(ckpt=ckpt, input=str(folder), output=folder / "out", batch_size=batch_size, progress_bar=False)
+    jobs, _ = plan(options)
+    said: list[str] = []
+    tight = short_of_memory(ckpt, limit)
+    return jobs, process(jobs, tight, options, log=said.append), tight.recipe.generator.calls, said
+
+
+def test_a_batch_out_of_memory_is_retried_smaller_with_a_warning(tmp_path, ckpt, colorizer):
+    jobs, tally, calls, said = colourised_short_of_memory(tmp_path, ckpt, images=4, batch_size=4, limit=1)
+    assert calls == [4, 2, 1, 1, 2, 1, 1]
+    assert len(tally.written) == 4 and not tally.failed
+    assert sum("out of memory" in m and "retrying 2 at a time" in m for m in said) == 1
+    for job in jobs:  # the same colours as with memory to spare
+        expected = colorizer(np.asarray(Image.open(job.src)))
+        np.testing.assert_array_equal(np.asarray(Image.open(job.dst)), expected)
+
+
+def test_an_image_that_fits_nowhere_is_skipped_never_written_uncoloured(tmp_path, ckpt):
+    jobs, tally, calls, said = colourised_short_of_memory(tmp_path, ckpt, images=3, batch_size=2, limit=0)
+    assert calls == [2, 1, 1, 1]  # each image of the batch tried alone
+    assert tally.written == [] and len(tally.failed) == 3 and tally.exit_code() == 1
+    assert [m for m in said if m.startswith("gancolor: skipped")] == [f"gancolor: skipped {j.src}: out of memory (lower max_pixels, or use a machine with more memory)" for j in jobs]
+    assert not (tmp_path / "out").exists() or list((tmp_path / "out").iterdir()) == []
+
+
+def test_evaluate_never_scores_an_image_it_could_not_colourise(tmp_path, ckpt, capsys, monkeypatch):
+    import gancolor.checkpoint
+    from gancolor.evaluate import main as evaluate
+
+    (tmp_path / "val").mkdir()
+    Image.fromarray(colour(24, 24)).save(tmp_path / "val" / "a.png")
+    real_load = gancolor.checkpoint.load_recipe
+
+    def load_short_of_memory(path, device="cpu"):
+        recipe, loaded = real_load(path, device)
+        recipe.generator = OutOfMemoryAbove(recipe.generator, limit=0)
+        return recipe, loaded
+
+    monkeypatch.setattr(gancolor.checkpoint, "load_recipe", load_short_of_memory)
+    with pytest.raises(SystemExit) as info:
+        evaluate([f"ckpt={ckpt}", f"data.root={tmp_path / 'val'}", f"output={tmp_path / 'eval'}", "progress_bar=false",
+                  "lpips.weights=null", "fid.weights=null"])
+    assert info.value.code == 2
+    err = [line for line in capsys.readouterr().err.splitlines() if line.startswith("gancolor: error")]
+    assert err == ["gancolor: error: out of memory colourising a.png, even on the CPU: lower data.image_size"]
+    assert not (tmp_path / "eval").exists()
+
+
+def test_the_cpu_twin_colours_as_the_original(ckpt, colorizer):
+    # Where a GPU runs out of memory, this copy on the CPU takes the image.
+    twin = colorizer.cpu_twin()
+    assert twin is colorizer.cpu_twin() and twin.device.type == "cpu"  # made once
+    assert twin.recipe is not colorizer.recipe
+    assert all(p.device.type == "cpu" for p in twin.recipe.parameters())
+    gray = texture(30, 40)
+    np.testing.assert_array_equal(twin(gray), colorizer(gray))

@@ -187,6 +187,15 @@ def check_format(path: str | os.PathLike[str]) -> None:
         pass
 
 
+def quiet_pillow_warnings() -> None:
+    """Stop Pillow's warnings about damaged files (corrupt EXIF, a short TIFF strip)
+    reaching the user: such a file either decodes, or fails with a reason that the
+    caller reports on one line. Process-wide: the decoders run in worker threads."""
+    import warnings
+
+    warnings.filterwarnings("ignore", category=UserWarning, module=r"PIL(\.|$)")
+
+
 def _is_animated(img: Image.Image) -> bool:
     # Asked before load(): finding a second frame seeks, and seeking back to the first
     # frame after decoding it would decode it again.
