@@ -56,8 +56,11 @@ def check_overrides(overrides: list[str]):
 def check_sweep(overrides: list[str]) -> list:
     """check_overrides for every job of `python -m gancolor -m OVERRIDES`, before the
     first starts; a mistake names the job. Returns (composed config, overrides) per job."""
-    from gancolor.config_check import sweep_jobs
+    from gancolor.config_check import missing_launcher_plugin, sweep_jobs
 
+    problem = missing_launcher_plugin(overrides)  # the launcher runs every job alike
+    if problem:
+        fail(problem)
     try:
         jobs = sweep_jobs(overrides, CONF_DIR)
     except Exception as exc:  # noqa: BLE001 - Hydra's grammar errors, all kinds

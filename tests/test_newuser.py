@@ -80,10 +80,14 @@ def test_every_numeric_and_boolean_option_is_checked_against_its_yaml_type():
 
 
 @pytest.mark.skipif(importable("hydra_plugins.hydra_submitit_launcher"), reason="the slurm launcher is installed here")
-def test_the_slurm_launcher_without_its_extra_says_how_to_install_it():
-    from gancolor.commandline import config_problem
+def test_the_slurm_launcher_without_its_extra_says_how_to_install_it(capsys):
+    from gancolor.commandline import check_sweep, config_problem
 
-    assert config_problem(["hydra/launcher=slurm"])[1] == 'hydra/launcher=slurm needs its Hydra plugin: pip install -e ".[slurm]"'
+    expected = 'hydra/launcher=slurm needs its Hydra plugin: pip install -e ".[slurm]"'
+    assert config_problem(["hydra/launcher=slurm"])[1] == expected
+    with pytest.raises(SystemExit):
+        check_sweep(["hydra/launcher=slurm", "hydra.launcher.partition=gpu", "loss.lambda_L1=10,100"])
+    assert capsys.readouterr().err == f"gancolor: error: {expected}\n"
 
 
 def test_config_errors_come_before_torch_is_imported(tmp_path, cache):
