@@ -3,7 +3,9 @@
 `python -m gancolor` (training) hands its overrides to @hydra.main, which reports a bad
 override as a multi-line message and a wrong value only once the job has started; users
 deserve one line, before any work. So `check_overrides` composes them first (the same
-composition Hydra is about to do). The other commands (colorize, evaluate) compose
+composition Hydra is about to do) and checks what Hydra does not (gancolor.config_check:
+unknown keys with the nearest one, value types, required values); `check_sweep` does
+the same for every job of a multirun. The other commands (colorize, evaluate) compose
 their own config with `compose_command`. Either way a mistake ends as
 `gancolor: error: ...` with exit code 2.
 
@@ -12,6 +14,7 @@ Hydra is imported only when a command line is composed, so importing this module
 
 from __future__ import annotations
 
+import functools
 import os
 import re
 import sys
@@ -40,18 +43,83 @@ def expand_home(arg: str) -> str:
     return f"{key}={','.join(parts)}"
 
 
-def check_overrides(overrides: list[str]) -> None:
-    """Compose conf/config.yaml with `overrides`; exit with one line if Hydra refuses."""
-    from hydra import compose, initialize_config_dir
+def check_overrides(overrides: list[str]):
+    """Compose conf/config.yaml with `overrides` as the job will and check what Hydra
+    does not (gancolor.config_check); exit with one line for the first mistake.
+    Returns the composed config (without Hydra's own node)."""
+    cfg, problem = config_problem(overrides)
+    if problem:
+        fail(problem)
+    return cfg
+
+
+def check_sweep(overrides: list[str]) -> list:
+    """check_overrides for every job of `python -m gancolor -m OVERRIDES`, before the
+    first starts; a mistake names the job. Returns (composed config, overrides) per job."""
+    from gancolor.config_check import missing_launcher_plugin, sweep_jobs
+
+    problem = missing_launcher_plugin(overrides)  # the launcher runs every job alike
+    if problem:
+        fail(problem)
+    try:
+        jobs = sweep_jobs(overrides, CONF_DIR)
+    except Exception as exc:  # noqa: BLE001 - Hydra's grammar errors, all kinds
+        fail(f"bad config: {hydra_error_message(exc)} (see: python -m gancolor --help)")
+    if jobs is None:  # a sweeper plugin's sweep: the jobs check themselves when they start
+        return []
+    varying = [i for i in range(len(overrides)) if len({job[i] for job in jobs}) > 1] if jobs else []
+    configs = []
+    for num, job in enumerate(jobs):
+        cfg, problem = config_problem(job)
+        if problem:
+            fail(f"{problem} (multirun job {num}: {' '.join(job[i] for i in varying) or ' '.join(job)})")
+        configs.append((cfg, job))
+    return configs
+
+
+def config_problem(overrides: list[str]):
+    """(composed config, None), or (config or None, what is wrong with the overrides)."""
     from hydra.errors import HydraException
     from omegaconf.errors import OmegaConfBaseException
 
+    from gancolor import config_check as check
+
+    problem = check.missing_launcher_plugin(overrides)
+    if problem:
+        return None, problem
     plain = [o for o in overrides if not o.lstrip("+~").startswith("hydra")]
+    choices = check.group_choices(plain, CONF_DIR)
+    errors = (HydraException, OmegaConfBaseException, ValueError)
     try:
-        with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
-            compose(config_name="config", overrides=plain)
-    except (HydraException, OmegaConfBaseException, ValueError) as exc:
-        fail(f"bad config: {hydra_error_message(exc)} (see: python -m gancolor --help)")
+        defaults = _composed(tuple(choices))
+    except errors as exc:
+        return None, f"bad config: {hydra_error_message(exc)} (see: python -m gancolor --help)"
+    try:
+        cfg = _composed(tuple(plain))
+    except errors as exc:
+        message = hydra_error_message(exc)
+        unknown = re.search(r"Could not override '([^']+)'", message)
+        if unknown:
+            return None, check.unknown_key_message(unknown.group(1), defaults, CONF_DIR)
+        return None, f"bad config: {message} (see: python -m gancolor --help)"
+    try:
+        problem = (
+            check.added_key_problem(plain, defaults, CONF_DIR)
+            or check.missing_values(cfg, choices)
+            or check.value_type_problem(plain, cfg, defaults)
+        )
+    except errors as exc:  # an interpolation that cannot resolve
+        return None, f"bad config: {hydra_error_message(exc)} (see: python -m gancolor --help)"
+    return cfg, problem
+
+
+@functools.lru_cache(maxsize=32)
+def _composed(overrides: tuple[str, ...]):
+    """conf/config.yaml composed with `overrides` (a multirun's jobs share their defaults)."""
+    from hydra import compose, initialize_config_dir
+
+    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
+        return compose(config_name="config", overrides=list(overrides))
 
 
 def compose_command(

@@ -16,11 +16,12 @@ import math
 import os
 import sys
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig, OmegaConf
 
+from gancolor.config_check import override_key as _key
 from gancolor.errors import fail
 
 log = logging.getLogger("gancolor.multirun")
@@ -30,6 +31,25 @@ METRIC_ORDER = ("val/psnr", "val/ssim", "val/mae", "val/mse", "val/colorfulness_
 
 # Written into a job's folder when the job raised: the folder alone cannot tell.
 FAILED_MARKER = "job_failed.txt"
+
+
+class FailedJob(NamedTuple):
+    num: int | str
+    message: str
+    exit_code: int
+    sweep_dir: str
+
+
+# The jobs of this process's multirun that failed, for the command's last line and exit code.
+FAILED_JOBS: list[FailedJob] = []
+
+
+def mark_failed(job_dir: Path, num, sweep_dir, message: str, exit_code: int) -> None:
+    """Record a failed job: in its folder (the summary reads it) and for this process."""
+    message = " ".join(message.split())
+    if job_dir.is_dir():  # a job that failed before starting may have removed its folder
+        (job_dir / FAILED_MARKER).write_text(message + "\n")
+    FAILED_JOBS.append(FailedJob(num, message, exit_code, str(sweep_dir or "")))
 
 
 class MultirunSummary(Callback):
@@ -124,17 +144,39 @@ def markdown(sweep_dir, jobs, rows, header, swept, monitor, mode, best_key) -> s
     if common:
         lines += ["Common overrides: " + " ".join(f"`{o}`" for o in common), ""]
     scored = [(r, float(r[best_key])) for r in rows if _is_number(r[best_key])]
-    if scored:
+    twins = identical_jobs(rows, [c for c in header if c.startswith("val/")])
+    if scored and len(twins) == 1 and len(twins[0]) == len(rows) > 1:
+        lines += [
+            f"No best {monitor}: all {len(rows)} jobs ended with identical metrics, so nothing swept made a "
+            "difference yet (a job that ends within trainer.pretrain_epochs trains the generator alone, "
+            "and the GAN's options are never used: give each job more epochs or steps)",
+            "",
+        ]
+    elif scored:
         pick = max if mode == "max" else min
         row, value = pick(scored, key=lambda item: item[1])
         setting = " ".join(f"{k}={row[k]}" for k in swept if row[k] != "") or row["folder"]
         lines += [f"Best {monitor} ({mode}): {_fmt(value)}, job {row['job']} ({setting})", ""]
+    for group in twins:
+        if len(group) < len(rows):
+            lines += [f"Indistinguishable (identical metrics): jobs {', '.join(str(r['job']) for r in group)}", ""]
     columns = [c for c in header if c != "overrides"]  # the swept keys already say it
     lines.append("| " + " | ".join(columns) + " |")
     lines.append("|" + "|".join("---" for _ in columns) + "|")
     for row in rows:
         lines.append("| " + " | ".join(_fmt(row[c]).replace("|", "\\|") for c in columns) + " |")
     return "\n".join(lines) + "\n"
+
+
+def identical_jobs(rows: list[dict], metric_columns: list[str]) -> list[list[dict]]:
+    """Groups of two or more jobs that ended with exactly the same validation metrics:
+    whatever their settings, they trained the same thing (or did not train what differs)."""
+    groups: dict[tuple, list[dict]] = {}
+    for row in rows:
+        values = tuple(row[c] for c in metric_columns)
+        if row["status"] == "ok" and any(_is_number(v) for v in values):
+            groups.setdefault(values, []).append(row)
+    return [group for group in groups.values() if len(group) > 1]
 
 
 def find_job_folders(sweep_dir: Path) -> list[Path]:
@@ -191,10 +233,6 @@ def varying_keys(overrides: list[dict[str, str]]) -> list[str]:
     if len(overrides) < 2:
         return keys
     return [k for k in keys if len({job.get(k) for job in overrides}) > 1]
-
-
-def _key(override: str) -> str:
-    return override.split("=", 1)[0].lstrip("+~")
 
 
 def _is_number(value: Any) -> bool:

@@ -57,8 +57,8 @@ def override_key(override: str) -> str:
     return override.split("=", 1)[0].lstrip("+~")
 
 
-def resume_config(cfg: DictConfig, stored: dict, overrides: list[str]) -> DictConfig:
-    """The stored config of the run being resumed, with the allowed overrides applied."""
+def check_resume_overrides(overrides: list[str]) -> None:
+    """Refuse a resume command line that changes more than RESUME_ALLOWED."""
     refused = [
         o for o in overrides
         if not any(override_key(o) == a or override_key(o).startswith(a + ".") for a in RESUME_ALLOWED)
@@ -68,6 +68,11 @@ def resume_config(cfg: DictConfig, stored: dict, overrides: list[str]) -> DictCo
             f"resume continues a run with its own config; cannot change {', '.join(refused)} "
             f"(allowed: {', '.join(a for a in RESUME_ALLOWED if a not in ('resume', 'hydra'))}, logger.*)"
         )
+
+
+def resume_config(cfg: DictConfig, stored: dict, overrides: list[str]) -> DictConfig:
+    """The stored config of the run being resumed, with the allowed overrides applied."""
+    check_resume_overrides(overrides)
     merged = OmegaConf.create(stored)
     for o in overrides:
         key = override_key(o)

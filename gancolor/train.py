@@ -14,6 +14,7 @@ import random
 import shutil
 import signal
 import sys
+import traceback
 from pathlib import Path
 
 import numpy as np
@@ -26,8 +27,10 @@ from gancolor import distributed
 from gancolor.build import build
 from gancolor.errors import UserError, fail
 from gancolor.loggers import JsonlLogger, Logger, MultiLogger
+from gancolor.multirun import mark_failed
 from gancolor.resume import check_resume_continues, checkpoint_to_resume, drop_metrics_after, recipe_for_run, resume_config
 from gancolor.resume import init_weights_from  # noqa: F401  (its home before gancolor.resume)
+from gancolor.run_folder import LOCK_FILE
 
 log = logging.getLogger("gancolor")
 
@@ -37,6 +40,22 @@ def seed_everything(seed: int) -> None:
     random.seed(seed)
     np.random.seed(seed % 2**32)
     torch.manual_seed(seed)
+
+
+# Presets sized for a GPU (their yaml says so): on a CPU a step takes minutes.
+GPU_PRESETS = {"experiment": ("cic_zhang2016",)}
+
+
+def warn_if_gpu_preset_on_cpu(device: torch.device) -> None:
+    if device.type != "cpu" or not distributed.is_main():
+        return
+    choices = HydraConfig.get().runtime.choices
+    for group, names in GPU_PRESETS.items():
+        if choices.get(group) in names:
+            log.warning(
+                "%s=%s is a GPU preset and this run is on the CPU: expect minutes per step and several GB of "
+                "memory (see conf/%s/%s.yaml for a smaller setting)", group, choices[group], group, choices[group],
+            )
 
 
 def build_logger(cfg: DictConfig, run_dir: Path, config: dict, run_id: str | None = None) -> Logger:
@@ -65,6 +84,7 @@ def train(cfg: DictConfig) -> float | None:
             check_resume_continues(cfg, resume, distributed.world_size())
         seed_everything(int(cfg.seed))
         trainer = build(cfg.trainer, "trainer")
+        warn_if_gpu_preset_on_cpu(trainer.device)
         data = build(cfg.data, "data")
         recipe = recipe_for_run(cfg, resume)
         trainer.check_phases(recipe)  # a phase the recipe lacks fails before any work
@@ -109,6 +129,22 @@ def train(cfg: DictConfig) -> float | None:
     return metrics.get(trainer.monitor)
 
 
+def train_job(cfg: DictConfig) -> float | None:
+    """One job of a multirun: a job that fails is marked failed (its folder, the
+    summary, one line on the console) and the multirun goes on with the next."""
+    try:
+        return train(cfg)
+    except Exception as exc:  # noqa: BLE001 - a bug in one job must not cost the others
+        job = HydraConfig.get()
+        user_error = isinstance(exc, UserError)
+        message = str(exc) if user_error else f"{type(exc).__name__}: {exc}"
+        if not user_error:
+            log_to_file_only(logging.ERROR, traceback.format_exc())
+        print(f"gancolor: error: multirun job {job.job.num}: {' '.join(message.split())}", file=sys.stderr, flush=True)
+        mark_failed(Path(job.runtime.output_dir), job.job.num, job.sweep.dir, message, exc.exit_code if user_error else 1)
+        return None
+
+
 def quiet_secondary_rank() -> None:
     """Ranks other than 0 keep warnings on the console and write nothing to train.log."""
     root = logging.getLogger()
@@ -129,7 +165,7 @@ def log_to_file_only(level: int, message: str) -> None:
 def _remove_unused_run_dir(run_dir: Path) -> None:
     """A run that stopped before its first step leaves no folder behind, but only if
     the folder holds nothing except what Hydra wrote when it started this job."""
-    hydra_only = {".hydra", "train.log"}
+    hydra_only = {".hydra", "train.log", LOCK_FILE}
     if run_dir.is_dir() and {p.name for p in run_dir.iterdir()} <= hydra_only:
         for handler in logging.getLogger().handlers:
             handler.flush()

@@ -154,3 +154,72 @@ def test_the_table_is_kept_up_to_date_after_every_job_and_marks_failures(tmp_pat
     single.hydra.mode = RunMode.RUN
     callback.on_job_end(single, JobReturn(status=JobStatus.COMPLETED, _return_value=1.0))
     assert not (tmp_path / "summary.csv").exists()
+
+
+# -- mistakes under -m: checked before any job, and a failing job does not stop the others --
+
+
+@pytest.mark.parametrize(
+    "overrides, expected",
+    [
+        (["loss.lambda_L1=10,abc"], "loss.lambda_L1 must be a number, got 'abc' (multirun job 1: loss.lambda_L1=abc)"),
+        (["loss.gan_mode=vanilla,lsgan", "trainer.max_epoch=1"],
+         "unknown key trainer.max_epoch: did you mean trainer.max_epochs? (multirun job 0: loss.gan_mode=vanilla)"),
+        (["model=pix2pix,stargan", "generator.ngf=8"], "generator.ngf needs generator=resnet (or unet) (multirun job 1: model=stargan)"),
+        (["seed=range(0,2)", "data=glob(fold*)"], "missing data.root=... (required by data=folder) (multirun job 0: seed=0)"),
+    ],
+)
+def test_every_job_of_a_sweep_is_checked_before_the_first_starts(overrides, expected, capsys):
+    from gancolor.commandline import check_sweep
+
+    with pytest.raises(SystemExit) as info:
+        check_sweep(overrides)
+    assert info.value.code == 2
+    assert capsys.readouterr().err == f"gancolor: error: {expected}\n"
+
+
+def test_a_sweep_expands_as_hydras_basic_sweeper_does():
+    from gancolor.commandline import CONF_DIR
+    from gancolor.config_check import sweep_jobs
+
+    assert sweep_jobs(["a=1,2", "b=x", "c=range(0,2)"], CONF_DIR) == [
+        ["a=1", "b=x", "c=0"], ["a=1", "b=x", "c=1"], ["a=2", "b=x", "c=0"], ["a=2", "b=x", "c=1"],
+    ]
+    assert sweep_jobs(["model=glob(p*)", "+x='a b'"], CONF_DIR) == [["model=pix2pix", "+x='a b'"]]
+
+
+@pytest.mark.slow
+def test_a_job_that_fails_is_marked_and_the_others_run(tmp_path):
+    sweep_dir = tmp_path / "multirun"
+    env = {**os.environ, "GANCOLOR_CACHE": str(tmp_path / "cache"), "WANDB_MODE": "offline", "WANDB_SILENT": "true"}
+    result = subprocess.run(
+        [sys.executable, "-m", "gancolor", "-m", *TINY, "trainer.max_steps=1", "logger=none",
+         "loss.gan_mode=wgan,vanilla", f"hydra.sweep.dir={sweep_dir}"],
+        cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300,
+    )
+    assert result.returncode == 2, result.stderr[-3000:]
+    assert "Traceback" not in result.stderr
+    errors = [line for line in result.stderr.splitlines() if line.startswith("gancolor: error:")]
+    assert errors[0] == "gancolor: error: multirun job 0: loss.gan_mode must be one of vanilla, lsgan, hinge, got 'wgan'"
+    assert errors[-1].startswith("gancolor: error: 1 multirun job(s) failed: job 0: loss.gan_mode must be one of")
+    rows = list(csv.DictReader((sweep_dir / "summary.csv").open()))
+    assert [(r["job"], r["status"]) for r in rows] == [("0", "failed"), ("1", "ok")]
+    assert not (sweep_dir / ".gancolor.lock").exists(), "the multirun's lock goes when it ends"
+
+    again = subprocess.run([sys.executable, "-m", "gancolor", "-m", "seed=1,2", f"hydra.sweep.dir={sweep_dir}"],
+                           cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120)
+    assert again.returncode == 2 and "already holds an earlier multirun" in again.stderr
+
+
+def test_the_summary_says_when_jobs_cannot_be_told_apart(tmp_path):
+    same = [{"step": 18, "val/psnr": 21.5, "val/ssim": 0.8}]
+    for num, mode in enumerate(["vanilla", "lsgan", "hinge"]):
+        fake_job(tmp_path / "all" / f"{num}_pix2pix", num, [f"loss.gan_mode={mode}"], same)
+    md = write_summary(tmp_path / "all")[0].read_text()
+    assert "No best val/psnr: all 3 jobs ended with identical metrics" in md and "Best val/psnr" not in md
+
+    for num, psnr in enumerate([21.5, 21.5, 23.0]):
+        fake_job(tmp_path / "some" / f"{num}_pix2pix", num, [f"seed={num}"], [{"step": 18, "val/psnr": psnr}])
+    md = write_summary(tmp_path / "some")[0].read_text()
+    assert "Best val/psnr (max): 23, job 2 (seed=2)" in md
+    assert "Indistinguishable (identical metrics): jobs 0, 1" in md

@@ -17,7 +17,6 @@ from torch import nn
 from gancolor import color
 from gancolor.build import build, build_recipe
 from gancolor.checkpoint import load_recipe
-from gancolor.errors import ConfigError
 from gancolor.inference import Colorizer
 from helpers import CONF_DIR, compose, crops, phase_steps, same, save_checkpoint, shrink, snapshot
 

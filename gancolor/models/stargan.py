@@ -37,6 +37,7 @@ in multi mode into the attribute vector with only `target_domain` on (null: all 
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Sequence
 from typing import Callable
 
@@ -50,6 +51,8 @@ from gancolor.augment import discriminator_augment
 from gancolor.errors import ConfigError
 from gancolor.losses import GANLoss, attribute_bce, gradient_penalty
 from gancolor.models.base import Recipe, Step, adam
+
+log = logging.getLogger("gancolor.trainer")  # train.log names these lines after the trainer
 
 NetFactory = Callable[..., nn.Module]
 # What a batch calls its labels in each domain mode, and the data that gives them.
@@ -230,6 +233,23 @@ class StarGAN(Recipe):
             target[:, k] = 1 - target[:, k]
             return target, torch.ones(len(c_org), device=c_org.device)
         return torch.full_like(c_org, k), (c_org != k).float()
+
+    def on_fit_start(self, trainer) -> None:
+        # Validation translates gray into the fixed target domain, so its metrics change
+        # only when G does, and G trains on every n_critic-th iteration only (counted over
+        # the run). Fewer iterations than that between two validations leave some of them
+        # with no G step: they repeat the previous metrics to the last digit.
+        if not trainer.val_every_n_epochs:
+            return
+        steps = len(trainer.data.train_loader(rank=trainer.rank, world_size=trainer.world_size))
+        between = steps * trainer.val_every_n_epochs
+        if between < self.n_critic:
+            log.warning(
+                "%s: G trains once every %d iterations (model.n_critic) but validation comes every %d (%d per epoch, "
+                "trainer.val_every_n_epochs=%d): a validation after no G step repeats the previous metrics exactly, "
+                "because G did not change",
+                self.name, self.n_critic, between, steps, trainer.val_every_n_epochs,
+            )
 
     # -- inference --------------------------------------------------------------------
     @torch.no_grad()

@@ -1,0 +1,206 @@
+"""What a training command line asks for, checked against the composed config before
+any job starts (and before torch is imported): keys that do not exist, values of the
+wrong type, required values left out, launchers whose plugin is not installed, and a
+multirun's sweeps expanded into the jobs Hydra will run.
+
+Each check returns a message for the user, or None; gancolor.commandline turns the
+first message into the one line a mistake gives. Hydra and OmegaConf are imported
+inside the functions, like in gancolor.commandline.
+"""
+
+from __future__ import annotations
+
+import difflib
+import importlib.util
+from pathlib import Path
+from typing import Any
+
+# Launchers (conf/hydra/launcher/<name>.yaml) that need a Hydra plugin gancolor does not
+# install by default: the plugin's module and the extra that installs it.
+LAUNCHER_EXTRAS = {"slurm": ("hydra_plugins.hydra_submitit_launcher", "slurm")}
+
+
+def override_key(override: str) -> str:
+    """`+trainer.x=1` -> `trainer.x`."""
+    return override.split("=", 1)[0].lstrip("+~")
+
+
+def group_choices(overrides: list[str], conf_dir: Path) -> list[str]:
+    """The overrides that pick an option of a config group (`data=folder`), not a value."""
+    return [o for o in overrides if "=" in o and not o.startswith("~") and (conf_dir / override_key(o)).is_dir()]
+
+
+def missing_launcher_plugin(overrides: list[str]) -> str | None:
+    for o in overrides:
+        if override_key(o) == "hydra/launcher" and "=" in o:
+            name = o.split("=", 1)[1]
+            module, extra = LAUNCHER_EXTRAS.get(name, (None, None))
+            if module and not importable(module):
+                return f'hydra/launcher={name} needs its Hydra plugin: pip install -e ".[{extra}]"'
+    return None
+
+
+def importable(module: str) -> bool:
+    try:
+        return importlib.util.find_spec(module) is not None
+    except ModuleNotFoundError:  # its parent package is missing too
+        return False
+
+
+def has_key(cfg, key: str) -> bool:
+    """Whether `cfg` has `key` (dotted), even with a missing (???) value."""
+    from omegaconf import DictConfig, OmegaConf
+
+    parent_key, _, leaf = key.rpartition(".")
+    parent = OmegaConf.select(cfg, parent_key, default=None, throw_on_missing=False) if parent_key else cfg
+    return isinstance(parent, DictConfig) and leaf in parent.keys()  # `in` alone is False for ???
+
+
+def unknown_key_message(key: str, defaults, conf_dir: Path) -> str:
+    """What to say about `key`, which the composed config (`defaults`) does not have:
+    which option of its group has it, or the nearest key that exists."""
+    from omegaconf import DictConfig, OmegaConf
+
+    group, _, rest = key.partition(".")
+    if rest and (conf_dir / group).is_dir():
+        having = options_with_key(conf_dir / group, rest, defaults.get(group))
+        if having:
+            others = f" (or {', '.join(having[1:])})" if len(having) > 1 else ""
+            return f"{key} needs {group}={having[0]}{others}"
+    parent_key, _, leaf = key.rpartition(".")
+    parent = OmegaConf.select(defaults, parent_key) if parent_key else defaults
+    prefix = f"{parent_key}." if parent_key else ""
+    if isinstance(parent, DictConfig):
+        near = difflib.get_close_matches(leaf, [str(k) for k in parent.keys()], n=1, cutoff=0.6)
+        if near:
+            return f"unknown key {key}: did you mean {prefix}{near[0]}?"
+    elsewhere = [k for k in leaf_keys(defaults) if k.rpartition(".")[2] == leaf]
+    if elsewhere:
+        return f"unknown key {key}: did you mean {' or '.join(elsewhere[:3])}?"
+    return f"unknown key {key} (python -m gancolor --cfg job shows every key)"
+
+
+def options_with_key(group_dir: Path, key: str, current) -> list[str]:
+    """The options of a config group whose yaml sets `key`: first those that require it
+    (`???`: they are built around it), each kind the most like the current choice (by
+    the keys they share) first."""
+    from omegaconf import DictConfig, OmegaConf
+
+    current_keys = set(current.keys()) if isinstance(current, DictConfig) else set()
+    found = []
+    for path in sorted(group_dir.glob("*.yaml")):
+        node = OmegaConf.load(path)
+        if not has_key(node, key):
+            continue
+        keys = set(node.keys())
+        likeness = len(keys & current_keys) / max(len(keys | current_keys), 1)
+        found.append((not OmegaConf.is_missing(*_parent_and_leaf(node, key)), -likeness, path.stem))
+    return [name for *_, name in sorted(found)]
+
+
+def _parent_and_leaf(cfg, key: str):
+    from omegaconf import OmegaConf
+
+    parent_key, _, leaf = key.rpartition(".")
+    return (OmegaConf.select(cfg, parent_key) if parent_key else cfg), leaf
+
+
+def leaf_keys(node, prefix: str = "") -> list[str]:
+    from omegaconf import DictConfig
+
+    keys = []
+    for k in node.keys():
+        child = node._get_node(k)
+        full = f"{prefix}{k}"
+        keys += leaf_keys(child, full + ".") if isinstance(child, DictConfig) else [full]
+    return keys
+
+
+def added_key_problem(overrides: list[str], defaults, conf_dir: Path) -> str | None:
+    """A `+key=...` that adds what looks like a misspelt key, or a key another option of
+    its group has: Hydra's own hint suggests the `+`, and the constructor then refuses it."""
+    for o in overrides:
+        if not o.startswith("+") or "=" not in o:
+            continue
+        key = override_key(o)
+        if has_key(defaults, key):
+            continue
+        message = unknown_key_message(key, defaults, conf_dir)
+        if not message.endswith("shows every key)"):
+            return message
+    return None
+
+
+def type_problem(key: str, value: Any, default: Any) -> str | None:
+    """`value` against the type of the yaml's `default`: numbers and booleans only
+    (a string or null default says nothing about what else it accepts)."""
+    if value is None or default is None or isinstance(default, str):
+        return None
+    if isinstance(default, bool):
+        return None if isinstance(value, bool) else f"{key} must be true or false, got {value!r}"
+    if isinstance(default, int):
+        whole = isinstance(value, int) or (isinstance(value, float) and value.is_integer())
+        return None if whole and not isinstance(value, bool) else f"{key} must be an integer, got {value!r}"
+    if isinstance(default, float):
+        number = isinstance(value, (int, float)) and not isinstance(value, bool)
+        return None if number else f"{key} must be a number, got {value!r}"
+    return None
+
+
+def value_type_problem(overrides: list[str], cfg, defaults) -> str | None:
+    """The first override whose value has another type than the yaml default of its key."""
+    from omegaconf import OmegaConf
+
+    for o in overrides:
+        if o.startswith("~") or "=" not in o:
+            continue
+        key = override_key(o)
+        try:
+            value = OmegaConf.select(cfg, key, default=None)
+            default = OmegaConf.select(defaults, key, default=None)
+        except Exception:  # noqa: BLE001 - an interpolation that resolves only in the job
+            continue
+        problem = type_problem(key, value, default)
+        if problem:
+            return problem
+    return None
+
+
+def missing_values(cfg, choices: list[str]) -> str | None:
+    """Required values (`???`) the command left out, and the option that requires them."""
+    from omegaconf import OmegaConf
+
+    missing = sorted(OmegaConf.missing_keys(cfg))
+    if not missing:
+        return None
+    picked = {override_key(c): c.split("=", 1)[1] for c in choices}
+    owners = sorted({f"{k.split('.')[0]}={picked[k.split('.')[0]]}" for k in missing if k.split(".")[0] in picked})
+    by = f" (required by {', '.join(owners)})" if owners else ""
+    return f"missing {', '.join(f'{k}=...' for k in missing)}{by}"
+
+
+def sweep_jobs(overrides: list[str], conf_dir: Path) -> list[list[str]] | None:
+    """The override lists of the jobs `python -m gancolor -m OVERRIDES` runs, as Hydra's
+    basic sweeper makes them (the cartesian product of the sweeps, in command-line
+    order); None when a sweep cannot be expanded here (an interval: a sweeper plugin's)."""
+    import itertools
+
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+    from hydra.core.override_parser.types import Glob
+
+    choices = []
+    for override in OverridesParser.create().parse_overrides(overrides):
+        if not override.is_sweep_override():
+            choices.append([override.input_line])
+            continue
+        key = override.get_key_element()
+        if isinstance(override.value(), Glob):
+            options = sorted(p.stem for p in (conf_dir / override.key_or_group).glob("*.yaml"))
+            values = override.value().filter(options)
+        else:
+            try:
+                values = list(override.sweep_string_iterator())
+            except Exception:  # noqa: BLE001 - interval sweeps: only a sweeper plugin expands them
+                return None
+        choices.append([f"{key}={v}" for v in values])
+    return [list(job) for job in itertools.product(*choices)]
