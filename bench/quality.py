@@ -33,11 +33,13 @@ from __future__ import annotations
 import argparse
 import os
 import platform
+import queue
 import resource
 import shutil
 import signal
 import subprocess
 import sys
+import threading
 import time
 from collections import defaultdict
 from datetime import datetime
@@ -56,7 +58,7 @@ from gancolor.metrics import histogram_intersection, image_metrics, summarize  #
 
 HOLD_OUT_EVERY = 8  # the fixed split: sorted names, index % 8 == 7 held out
 IMAGE_SIZE, BATCH_SIZE = 128, 4
-SAVE_EVERY = 100  # reference: images between weight snapshots (a multiple of BATCH_SIZE)
+SAVE_EVERY = 20  # reference: images between weight snapshots (a multiple of BATCH_SIZE)
 SHEET_PHOTOS, SHEET_HEIGHT = 4, 96
 RESULTS = ROOT / "bench" / "results"
 BENCHMARKS = ROOT / "BENCHMARKS.md"
@@ -153,17 +155,23 @@ def train_reference(reference: Path, split_dir: Path, work: Path, budget: dict, 
     deadline = started + budget["seconds"] if budget.get("seconds") else None
     images = 0
     process = subprocess.Popen(command, cwd=copy, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    lines: queue.Queue[str | None] = queue.Queue()
+    threading.Thread(target=forward_lines, args=(process.stdout, lines), daemon=True).start()
+    saved_at = 0  # mtime of the weights file the last snapshot copied
     with open(work / "reference_train.out", "w") as out:
-        for line in process.stdout:
+        while not (deadline and time.monotonic() > deadline):
+            try:
+                line = lines.get(timeout=0.5)
+            except queue.Empty:
+                continue
+            if line is None:
+                break  # it ended on its own
             out.write(line)
             if not line.startswith("saving the latest model"):
                 continue
-            total = int(line.rsplit("total_iters", 1)[1].strip(" )\n"))
-            if deadline and time.monotonic() > deadline:
-                break  # this save came after the deadline: keep the one before
-            wait_until_loadable(latest)
+            saved_at = wait_until_saved(latest, saved_at)
             shutil.copyfile(latest, snapshot)
-            images = total
+            images = int(line.rsplit("total_iters", 1)[1].strip(" )\n"))
             if images_cap and images >= images_cap:
                 break
     process.kill()
@@ -175,15 +183,26 @@ def train_reference(reference: Path, split_dir: Path, work: Path, budget: dict, 
     return {"ckpt": snapshot, "images": images, "seconds": seconds, "cpu": cpu, "copy": copy}
 
 
-def wait_until_loadable(path: Path, timeout: float = 120.0) -> None:
-    # The reference prints "saving" before it writes: wait until the file is whole.
+def forward_lines(stream, lines: queue.Queue) -> None:
+    # Read on a thread, so that the deadline is kept even while the reference is silent.
+    for line in stream:
+        lines.put(line)
+    lines.put(None)
+
+
+def wait_until_saved(path: Path, previous_mtime: int, timeout: float = 120.0) -> int:
+    """The reference prints "saving" before it writes: wait until the file is newer
+    than the last one copied and loads whole; returns its mtime."""
     end = time.monotonic() + timeout
     while time.monotonic() < end:
         try:
-            torch.load(path, map_location="cpu", weights_only=True)
-            return
+            mtime = path.stat().st_mtime_ns
+            if mtime > previous_mtime:
+                torch.load(path, map_location="cpu", weights_only=True)
+                return mtime
         except Exception:  # missing or half-written
-            time.sleep(0.5)
+            pass
+        time.sleep(0.5)
     raise SystemExit(f"quality: the reference never finished writing {path}")
 
 
