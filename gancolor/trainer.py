@@ -25,6 +25,7 @@ from gancolor import distributed
 from gancolor.checkpoint import CheckpointFolder, preserved_rng, restore_trainer_state, trainer_state
 from gancolor.device import PRECISIONS, autocast, check_precision, resolve_device
 from gancolor.errors import ConfigError
+from gancolor.faults import KeepLogging, checkpoint_write_error
 from gancolor.loggers import Logger
 from gancolor.lr_policy import LRPolicy
 from gancolor.models.base import Recipe, Step
@@ -194,7 +195,8 @@ class Trainer:
         self.checkpoints = CheckpointFolder(self.run_dir / "checkpoints", self.keep_last)
         self.checkpoints.folder.mkdir(parents=True, exist_ok=True)
         (self.run_dir / "samples").mkdir(parents=True, exist_ok=True)
-        self.recipe, self.data, self.logger, self.config = recipe, data, logger, config
+        self.logger = logger if isinstance(logger, KeepLogging) else KeepLogging(logger)
+        self.recipe, self.data, self.config = recipe, data, config
 
         self.setup(recipe)
         if self.freeze_epochs:  # a misspelt module fails now, not epochs later
@@ -273,9 +275,7 @@ class Trainer:
         improved = self.update_best(metrics) if metrics else False
         if not (always or improved):
             return
-        path = self.save(phase)
-        if improved and self.is_main:
-            self.checkpoints.mark_best(path)
+        self.save(phase, best=improved)
         self.logger.log_checkpoint(  # uploads only with logger.log_checkpoints=true
             self.checkpoints.last,
             aliases=["latest", alias, *(["best"] if improved else [])],
@@ -395,14 +395,25 @@ class Trainer:
             self.best = value
         return better
 
-    def save(self, phase: str) -> Path:
-        """Every rank takes part (RNG states are gathered); rank 0 writes; all wait for
-        it. A second Ctrl-C waits for the write to complete."""
+    def save(self, phase: str, best: bool = False) -> Path:
+        """Every rank takes part (RNG states are gathered); rank 0 writes (and, with
+        `best`, points best.pt at it); all wait for it. A second Ctrl-C waits for the
+        write to complete; a write the disk refuses stops the run with one line."""
         with self.stop.uninterrupted():
             with self.nets.unwrapped():
                 state = self.state(phase)
-            path = self.checkpoints.save(state) if self.is_main else self.checkpoints.last
-            distributed.barrier()
+            path, error = self.checkpoints.last, None
+            if self.is_main:
+                try:
+                    path = self.checkpoints.save(state)
+                    if best:
+                        self.checkpoints.mark_best(path)
+                except OSError as exc:  # the temporary file is gone; the previous checkpoint is untouched
+                    error = exc
+            failed = distributed.any_rank(error is not None, self.device)  # also: all wait for rank 0
+        if failed:
+            hint = f"free some space, then resume with: python -m gancolor resume={self.run_dir}"
+            raise checkpoint_write_error(error or OSError("rank 0 could not write it"), self.checkpoints.folder, hint)
         return path
 
     def state(self, phase: str) -> dict:

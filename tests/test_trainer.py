@@ -4,9 +4,11 @@ across a resume), max_steps, and how often metrics are logged."""
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import math
 import os
+import resource
 import signal
 
 import numpy as np
@@ -20,7 +22,8 @@ from gancolor.checkpoint import load_checkpoint
 from gancolor.data import lab_batch
 from gancolor.data.sampling import EpochSampler
 from gancolor.errors import ConfigError
-from gancolor.loggers import Logger
+from gancolor.faults import CheckpointWriteError
+from gancolor.loggers import JsonlLogger, Logger
 from gancolor.models.base import Recipe, Step
 from gancolor.trainer import PHASES, Trainer
 from helpers import strip_speed
@@ -300,6 +303,46 @@ def test_without_validation_images_a_run_trains_unvalidated_and_says_so_once(tmp
     assert not list((run / "samples").iterdir())
     with pytest.raises(ConfigError, match="trainer.lr_policy=plateau follows trainer.monitor, but there are no validation images"):
         fit(tmp_path / "plateau", data=TinyData(val=0), lr_policy="plateau")
+
+
+@contextlib.contextmanager
+def files_limited_to(size: int):
+    """Writes past `size` bytes of any file fail, as the kernel makes them fail (EFBIG)."""
+    limits, handler = resource.getrlimit(resource.RLIMIT_FSIZE), signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+    resource.setrlimit(resource.RLIMIT_FSIZE, (size, limits[1]))
+    try:
+        yield
+    finally:
+        resource.setrlimit(resource.RLIMIT_FSIZE, limits)
+        signal.signal(signal.SIGXFSZ, handler)
+
+
+def test_a_checkpoint_the_disk_refuses_stops_the_run_in_one_line_and_keeps_the_previous_one(tmp_path):
+    fit(tmp_path, max_epochs=1)
+    last = tmp_path / "run" / "checkpoints" / "last.pt"
+    before = last.read_bytes()
+    with files_limited_to(len(before) // 2), pytest.raises(CheckpointWriteError) as refused:
+        fit(tmp_path, resume=load_checkpoint(last), max_epochs=2)
+    message = str(refused.value)
+    assert "cannot write a checkpoint into" in message and "File too large" in message and "\n" not in message
+    assert f"the previous checkpoint {last} is intact" in message and refused.value.exit_code == 1
+    assert last.read_bytes() == before and load_checkpoint(last)["global_step"] == 2
+    assert sorted(p.name for p in last.parent.iterdir()) == ["best.pt", "last.pt"], "no temporary file left"
+
+
+def test_logs_and_sample_grids_the_disk_refuses_warn_once_and_the_run_goes_on(tmp_path, caplog):
+    run = tmp_path / "run"
+    for epoch in (1, 2):  # a grid cannot be written where a folder has its name
+        (run / "samples" / f"epoch_{epoch:04d}.png").mkdir(parents=True)
+    trainer = Trainer(device="cpu", progress_bar=False, log_every_n_steps=1, num_samples=1, max_epochs=2)
+    with caplog.at_level(logging.WARNING, logger="gancolor.trainer"):
+        # /dev/full: every write to metrics.jsonl fails with ENOSPC
+        trainer.fit(TinyRecipe(), TinyData(), run, JsonlLogger("/dev/full"), {})
+        trainer.logger.finish()
+    assert trainer.epoch == 2 and load_checkpoint(run / "checkpoints" / "last.pt")["global_step"] == 4
+    warnings = [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING]
+    assert len([w for w in warnings if "cannot write metrics" in w and "No space left on device" in w]) == 1, warnings
+    assert len([w for w in warnings if "cannot write the sample grid" in w]) == 2, warnings
 
 
 class CtrlCTwice(TinyRecipe):
