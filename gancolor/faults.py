@@ -4,6 +4,10 @@
                            error): the run stops; the previous checkpoint is intact
     KeepLogging            a logger whose writes may fail (metrics.jsonl on a full disk):
                            the run warns once and goes on
+    NonFiniteWatch         losses that became NaN or inf, noticed on the device without a
+                           host sync per step; read where the trainer syncs anyway
+    TrainingDiverged       what the trainer raises then: one line, exit status 1, the
+                           last checkpoint kept (nothing is saved after the divergence)
 """
 
 from __future__ import annotations
@@ -12,7 +16,9 @@ import logging
 from pathlib import Path
 from typing import Any, Sequence
 
-from gancolor.errors import CheckpointError
+import torch
+
+from gancolor.errors import CheckpointError, UserError
 from gancolor.loggers import Logger
 
 log = logging.getLogger("gancolor.trainer")  # train.log names these lines after the trainer that asks for them
@@ -70,3 +76,43 @@ class KeepLogging(Logger):
 
     def finish(self) -> None:
         self._call("the last metrics (closing the logs)", "finish")
+
+
+class TrainingDiverged(UserError):
+    """A loss or the weights became NaN/inf: exit status 1, no checkpoint of that state."""
+
+    exit_code = 1
+
+
+class NonFiniteWatch:
+    """The first step at which each loss was not finite, kept on the device: `see` adds
+    a few tiny kernels to a step and no host sync; `first` reads it all back at once."""
+
+    def __init__(self) -> None:
+        self.steps: dict[str, torch.Tensor] = {}  # loss name -> first bad step (0: none yet)
+        self.values: dict[str, torch.Tensor] = {}  # loss name -> its value then
+
+    def see(self, name: str, loss: torch.Tensor, step: int) -> None:
+        loss = loss.detach().float()
+        new = ~torch.isfinite(loss)
+        if name in self.steps:
+            new = new & (self.steps[name] == 0)
+            self.steps[name] = torch.where(new, step, self.steps[name])
+            self.values[name] = torch.where(new, loss, self.values[name])
+        else:
+            self.steps[name] = torch.where(new, step, 0)
+            self.values[name] = loss.clone()
+
+    def first(self) -> tuple[str, int, float] | None:
+        """(loss name, step, value) of the earliest non-finite loss seen, or None; forgets
+        what it has seen."""
+        if not self.steps:
+            return None
+        names = list(self.steps)
+        steps = torch.stack([self.steps[n] for n in names]).tolist()  # the one sync
+        self.steps, values, self.values = {}, self.values, {}
+        bad = [(step, name) for step, name in zip(steps, names) if step]
+        if not bad:
+            return None
+        step, name = min(bad)
+        return name, int(step), float(values[name])
