@@ -26,6 +26,7 @@ from omegaconf import DictConfig, OmegaConf
 from gancolor import distributed
 from gancolor.build import build
 from gancolor.errors import UserError, fail
+from gancolor.faults import KeepLogging
 from gancolor.loggers import JsonlLogger, Logger, MultiLogger
 from gancolor.multirun import mark_failed
 from gancolor.resume import check_resume_continues, checkpoint_to_resume, drop_metrics_after, recipe_for_run, resume_config
@@ -97,7 +98,7 @@ def train(cfg: DictConfig) -> float | None:
         else:
             drop_metrics_after(run_dir / "metrics.jsonl", resume["global_step"])
         started = True
-        logger = build_logger(cfg, run_dir, config, run_id=resume.get("logger_run_id") if resume else None)
+        logger = KeepLogging(build_logger(cfg, run_dir, config, run_id=resume.get("logger_run_id") if resume else None))
         try:
             metrics = trainer.fit(recipe, data, run_dir, logger, config, resume=resume)
         finally:

@@ -25,6 +25,7 @@ from gancolor import distributed
 from gancolor.checkpoint import CheckpointFolder, preserved_rng, restore_trainer_state, trainer_state
 from gancolor.device import PRECISIONS, autocast, check_precision, resolve_device
 from gancolor.errors import ConfigError
+from gancolor.faults import KeepLogging, NonFiniteWatch, TrainingDiverged, checkpoint_write_error
 from gancolor.loggers import Logger
 from gancolor.lr_policy import LRPolicy
 from gancolor.models.base import Recipe, Step
@@ -69,6 +70,8 @@ class Trainer:
         sync_batchnorm: bool = False,
         find_unused_parameters: bool = False,
         check_ranks_agree: bool = False,
+        on_nonfinite: str = "stop",
+        max_skipped_steps: int = 10,
     ) -> None:
         self.max_epochs = int_option("trainer.max_epochs", max_epochs, 1)
         self.pretrain_epochs = int_option("trainer.pretrain_epochs", pretrain_epochs, 0)
@@ -103,6 +106,10 @@ class Trainer:
         self.sync_batchnorm = bool(sync_batchnorm)
         self.find_unused_parameters = bool(find_unused_parameters)
         self.check_ranks_agree = bool(check_ranks_agree)
+        if on_nonfinite not in ("stop", "skip_step"):
+            raise ConfigError(f"trainer.on_nonfinite must be stop or skip_step, got {on_nonfinite!r}")
+        self.on_nonfinite = on_nonfinite
+        self.max_skipped_steps = int_option("trainer.max_skipped_steps", max_skipped_steps, 1)
         self.rank, self.world_size = distributed.rank(), distributed.world_size()
         if self.ddp and self.device_name == "auto" and torch.cuda.is_available():
             self.device_name = f"cuda:{distributed.local_rank()}"
@@ -123,6 +130,8 @@ class Trainer:
         self.log_sums: dict[str, torch.Tensor] = {}
         self.log_counts: dict[str, int] = {}  # per key: a step with every > 1 logs less often
         self.stop = StopRequest()
+        self.nonfinite = NonFiniteWatch()
+        self.skipped_in_a_row: dict[str, int] = {}  # on_nonfinite=skip_step, per step name
 
     # -- schedule ---------------------------------------------------------------------
     def phase(self, epoch: int) -> str:
@@ -194,7 +203,8 @@ class Trainer:
         self.checkpoints = CheckpointFolder(self.run_dir / "checkpoints", self.keep_last)
         self.checkpoints.folder.mkdir(parents=True, exist_ok=True)
         (self.run_dir / "samples").mkdir(parents=True, exist_ok=True)
-        self.recipe, self.data, self.logger, self.config = recipe, data, logger, config
+        self.logger = logger if isinstance(logger, KeepLogging) else KeepLogging(logger)
+        self.recipe, self.data, self.config = recipe, data, config
 
         self.setup(recipe)
         if self.freeze_epochs:  # a misspelt module fails now, not epochs later
@@ -241,6 +251,7 @@ class Trainer:
 
     def end_epoch(self, epoch: int, phase: str, val_loader) -> dict[str, float]:
         """Count the epoch, validate when due, step the LR schedules, save when due."""
+        self.check_finite()
         self.epoch, self.batch_in_epoch = epoch + 1, 0
         last = self.epoch == self.max_epochs or self.reached_max_steps()
         due = bool(self.val_every_n_epochs) and self.epoch % self.val_every_n_epochs == 0
@@ -256,6 +267,7 @@ class Trainer:
         """max_steps reached inside an epoch: validate and save where training stands.
         The epoch does not end (no epoch count, no LR step): a resume that raises
         max_steps or max_epochs trains the rest of it, exactly as a longer run would."""
+        self.check_finite()
         metrics = self.validate(val_loader, epoch, mid_epoch=True)
         self.checkpoint(phase, metrics, always=True, alias=f"step-{self.global_step}")
         return metrics
@@ -273,9 +285,7 @@ class Trainer:
         improved = self.update_best(metrics) if metrics else False
         if not (always or improved):
             return
-        path = self.save(phase)
-        if improved and self.is_main:
-            self.checkpoints.mark_best(path)
+        self.save(phase, best=improved)
         self.logger.log_checkpoint(  # uploads only with logger.log_checkpoints=true
             self.checkpoints.last,
             aliases=["latest", alias, *(["best"] if improved else [])],
@@ -359,12 +369,60 @@ class Trainer:
             with self.holding(step.frozen):
                 with self.autocast():
                     loss, values = step.fn(batch, state)
+                if self.on_nonfinite == "skip_step":
+                    skipped = self.skip_if_nonfinite(step.name, loss, iteration + 1)
+                    logs[f"{step.name}/skipped"] = torch.tensor(float(skipped))
+                    if skipped:
+                        continue
                 optimizer.zero_grad(set_to_none=True)
                 self.scaler.scale(loss).backward()
                 self.scaler.step(optimizer)
+            self.nonfinite.see(f"{step.name}/loss", loss, iteration + 1)
             logs.update({f"{step.name}/{k}": v for k, v in values.items()})
         self.scaler.update()
         return logs
+
+    # -- divergence ---------------------------------------------------------------------
+    def skip_if_nonfinite(self, name: str, loss: torch.Tensor, step: int) -> bool:
+        """on_nonfinite=skip_step: True (drop the update) for a NaN/inf loss. The one
+        mode that reads a value back every step: the update must wait for the answer."""
+        if bool(torch.isfinite(loss.detach()).all()):
+            self.skipped_in_a_row[name] = 0
+            return False
+        self.skipped_in_a_row[name] = self.skipped_in_a_row.get(name, 0) + 1
+        if self.skipped_in_a_row[name] >= self.max_skipped_steps:
+            raise self.diverged(f"the {name}/loss loss was {float(loss.detach()):g} in {self.max_skipped_steps} steps in a row, "
+                                f"the last at step {step} (trainer.max_skipped_steps)")
+        return True
+
+    def check_finite(self, weights: bool = False) -> None:
+        """Stop with TrainingDiverged if a loss (or, with `weights`, a weight) went
+        NaN/inf since the last check. Called where the host reads values anyway (log
+        steps) and before every validation and save, so no such state is ever saved."""
+        problem = None
+        first = self.nonfinite.first()
+        if first is not None:
+            name, step, value = first
+            problem = f"the {name} loss was {value:g} at step {step}"
+        elif weights:
+            with self.nets.unwrapped():
+                nets = {name: net for name, net in self.recipe.named_children() if any(True for _ in net.parameters())}
+                finite = torch.stack([torch.stack([torch.isfinite(p).all() for p in net.parameters()]).all()
+                                      for net in nets.values()]).tolist()
+            bad = [name for name, ok in zip(nets, finite) if not ok]
+            if bad:
+                problem = f"the weights of {', '.join(bad)} are not finite at step {self.global_step}"
+        # Under DDP every rank must stop together, whichever saw it.
+        if self.ddp and distributed.any_rank(problem is not None, self.device) and problem is None:
+            problem = f"another process saw a non-finite value by step {self.global_step}"
+        if problem is not None:
+            raise self.diverged(problem)
+
+    def diverged(self, what: str) -> TrainingDiverged:
+        kept = (f"{self.checkpoints.last} (saved before it) is kept" if self.checkpoints.last.is_file()
+                else "no checkpoint was saved before it")
+        hint = "lower the learning rate" + (", or set trainer.on_nonfinite=skip_step" if self.on_nonfinite == "stop" else "")
+        return TrainingDiverged(f"training diverged: {what}; {kept}; {hint}")
 
     # -- logging ----------------------------------------------------------------------
     def accumulate(self, logs: dict[str, torch.Tensor]) -> None:
@@ -375,6 +433,7 @@ class Trainer:
             self.log_counts[key] = self.log_counts.get(key, 0) + 1
 
     def flush_logs(self, epoch: int, phase: str, images_per_sec: float) -> dict[str, float]:
+        self.check_finite()  # the host syncs here anyway
         means = {f"train/{k}": float(v) / self.log_counts[k] for k, v in self.log_sums.items()}  # the one sync
         means.update({f"lr/{k}": opt.param_groups[0]["lr"] for k, opt in self.optimizers.items()})
         # Epochs are numbered from 1 in logs, as in train.log and samples/epoch_NNNN.png.
@@ -395,14 +454,26 @@ class Trainer:
             self.best = value
         return better
 
-    def save(self, phase: str) -> Path:
-        """Every rank takes part (RNG states are gathered); rank 0 writes; all wait for
-        it. A second Ctrl-C waits for the write to complete."""
+    def save(self, phase: str, best: bool = False) -> Path:
+        """Every rank takes part (RNG states are gathered); rank 0 writes (and, with
+        `best`, points best.pt at it); all wait for it. A second Ctrl-C waits for the
+        write to complete; a write the disk refuses stops the run with one line."""
+        self.check_finite(weights=True)  # never a NaN state over the last good checkpoint
         with self.stop.uninterrupted():
             with self.nets.unwrapped():
                 state = self.state(phase)
-            path = self.checkpoints.save(state) if self.is_main else self.checkpoints.last
-            distributed.barrier()
+            path, error = self.checkpoints.last, None
+            if self.is_main:
+                try:
+                    path = self.checkpoints.save(state)
+                    if best:
+                        self.checkpoints.mark_best(path)
+                except OSError as exc:  # the temporary file is gone; the previous checkpoint is untouched
+                    error = exc
+            failed = distributed.any_rank(error is not None, self.device)  # also: all wait for rank 0
+        if failed:
+            hint = f"free some space, then resume with: python -m gancolor resume={self.run_dir}"
+            raise checkpoint_write_error(error or OSError("rank 0 could not write it"), self.checkpoints.folder, hint)
         return path
 
     def state(self, phase: str) -> dict:

@@ -71,8 +71,12 @@ def _validate(trainer, loader, epoch: int, mid_epoch: bool) -> dict[str, float]:
     logger.log_metrics({**metrics, "epoch": epoch + 1}, step=step)
     if rows:
         name = f"epoch_{epoch + 1:04d}" + (f"_step_{step:08d}" if mid_epoch else "")
-        path = save_samples(rows, Path(trainer.run_dir) / "samples" / f"{name}.png")
-        logger.log_image("val/samples", path, step=step, caption="gray | generated | truth")
+        path = Path(trainer.run_dir) / "samples" / f"{name}.png"
+        try:
+            save_samples(rows, path)
+            logger.log_image("val/samples", path, step=step, caption="gray | generated | truth")
+        except OSError as exc:  # a full disk must not end a long run over a picture
+            log.warning("cannot write the sample grid %s (%s); training goes on", path, exc.strerror or exc)
         logger.log_validation_table(table, step=step)
     log.info(
         "epoch %d%s: val psnr %.2f dB, ssim %.3f, mae %.4f, colourfulness ratio %.2f",

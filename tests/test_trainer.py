@@ -4,9 +4,11 @@ across a resume), max_steps, and how often metrics are logged."""
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import math
 import os
+import resource
 import signal
 
 import numpy as np
@@ -20,7 +22,8 @@ from gancolor.checkpoint import load_checkpoint
 from gancolor.data import lab_batch
 from gancolor.data.sampling import EpochSampler
 from gancolor.errors import ConfigError
-from gancolor.loggers import Logger
+from gancolor.faults import CheckpointWriteError, TrainingDiverged
+from gancolor.loggers import JsonlLogger, Logger
 from gancolor.models.base import Recipe, Step
 from gancolor.trainer import PHASES, Trainer
 from helpers import strip_speed
@@ -300,6 +303,91 @@ def test_without_validation_images_a_run_trains_unvalidated_and_says_so_once(tmp
     assert not list((run / "samples").iterdir())
     with pytest.raises(ConfigError, match="trainer.lr_policy=plateau follows trainer.monitor, but there are no validation images"):
         fit(tmp_path / "plateau", data=TinyData(val=0), lr_policy="plateau")
+
+
+@contextlib.contextmanager
+def files_limited_to(size: int):
+    """Writes past `size` bytes of any file fail, as the kernel makes them fail (EFBIG)."""
+    limits, handler = resource.getrlimit(resource.RLIMIT_FSIZE), signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+    resource.setrlimit(resource.RLIMIT_FSIZE, (size, limits[1]))
+    try:
+        yield
+    finally:
+        resource.setrlimit(resource.RLIMIT_FSIZE, limits)
+        signal.signal(signal.SIGXFSZ, handler)
+
+
+def test_a_checkpoint_the_disk_refuses_stops_the_run_in_one_line_and_keeps_the_previous_one(tmp_path):
+    fit(tmp_path, max_epochs=1)
+    last = tmp_path / "run" / "checkpoints" / "last.pt"
+    before = last.read_bytes()
+    with files_limited_to(len(before) // 2), pytest.raises(CheckpointWriteError) as refused:
+        fit(tmp_path, resume=load_checkpoint(last), max_epochs=2)
+    message = str(refused.value)
+    assert "cannot write a checkpoint into" in message and "File too large" in message and "\n" not in message
+    assert f"the previous checkpoint {last} is intact" in message and refused.value.exit_code == 1
+    assert last.read_bytes() == before and load_checkpoint(last)["global_step"] == 2
+    assert sorted(p.name for p in last.parent.iterdir()) == ["best.pt", "last.pt"], "no temporary file left"
+
+
+def test_logs_and_sample_grids_the_disk_refuses_warn_once_and_the_run_goes_on(tmp_path, caplog):
+    run = tmp_path / "run"
+    for epoch in (1, 2):  # a grid cannot be written where a folder has its name
+        (run / "samples" / f"epoch_{epoch:04d}.png").mkdir(parents=True)
+    trainer = Trainer(device="cpu", progress_bar=False, log_every_n_steps=1, num_samples=1, max_epochs=2)
+    with caplog.at_level(logging.WARNING, logger="gancolor.trainer"):
+        # /dev/full: every write to metrics.jsonl fails with ENOSPC
+        trainer.fit(TinyRecipe(), TinyData(), run, JsonlLogger("/dev/full"), {})
+        trainer.logger.finish()
+    assert trainer.epoch == 2 and load_checkpoint(run / "checkpoints" / "last.pt")["global_step"] == 4
+    warnings = [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING]
+    assert len([w for w in warnings if "cannot write metrics" in w and "No space left on device" in w]) == 1, warnings
+    assert len([w for w in warnings if "cannot write the sample grid" in w]) == 2, warnings
+
+
+class Diverging(TinyRecipe):
+    """A pixel loss of NaN at the given steps (from 1)."""
+
+    def __init__(self, nan_at: set[int]) -> None:
+        super().__init__()
+        self.nan_at, self.steps = nan_at, 0
+
+    def pixel(self, batch, state):
+        self.steps += 1
+        loss, values = super().pixel(batch, state)
+        if self.steps in self.nan_at:
+            loss = loss * float("nan")
+        return loss, {"loss": loss.detach()}
+
+
+# 8 images, batch 2: 4 steps an epoch; G alone, so every step is one P step.
+DIVERGES = {"data": TinyData(train=8), "max_epochs": 3, "pretrain_epochs": 3, "val_every_n_epochs": 0, "save_every_n_epochs": 1}
+
+
+def test_a_loss_that_turns_nan_stops_the_run_at_the_next_log_step_and_keeps_the_last_good_checkpoint(tmp_path):
+    options = {k: v for k, v in DIVERGES.items() if k != "data"}
+    trainer = Trainer(device="cpu", progress_bar=False, log_every_n_steps=4, **options)
+    with pytest.raises(TrainingDiverged) as stopped:
+        trainer.fit(Diverging({6}), DIVERGES["data"], tmp_path / "run", Logger(), {})
+    assert trainer.global_step == 8, "noticed on the device at step 6, read back at the next log step"
+    message = str(stopped.value)
+    assert message.startswith("training diverged: the P/loss loss was nan at step 6") and stopped.value.exit_code == 1
+    assert "last.pt (saved before it) is kept" in message and "trainer.on_nonfinite=skip_step" in message
+    ckpt = load_checkpoint(tmp_path / "run" / "checkpoints" / "last.pt")
+    assert ckpt["global_step"] == 4, "the epoch-1 checkpoint, not one of the NaN weights"
+    assert all(torch.isfinite(v).all() for v in ckpt["nets"].values())
+
+
+def test_skip_step_drops_non_finite_updates_counts_them_and_stops_after_too_many_in_a_row(tmp_path):
+    trainer, logger = fit(tmp_path / "a", recipe=Diverging({3, 4, 9}), on_nonfinite="skip_step", **DIVERGES)
+    assert trainer.global_step == 12 and all(torch.isfinite(p).all() for p in trainer.recipe.parameters())
+    assert [row["train/P/skipped"] for row in logger.train_rows()] == [0, 0, 1, 1, 0, 0, 0, 0, 1, 0, 0, 0]
+    weights = [row["G1"] for row in logger.weights]
+    assert torch.equal(weights[1], weights[3]), "the updates of steps 3 and 4 were dropped"
+    assert all(math.isfinite(row.get("train/P/loss", 0.0)) for row in logger.train_rows())
+
+    with pytest.raises(TrainingDiverged, match=r"the P/loss loss was nan in 3 steps in a row, the last at step 7"):
+        fit(tmp_path / "b", recipe=Diverging({5, 6, 7}), on_nonfinite="skip_step", max_skipped_steps=3, **DIVERGES)
 
 
 class CtrlCTwice(TinyRecipe):
