@@ -315,7 +315,7 @@ def test_batches_do_not_depend_on_the_number_of_workers(photo_folder):
 def test_file_deleted_after_scan_is_skipped_with_a_warning(tmp_path, caplog):
     for name in ("astronaut", "coffee", "chelsea"):
         _save(_half(getattr(skdata, name)()), tmp_path / f"{name}.jpg", quality=90)
-    data = FolderDataModule(tmp_path, image_size=32, batch_size=1, num_workers=0, val_fraction=0.0)
+    data = FolderDataModule(tmp_path, image_size=32, batch_size=1, num_workers=0, val_fraction=0.0, max_unreadable_share=0.5)
     assert data.train_size == 3
     gone = data.train_paths[1]
     os.remove(gone)
@@ -328,6 +328,65 @@ def test_file_deleted_after_scan_is_skipped_with_a_warning(tmp_path, caplog):
         Path(path).unlink(missing_ok=True)
     with pytest.raises(DataError):
         ColorImageDataset(data.train_paths, None)[0]
+
+
+def _vanishing_folder(tmp_path: Path, photos: int = 12) -> Path:
+    for i in range(photos):
+        _save(np.roll(_half(skdata.astronaut()), 25 * i, axis=1)[:96, :96], tmp_path / f"p{i:02d}.png")
+    return tmp_path
+
+
+def _break(paths: list[str]) -> list[str]:
+    """Delete the first of `paths`, truncate the second, replace the third by text."""
+    Path(paths[0]).unlink()
+    data = Path(paths[1]).read_bytes()
+    Path(paths[1]).write_bytes(data[: len(data) // 3])
+    Path(paths[2]).write_text("replaced mid-run")
+    return paths[:3]
+
+
+@pytest.mark.parametrize("workers", [0, 2])
+def test_images_that_break_mid_run_are_named_once_counted_and_batches_stay_full(tmp_path, workers):
+    data = FolderDataModule(_vanishing_folder(tmp_path / "photos"), image_size=32, batch_size=3, num_workers=workers,
+                            val_fraction=0.0, max_unreadable_share=0.3)
+    assert data.train_size == 12
+    broken = _break(data.train_paths)
+    # A file handler: DataLoader workers inherit it, where pytest's capture cannot follow.
+    log_file = tmp_path / "train.log"
+    handler = logging.FileHandler(log_file)
+    logging.getLogger(LOGGER).addHandler(handler)
+    try:
+        loader = data.train_loader()
+        for epoch in range(2):
+            loader.sampler.set_epoch(epoch)
+            batches = [batch["path"] for batch in loader]
+            assert [len(b) for b in batches] == [3] * 4  # each batch filled from the remaining images
+            assert not set(broken) & {p for b in batches for p in b}
+    finally:
+        logging.getLogger(LOGGER).removeHandler(handler)
+        handler.close()
+    lines = log_file.read_text().splitlines()
+    for path in broken:
+        assert sum(path in line for line in lines) == 1, (path, lines)  # named once, whichever worker met it
+    assert sum("3 of 12 images skipped so far" in line for line in lines) == 1
+
+
+@pytest.mark.parametrize("workers", [0, 2])
+def test_too_many_images_breaking_mid_run_stops_with_one_line(tmp_path, workers):
+    data = FolderDataModule(_vanishing_folder(tmp_path / "photos"), image_size=32, batch_size=3, num_workers=workers,
+                            val_fraction=0.0, max_unreadable_share=0.2)
+    _break(data.train_paths)
+    with pytest.raises(DataError) as info:
+        for _ in data.train_loader():
+            pass
+    message = str(info.value)
+    assert "\n" not in message and "Traceback" not in message, message
+    assert message.startswith("3 of 12 images became unreadable after the scan") and "data.max_unreadable_share=0.2" in message
+
+
+def test_max_unreadable_share_is_checked():
+    with pytest.raises(ConfigError, match="data.max_unreadable_share: must be in \\[0, 1\\], got 1.5"):
+        FolderDataModule("anywhere", max_unreadable_share=1.5)
 
 
 # -- user errors --------------------------------------------------------------------

@@ -30,7 +30,7 @@ import torch
 from torch.utils.data import DataLoader
 
 from gancolor import color
-from gancolor.data.datasets import ColorImageDataset, _SkippingDataset
+from gancolor.data.datasets import DEFAULT_MAX_UNREADABLE_SHARE, ColorImageDataset, _SkippingDataset
 from gancolor.data.images import find_images, skipped_summary, truncated_images_allowed
 from gancolor.data.sampling import EpochSampler
 from gancolor.data.scan import ScanResult, scan_color_images
@@ -98,8 +98,13 @@ class FolderDataModule:
         max_images: int | None = None,
         repeats: int = 1,
         resize_to: int | None = None,
+        max_unreadable_share: float = DEFAULT_MAX_UNREADABLE_SHARE,
     ) -> None:
         _check_options(image_size, batch_size, num_workers, val_fraction, scale_min, max_images)
+        if not 0.0 <= float(max_unreadable_share) <= 1.0:
+            raise ConfigError(f"data.max_unreadable_share: must be in [0, 1], got {max_unreadable_share}")
+        # How many images may go bad after the scan (deleted, truncated) before the run stops.
+        self.max_unreadable_share = float(max_unreadable_share)
         if int(repeats) < 1:
             raise ConfigError(f"data.repeats: must be at least 1, got {repeats}")
         self.repeats = int(repeats)
@@ -183,6 +188,8 @@ class FolderDataModule:
     def _datasets(self) -> tuple[_SkippingDataset, _SkippingDataset]:
         self.setup()
         assert self._train is not None and self._val is not None
+        for dataset in (self._train, self._val):  # every family's datasets, however built
+            dataset.set_max_unreadable_share(self.max_unreadable_share)
         return self._train, self._val
 
     def _loader_options(self) -> dict[str, Any]:
@@ -276,11 +283,13 @@ class SampleDataModule(FolderDataModule):
         max_images: int | None = None,
         repeats: int = 1,
         resize_to: int | None = None,
+        max_unreadable_share: float = DEFAULT_MAX_UNREADABLE_SHARE,
     ) -> None:
         super().__init__(
             root=sample_cache_dir(cache_dir),
             repeats=repeats,
             resize_to=resize_to,
+            max_unreadable_share=max_unreadable_share,
             image_size=image_size,
             batch_size=batch_size,
             num_workers=num_workers,

@@ -8,8 +8,10 @@ DomainImageDataset adds "domain" and "index"; UnpairedDataset yields an "A" and 
 image instead of "rgb".
 
 Files were vetted by the scan, but a file can change or vanish between the scan and
-the epoch that reads it; such a file is skipped with a warning rather than ending a
-run hours in.
+the epoch that reads it; such a file is skipped (the batch takes the next good image)
+with one warning naming it and counting all such files so far, rather than ending a
+run hours in. Only when more than `max_unreadable_share` of the images have gone bad
+does the run stop, with one line (TooManyUnreadable).
 """
 
 from __future__ import annotations
@@ -33,16 +35,41 @@ Transform = Callable[..., dict[str, Any]]
 DIRECTIONS = ("AtoB", "BtoA")
 
 
+DEFAULT_MAX_UNREADABLE_SHARE = 0.1
+
+
+class TooManyUnreadable(DataError):
+    """More of a dataset's images went bad after the scan than the run tolerates.
+
+    Raised in a DataLoader worker, it reaches the main process rebuilt by torch from
+    the worker's formatted traceback; only the original message is kept, so the user
+    still reads one line.
+    """
+
+    def __init__(self, message: str) -> None:
+        marker = f"{type(self).__name__}: "
+        if "Traceback" in message and marker in message:
+            message = message.rsplit(marker, 1)[1].strip()
+        super().__init__(message)
+
+
 class _SkippingDataset(Dataset):
     """Shared load-or-skip logic; subclasses only say how to build one item."""
 
-    def __init__(self, paths: Sequence[str | os.PathLike[str]], transform: Transform | None = None) -> None:
+    def __init__(
+        self,
+        paths: Sequence[str | os.PathLike[str]],
+        transform: Transform | None = None,
+        max_unreadable_share: float = DEFAULT_MAX_UNREADABLE_SHARE,
+    ) -> None:
         # Plain strings pickle small and fast into every worker.
         self.paths = [os.fspath(p) for p in paths]
         self.transform = transform
-        # Per process (each worker has its own copy): warn about a bad file once
-        # per worker rather than once per epoch.
-        self._bad: set[int] = set()
+        self.max_unreadable_share = max_unreadable_share
+        # Which files went bad, in shared memory that the DataLoader workers inherit:
+        # each file is named once whichever worker meets it first, and the count that
+        # stops the run covers all of them.
+        self._unreadable = torch.zeros(len(self.paths), dtype=torch.bool).share_memory_()
 
     def __len__(self) -> int:
         return len(self.paths)
@@ -58,14 +85,28 @@ class _SkippingDataset(Dataset):
         n = len(self.paths)
         for step in range(n):
             i = (index + step) % n
-            if i in self._bad:
+            if self._unreadable[i]:
                 continue
             try:
                 return self._item(self.paths[i])
             except UnreadableImage as exc:
-                self._bad.add(i)
-                log.warning("skipping %s: %s", exc.path, exc.reason)
+                self._give_up_on(i, exc)
         raise DataError(f"none of the {n} images in this dataset can be read any more (first: {self.paths[0]})")
+
+    def _give_up_on(self, i: int, exc: UnreadableImage) -> None:
+        if self._unreadable[i]:
+            return  # another worker met it at the same moment and has said so
+        self._unreadable[i] = True
+        bad, n = int(self._unreadable.sum()), len(self.paths)
+        log.warning("skipping %s, unreadable since the scan (%s): %d of %d images skipped so far", exc.path, exc.reason, bad, n)
+        if bad > self.max_unreadable_share * n:
+            raise TooManyUnreadable(
+                f"{bad} of {n} images became unreadable after the scan (latest: {exc.path}), more than "
+                f"data.max_unreadable_share={self.max_unreadable_share:g} of them: is the data folder still there?"
+            )
+
+    def set_max_unreadable_share(self, share: float) -> None:
+        self.max_unreadable_share = share
 
     def reseed(self, seed: int) -> None:
         """Seed the augmentation's own random state (albumentations ignores numpy's)."""
@@ -168,6 +209,10 @@ class UnpairedDataset(Dataset):
             item_a = self.a[index % len(self.a)]
             item_b = self.b[int(self._rng.integers(len(self.b)))]
         return {"A": item_a["rgb"], "B": item_b["rgb"], "path": item_a["path"], "path_B": item_b["path"]}
+
+    def set_max_unreadable_share(self, share: float) -> None:
+        self.a.set_max_unreadable_share(share)
+        self.b.set_max_unreadable_share(share)
 
     def reseed(self, seed: int) -> None:
         # A and B have separate augmentation pipelines; each gets its own stream.
