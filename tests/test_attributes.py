@@ -212,7 +212,7 @@ def test_domain_mode_mistakes_are_one_line_errors():
 
 def test_experiment_picks_multi_mode_and_the_attributes_data():
     cfg = compose("experiment=stargan_attributes", "data.selected_attrs=[Male,Young]")
-    assert cfg.data._target_ == "gancolor.data.attributes.AttributesDataModule"
+    assert cfg.data._target_ == "gancolor.data.AttributesDataModule"
     assert cfg.model._target_ == "gancolor.models.stargan.StarGAN" and cfg.model.domain_mode == "multi"
     assert list(cfg.model.domains) == ["Male", "Young"] and cfg.model.target_domain is None
     assert compose("model=stargan").model.domain_mode == "single"
