@@ -255,7 +255,7 @@ class Trainer:
         self.epoch, self.batch_in_epoch = epoch + 1, 0
         last = self.epoch == self.max_epochs or self.reached_max_steps()
         due = bool(self.val_every_n_epochs) and self.epoch % self.val_every_n_epochs == 0
-        metrics = self.validate(val_loader, epoch) if due or last else {}
+        metrics = self.validation_metrics(val_loader, epoch) if due or last else {}
         # Only the validations a longer run makes as well reach the plateau policy: a
         # run stopped here and resumed must continue as if it had never stopped.
         self.lr_policy.step(self.schedulers.values(), metrics.get(self.monitor) if due else None)
@@ -268,11 +268,11 @@ class Trainer:
         The epoch does not end (no epoch count, no LR step): a resume that raises
         max_steps or max_epochs trains the rest of it, exactly as a longer run would."""
         self.check_finite()
-        metrics = self.validate(val_loader, epoch, mid_epoch=True)
+        metrics = self.validation_metrics(val_loader, epoch, mid_epoch=True)
         self.checkpoint(phase, metrics, always=True, alias=f"step-{self.global_step}")
         return metrics
 
-    def validate(self, val_loader, epoch: int, mid_epoch: bool = False) -> dict[str, float]:
+    def validation_metrics(self, val_loader, epoch: int, mid_epoch: bool = False) -> dict[str, float]:
         """The val/ metrics ({} without validation). Rank 0 validates; every rank gets
         the result, to agree on saving."""
         if not self.val_every_n_epochs:
