@@ -57,8 +57,13 @@ def has_key(cfg, key: str) -> bool:
 
 
 def unknown_key_message(key: str, defaults, conf_dir: Path) -> str:
-    """What to say about `key`, which the composed config (`defaults`) does not have:
-    which option of its group has it, or the nearest key that exists."""
+    """What to say about `key`, which the composed config (`defaults`) does not have."""
+    return key_hint(key, defaults, conf_dir) or f"unknown key {key} (python -m gancolor --cfg job shows every key)"
+
+
+def key_hint(key: str, defaults, conf_dir: Path, cutoff: float = 0.6) -> str | None:
+    """Which option of its group has `key`, or the nearest key that exists (difflib's
+    similarity >= `cutoff`; None: none)."""
     from omegaconf import DictConfig, OmegaConf
 
     group, _, rest = key.partition(".")
@@ -71,13 +76,13 @@ def unknown_key_message(key: str, defaults, conf_dir: Path) -> str:
     parent = OmegaConf.select(defaults, parent_key) if parent_key else defaults
     prefix = f"{parent_key}." if parent_key else ""
     if isinstance(parent, DictConfig):
-        near = difflib.get_close_matches(leaf, [str(k) for k in parent.keys()], n=1, cutoff=0.6)
+        near = difflib.get_close_matches(leaf, [str(k) for k in parent.keys()], n=1, cutoff=cutoff)
         if near:
             return f"unknown key {key}: did you mean {prefix}{near[0]}?"
     elsewhere = [k for k in leaf_keys(defaults) if k.rpartition(".")[2] == leaf]
     if elsewhere:
         return f"unknown key {key}: did you mean {' or '.join(elsewhere[:3])}?"
-    return f"unknown key {key} (python -m gancolor --cfg job shows every key)"
+    return None
 
 
 def options_with_key(group_dir: Path, key: str, current) -> list[str]:
@@ -118,16 +123,18 @@ def leaf_keys(node, prefix: str = "") -> list[str]:
 
 def added_key_problem(overrides: list[str], defaults, conf_dir: Path) -> str | None:
     """A `+key=...` that adds what looks like a misspelt key, or a key another option of
-    its group has: Hydra's own hint suggests the `+`, and the constructor then refuses it."""
+    its group has: Hydra's own hint suggests the `+`, and the constructor then refuses it.
+    A key that is nothing like an existing one may be a constructor's argument the yaml
+    does not list, and passes."""
     for o in overrides:
         if not o.startswith("+") or "=" not in o:
             continue
         key = override_key(o)
         if has_key(defaults, key):
             continue
-        message = unknown_key_message(key, defaults, conf_dir)
-        if not message.endswith("shows every key)"):
-            return message
+        hint = key_hint(key, defaults, conf_dir, cutoff=0.8)
+        if hint:
+            return hint
     return None
 
 

@@ -52,11 +52,11 @@ def refuse_occupied(folder: Path, overwrite: bool, sweep: bool = False) -> None:
     if not runs:
         return
     if not overwrite:
-        what = "an earlier multirun" if sweep else "a run"
-        raise UserError(
-            f"{folder} already holds {what}: continue it with resume={folder if not sweep else runs[0]}, "
-            f"choose a new folder, or add overwrite=true to replace it"
-        )
+        if sweep:
+            raise UserError(f"{folder} already holds an earlier multirun: choose a new hydra.sweep.dir, "
+                            "or add overwrite=true to replace it")
+        raise UserError(f"{folder} already holds a run: continue it with resume={folder}, choose a new folder, "
+                        "or add overwrite=true to replace it")
     for run in runs:
         clear_run(run)
     if sweep:
