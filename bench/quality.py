@@ -285,7 +285,8 @@ def contact_sheet(names, grays, ours, theirs, truths, path: Path) -> None:
     width = max(r.shape[1] for r in rows)
     rows = [np.pad(r, ((0, 2), (0, width - r.shape[1]), (0, 0)), constant_values=255) for r in rows]
     path.parent.mkdir(parents=True, exist_ok=True)
-    Image.fromarray(np.concatenate(rows)).save(path, optimize=True)
+    # 256 colours: a sheet small enough to commit, still fine to judge colours by eye.
+    Image.fromarray(np.concatenate(rows)).quantize(256, dither=Image.Dither.NONE).save(path, optimize=True)
 
 
 def machine() -> str:
