@@ -41,13 +41,14 @@ RESUME_ALLOWED = (
 )
 
 
-def checkpoint_to_resume(cfg: DictConfig, quiet: bool = False) -> dict | None:
-    """The checkpoint that resume= names, loaded (None: a new run)."""
+def checkpoint_to_resume(cfg: DictConfig, quiet: bool = False, warnings=None) -> dict | None:
+    """The checkpoint that resume= names, loaded (None: a new run). Fallbacks past broken
+    checkpoints are said through `warnings` (anything with .warning), else the log."""
     if cfg.get("resume") and cfg.get("init_from"):
         raise ConfigError("resume and init_from exclude each other: resume continues a run, init_from starts one")
     if not cfg.get("resume"):
         return None
-    resume, path = find_resume_checkpoint(cfg.resume, None if quiet else log)
+    resume, path = find_resume_checkpoint(cfg.resume, warnings or (None if quiet else log))
     if not quiet:
         log.info("resuming from %s (step %d, epoch %d)", path, resume["global_step"], resume["epoch"] + 1)
     return resume
@@ -123,18 +124,33 @@ def refuse_bad_resume(overrides: list[str]) -> None:
 
     from gancolor.commandline import CONF_DIR
 
+    held = HeldWarnings()
     try:
         plain = [o for o in overrides if not override_key(o).startswith("hydra")]
         with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
             cfg = compose(config_name="config", overrides=plain)
-        resume = checkpoint_to_resume(cfg, quiet=True)  # the run itself says which checkpoint it takes
+        # A resume that goes on says its fallbacks in its own log; one refused here
+        # says them now, since no log exists yet.
+        resume = checkpoint_to_resume(cfg, quiet=True, warnings=held)
         if resume is not None:
             world_size = int(os.environ.get("WORLD_SIZE", "1"))  # torchrun's; the group is not joined yet
             check_resume_continues(resume_config(cfg, resume["config"], overrides), resume, world_size)
     except UserError as exc:
         if os.environ.get("RANK", "0") != "0":  # under torchrun every rank finds it; rank 0 says it
             sys.exit(exc.exit_code)
+        for line in (line for line in held.lines if line != str(exc)):  # the error says its own
+            print(f"gancolor: warning: {line}", file=sys.stderr)
         fail(str(exc), exc.exit_code)
+
+
+class HeldWarnings:
+    """Collects .warning() calls, to be printed only if the command is refused."""
+
+    def __init__(self) -> None:
+        self.lines: list[str] = []
+
+    def warning(self, message: str, *args) -> None:
+        self.lines.append(message % args if args else message)
 
 
 def recipe_for_run(cfg: DictConfig, resume: dict | None):

@@ -57,6 +57,17 @@ def test_constant_shift_gives_the_known_errors():
     assert (ssim(pred, target) < 1).all()
 
 
+def test_ssim_is_torchmetrics_ssim_on_real_photos(photos):
+    # metrics.ssim is kornia's (lighter to import); it must stay the number papers report.
+    from torchmetrics.functional.image import structural_similarity_index_measure
+
+    truth = torch.stack([torch.from_numpy(p[:96, :128]).permute(2, 0, 1).float() / 255 for p in photos])
+    noisy = (truth + 0.15 * torch.randn(truth.shape, generator=torch.Generator().manual_seed(0))).clamp(0, 1)
+    expected = structural_similarity_index_measure(noisy, truth, data_range=1.0, reduction="none")
+    assert torch.allclose(ssim(noisy, truth), expected, atol=1e-5)
+    assert (expected < 0.9).all()  # a case where the window's shape matters
+
+
 def test_colorfulness_of_known_images():
     assert colorfulness(_solid((0.5, 0.5, 0.5))).item() == pytest.approx(0.0, abs=1e-4)
     # Solid red: rg = 255, yb = 127.5, no spread: M = 0.3 * sqrt(255^2 + 127.5^2).
@@ -100,7 +111,7 @@ def test_summarize_pools_histograms_over_the_set():
 
 
 def test_validation_and_evaluation_share_the_metric_functions():
-    import gancolor.evaluate  # noqa: F401 - evaluate imports them lazily, from the same module
+    import gancolor.evaluate
     import gancolor.validation
 
     assert gancolor.validation.image_metrics is M.image_metrics

@@ -13,6 +13,15 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from helpers import (
+    CONF_DIR,
+    compose,
+    one_error_line,
+    read_metrics,
+    run_gancolor,
+    shrink,
+    tiny_checkpoint,
+)
 from omegaconf import OmegaConf
 from PIL import Image, features
 
@@ -20,7 +29,6 @@ from gancolor.build import check_config_targets
 from gancolor.checkpoint import load_checkpoint
 from gancolor.data import FolderDataModule, find_images, scan_color_images
 from gancolor.errors import CheckpointError
-from helpers import CONF_DIR, compose, one_error_line, read_metrics, run_gancolor, shrink, tiny_checkpoint
 
 TINY_RUN = [
     "data.image_size=32",
@@ -127,7 +135,7 @@ def test_resume_of_a_run_folder_refuses_every_crafted_checkpoint_in_it(crafted, 
     result = run_gancolor([f"resume={run}", f"hydra.run.dir={tmp_path / 'elsewhere'}"], cwd=tmp_path, cache=cache, timeout=180)
     assert result.returncode == 2, result.stderr[-3000:]
     assert result.stderr.splitlines()[-1].startswith("gancolor: error: ") and "Traceback" not in result.stderr
-    said = (result.stdout + result.stderr).splitlines()  # the fallback warnings are log lines (stdout)
+    said = (result.stdout + result.stderr).splitlines()  # refused before any log exists: warnings on stderr
     for name in names:
         assert any(str(run / "checkpoints" / name) in line and "refusing to build 'shutil.copyfile'" in line for line in said), name
     assert crafted["victim"].read_text() == PRECIOUS
