@@ -351,12 +351,17 @@ class Scores:
     def notes(self) -> list[str]:
         classifier = self.classifier
         size = classifier.data_config["input_size"]
+        config = classifier.data_config
         notes = [
-            f"top-1 / top-5: accuracy of the classifier {classifier.options.name} ({classifier.options.weights}) "
-            f"on the gray images, on each checkpoint's colourisation (its row) and on the original photos; "
-            f"{self.num_classes} classes from {classifier.classes.source}; chance is {1 / self.num_classes:.3g}.",
-            f"Classifier input: {size[1]}x{size[2]} (timm's preprocessing: crop_pct {classifier.data_config['crop_pct']}, "
-            f"mean {tuple(round(m, 3) for m in classifier.data_config['mean'])}, std {tuple(round(s, 3) for s in classifier.data_config['std'])}).",
+            (
+                f"top-1 / top-5: accuracy of the classifier {classifier.options.name} ({classifier.options.weights}) "
+                "on the gray images, on each checkpoint's colourisation (its row) and on the original photos; "
+                f"{self.num_classes} classes from {classifier.classes.source}; chance is {1 / self.num_classes:.3g}."
+            ),
+            (
+                f"Classifier input: {size[1]}x{size[2]} (timm's preprocessing: crop_pct {config['crop_pct']}, "
+                f"mean {tuple(round(m, 3) for m in config['mean'])}, std {tuple(round(s, 3) for s in config['std'])})."
+            ),
         ]
         if self.num_classes < TOP5_MIN_CLASSES:
             notes.append(f"top-5 is not reported: with {self.num_classes} classes (5 or fewer) it is 1 by construction.")

@@ -206,10 +206,11 @@ def mistakes(weights, class_folder, tmp_path_factory) -> dict:
     "case, message",
     [
         ("missing weights", "classifier.weights: weights file not found: "),
-        ("another model", f"does not fit timm model test_convnext: missing"),
+        ("another model", "does not fit timm model test_convnext: missing"),
         ("no class folders", "data.root has no class subfolders: "),
         ("unknown class", "1 class folder(s) of data.root the classifier does not know: green (its 2 classes are from "),
-        ("more folders than outputs", "different shape (2): fc.weight (2, 96) vs (3, 96), fc.bias (2,) vs (3,) (built with 3 classes, from the class folders of "),
+        ("more folders than outputs",
+         "different shape (2): fc.weight (2, 96) vs (3, 96), fc.bias (2,) vs (3,) (built with 3 classes, from the class folders of "),
         ("unknown model", "classifier: timm has no model 'test_resnett' (did you mean test_resnet"),
     ],
 )
