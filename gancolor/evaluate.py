@@ -3,6 +3,7 @@
     python -m gancolor.evaluate ckpt=runs/pix2pix/.../checkpoints/last.pt data.root=~/val_photos
     python -m gancolor.evaluate ckpt=a.pt ckpt=b.pt data.root=~/val_photos     # comparison
     python -m gancolor.evaluate ckpt=[a.pt,b.pt] data.root=~/val_photos        # the same
+    python -m gancolor.evaluate ckpt=a.pt data.root=~/val_classes classifier=resnet50 classifier.weights=~/w/resnet50.safetensors
 
 Each photo is resized to data.image_size on its short side (null: full size), its
 lightness goes through the same colourisation as `python -m gancolor.colorize`, and the
@@ -17,6 +18,13 @@ Options (key=value; defaults in conf/evaluate.yaml): data.image_size=256,
 data.max_images=N, output=DIR, num_samples=8, render_size=N, device=auto,
 precision=32|bf16, lpips.weights=auto|PATH|null, lpips.net=alex|vgg|squeeze,
 fid.weights=auto|PATH|null, progress_bar=true.
+
+Colourise-then-classify (gancolor.classify): with classifier=NAME (a timm model) and
+classifier.weights=PATH, data.root in class-folder layout (DIR/<class>/<images>), the
+classifier's top-1 / top-5 accuracy on the gray images, on each checkpoint's
+colourisation and on the originals is added. Options: classifier.classes=auto|PATH,
+classifier.image_size, classifier.crop_pct, classifier.mean, classifier.std,
+classifier.interpolation, classifier.batch_size (null: timm's defaults for the model).
 
 Writes metrics.json and report.html to output (default: <run folder>/eval for one
 checkpoint, ./eval for several). Exit status 0, or 2 with one line for a bad argument.
@@ -36,6 +44,7 @@ import numpy as np
 import torch
 from PIL import Image
 
+from gancolor.classify import ACCURACY_COLUMNS, ClassifierOptions, Scores, expand_shorthand, format_accuracy, labels_of, load_classifier
 from gancolor.colorize import apply_temperature
 from gancolor.commandline import compose_command
 from gancolor.errors import ConfigError, DataError, UserError, fail
@@ -64,6 +73,7 @@ class Options:
     lpips_net: str = "alex"
     fid_weights: str | None = "auto"
     temperature: float | None = None
+    classifier: ClassifierOptions | None = None  # colourise-then-classify (gancolor.classify)
 
     @classmethod
     def from_config(cls, cfg) -> "Options":
@@ -92,6 +102,7 @@ class Options:
             lpips_net=str(cfg.lpips.net),
             fid_weights=weights(cfg.fid.weights),
             temperature=temperature_option(cfg.get("temperature")),
+            classifier=ClassifierOptions.from_config(cfg.get("classifier")),
         )
 
 
@@ -167,8 +178,11 @@ def evaluate(options: Options, say=print) -> dict:
     for ckpt in options.ckpts:
         if not ckpt.is_file():
             raise UserError(f"checkpoint not found: {ckpt}")
+    # The classifier is checked before any photo is decoded; labels once the photos are known.
+    classifier = load_classifier(options.classifier, options.root, device) if options.classifier else None
     paths, photos, skipped = load_photos(options, say)
     names = [str(p.relative_to(options.root)) for p in paths]
+    scores = Scores(classifier, labels_of(paths, options.root, classifier.classes)) if classifier else None
 
     lpips = fid = None
     lpips_status = fid_status = None
@@ -197,10 +211,16 @@ def evaluate(options: Options, say=print) -> dict:
         bar = tqdm(photos, desc=ckpt_path.name, unit="img", leave=False, disable=None if options.progress_bar else True)
         for i, photo in enumerate(bar):
             prepared, result = _colourise_within_memory(colorizer, photo, names[i], say)
+            gray = colorizer.gray(prepared) if k == 0 and (i < samples or scores is not None) else None
             if i < samples:
                 shown.append(result)
                 if k == 0:
-                    grays.append(colorizer.gray(prepared))
+                    grays.append(gray)
+            if scores is not None:
+                if k == 0:
+                    scores.add("gray", i, gray)
+                    scores.add("original", i, photo)
+                scores.add(f"ckpt{k}", i, result)
             pred = _to_tensor(result, device)
             truth = _to_tensor(photo, device)
             values = image_metrics(pred, truth)
@@ -234,6 +254,9 @@ def evaluate(options: Options, say=print) -> dict:
                 "per_image": rows,
             }
         )
+        if scores is not None:
+            results[-1]["classification"] = scores.accuracy(f"ckpt{k}")
+            scores.annotate(f"ckpt{k}", rows)
         colorizer.close()
         del recipe, colorizer
 
@@ -246,17 +269,20 @@ def evaluate(options: Options, say=print) -> dict:
         "skipped": skipped,
         "checkpoints": results,
     }
+    if scores is not None:
+        report["classification"] = scores.summary(names)
     output.mkdir(parents=True, exist_ok=True)
     _write_json(report, output / "metrics.json")
 
     labels = [r["ckpt"] for r in results]
     html = Report(
         title=f"gancolor evaluation: {len(photos)} photos from {options.root}",
-        columns=COLUMNS,
-        rows=[(label, r["metrics"]) for label, r in zip(labels, results)],
+        columns=COLUMNS + (ACCURACY_COLUMNS if scores is not None else []),
+        rows=[(label, {**r["metrics"], **r.get("classification", {})}) for label, r in zip(labels, results)]
+        + (scores.table_rows() if scores is not None else []),
         grid_header=["gray (input)", *([f"output: {_short(l)}" for l in labels] if len(labels) > 1 else ["output"]), "truth"],
         grid=[(names[i], [grays[i], *(shown[i] for shown in outputs), photos[i]]) for i in range(samples)],
-        notes=_notes(options, len(photos), skipped),
+        notes=_notes(options, len(photos), skipped) + (scores.notes() if scores is not None else []),
     )
     write_report(html, output / "report.html")
     report["output"] = str(output)
@@ -352,10 +378,10 @@ def format_table(report: dict) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    argv = sys.argv[1:] if argv is None else argv
+    argv = expand_shorthand(sys.argv[1:] if argv is None else argv)
     cfg = compose_command(
         "evaluate", argv,
-        path_keys=frozenset({"ckpt", "data.root", "output", "lpips.weights", "fid.weights"}),
+        path_keys=frozenset({"ckpt", "data.root", "output", "lpips.weights", "fid.weights", "classifier.weights", "classifier.classes"}),
         list_keys=frozenset({"ckpt"}),
         usage=__doc__ or "",
     )
@@ -367,6 +393,8 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         fail("interrupted", 130)
     print(format_table(report))
+    if "classification" in report:
+        print(format_accuracy(report))
     print(f"gancolor: wrote {Path(report['output']) / 'metrics.json'} and report.html")
     return 0
 

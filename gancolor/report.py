@@ -29,6 +29,8 @@ METRIC_INFO: dict[str, tuple[str, str, str]] = {
     "hist_intersection_b": ("HI b", "histogram intersection of the b* distributions over the whole set (1-unit bins)", "higher"),
     "lpips": ("LPIPS", "learned perceptual distance (Zhang et al. 2018)", "lower"),
     "fid": ("FID", "Frechet distance of Inception-v3 features, outputs vs truth", "lower"),
+    "top1": ("top-1", "classifier accuracy on these images: its first guess is the photo's class folder", "higher"),
+    "top5": ("top-5", "classifier accuracy: the class is among its 5 first guesses (only with more than 5 classes)", "higher"),
 }
 
 

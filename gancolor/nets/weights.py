@@ -109,8 +109,11 @@ def _summary(label: str, keys: list[str]) -> str:
     return f"{label} ({len(keys)}): {', '.join(keys[:4])}{', ...' if len(keys) > 4 else ''}"
 
 
-def fit_state_dict(encoder: nn.Module, state: dict[str, torch.Tensor], source: str) -> dict[str, torch.Tensor]:
-    """`state` renamed to `encoder`'s keys, or one CheckpointError listing what differs."""
+def fit_state_dict(
+    encoder: nn.Module, state: dict[str, torch.Tensor], source: str, target: str = "the encoder"
+) -> dict[str, torch.Tensor]:
+    """`state` renamed to `encoder`'s keys, or one CheckpointError listing what differs
+    (`target` names the net in that line: any timm model fits the same way)."""
     own = encoder.state_dict()
     # The view that names the most of the encoder's tensors is the one meant.
     state = max(_views(state), key=lambda view: sum(_source_key(k, view) is not None for k in own))
@@ -140,7 +143,7 @@ def fit_state_dict(encoder: nn.Module, state: dict[str, torch.Tensor], source: s
         if keys
     ]
     if problems:
-        raise CheckpointError(f"{source} does not fit the encoder: " + "; ".join(problems))
+        raise CheckpointError(f"{source} does not fit {target}: " + "; ".join(problems))
     return fitted
 
 
