@@ -316,13 +316,13 @@ def _eight_bit_view(decoded: DecodedImage) -> np.ndarray:
 
 def run(options: Options, log=None) -> Tally:
     """Colourise everything `options` names. Per-file problems are tallied, not raised."""
-    from gancolor.checkpoint import load_recipe
+    from gancolor.onnx_runtime import load_model
     from gancolor.inference import Colorizer, pick_device, run_checkpoint, trained_size
 
     device = pick_device(options.device)
     quiet_pillow_warnings()  # a damaged file gets one line, from its decoding
     jobs, unsupported = plan(options)
-    recipe, ckpt = load_recipe(run_checkpoint(options.ckpt, log or _say), device)
+    recipe, ckpt = load_model(run_checkpoint(options.ckpt, log or _say), device)  # a checkpoint, or an ONNX export
     apply_temperature(recipe, options.temperature)
     render_size = options.render_size or trained_size(ckpt)
     colorizer = Colorizer(recipe, render_size, device, options.precision)
