@@ -2,7 +2,8 @@
 
     python -m gancolor.colorize ckpt=runs/pix2pix/.../checkpoints/last.pt input=old_photos/ output=out/
 
-ckpt      a checkpoint file, or a run folder: its best.pt, else its last.pt (said which)
+ckpt      a checkpoint file, or a run folder: its best.pt, else its last.pt (said which),
+          or an ONNX export (python -m gancolor.export), run with onnxruntime
 input     an image file, a folder (searched recursively) or a glob ('scans/**/*.tif': quote it)
 output    a folder; each result keeps its input's path relative to the input folder (or to
           the glob's fixed part). With a single input file, output may be a file name.

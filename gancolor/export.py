@@ -50,11 +50,10 @@ from gancolor import __version__
 from gancolor.commandline import compose_command
 from gancolor.errors import ConfigError, UserError, fail
 from gancolor.options import bool_option, int_option, temperature_option
+from gancolor.onnx_runtime import INPUT_NAME, METADATA_FORMAT, OUTPUT_NAME, load_model
 
 FORMATS = ("onnx", "torchscript")
-METADATA_FORMAT = "gancolor-colorize-graph/1"  # what gancolor.onnx_runtime recognises
 TORCHSCRIPT_METADATA = "gancolor.json"  # the extra file of a TorchScript export
-INPUT_NAME, OUTPUT_NAME = "L", "ab"
 TRACE_SHAPE = (1, 1, 37, 53)
 # Checked after export: another batch size and sizes the trace did not see, odd, so
 # every net pads (and a size baked into the graph by the trace would show).
@@ -198,31 +197,46 @@ def _recipe_metadata(recipe) -> dict[str, str]:
 # -- writing -------------------------------------------------------------------------------
 
 
-def export_bytes(graph: ColorizeGraph, fmt: str, meta: dict[str, str], opset: int = 17) -> bytes:
-    """The exported file's bytes, metadata included."""
+def trace(graph: ColorizeGraph) -> torch.jit.ScriptModule:
+    """The graph traced once; both formats are written from this one trace."""
     example = torch.rand(TRACE_SHAPE) * 2 - 1
     graph.eval()
-    # The exporters are tracers: they warn about every Python value they freeze, and the
-    # check that follows is what says whether any of that matters.
+    # The tracer warns about every Python value it freezes; check_export, which runs
+    # the file on sizes the trace did not see, is what says whether any of that matters.
     with warnings.catch_warnings(), torch.no_grad():
         warnings.simplefilter("ignore")
-        if fmt == "torchscript":
-            traced = torch.jit.trace(graph, example, check_trace=False)
-            buffer = io.BytesIO()
-            torch.jit.save(traced, buffer, _extra_files={TORCHSCRIPT_METADATA: json.dumps(meta, indent=1)})
-            return buffer.getvalue()
-        buffer = io.BytesIO()
-        axes = {0: "batch", 2: "height", 3: "width"}
-        # The TorchScript-based exporter: it keeps H and W symbolic through the nets'
-        # padding arithmetic, where torch.export specialises them.
-        with _native_stdout_silenced():
-            torch.onnx.export(
-                graph, (example,), buffer, dynamo=False, opset_version=opset,
-                input_names=[INPUT_NAME], output_names=[OUTPUT_NAME],
-                dynamic_axes={INPUT_NAME: axes, OUTPUT_NAME: axes},
-            )
-    graph.eval()  # the exporter restores the mode it found, the wrapper's own
+        return torch.jit.trace(graph, example, check_trace=False)
+
+
+def torchscript_bytes(traced: torch.jit.ScriptModule, meta: dict[str, str]) -> bytes:
+    buffer = io.BytesIO()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", FutureWarning)  # "torch.jit is deprecated": it still works
+        torch.jit.save(traced, buffer, _extra_files={TORCHSCRIPT_METADATA: json.dumps(meta, indent=1)})
+    return buffer.getvalue()
+
+
+def onnx_bytes(traced: torch.jit.ScriptModule, meta: dict[str, str], opset: int = 17) -> bytes:
+    """The ONNX file of a traced graph, with `meta` as its metadata_props.
+
+    torch's TorchScript-based exporter (dynamo=False): it keeps H and W symbolic through
+    the nets' padding arithmetic, where the torch.export-based one specialises them."""
+    buffer = io.BytesIO()
+    axes = {0: "batch", 2: "height", 3: "width"}
+    with warnings.catch_warnings(), _native_stdout_silenced():
+        warnings.simplefilter("ignore")  # its own deprecation notice
+        torch.onnx.export(
+            traced, (torch.zeros(TRACE_SHAPE),), buffer, dynamo=False, opset_version=opset,
+            input_names=[INPUT_NAME], output_names=[OUTPUT_NAME],
+            dynamic_axes={INPUT_NAME: axes, OUTPUT_NAME: axes},
+        )
     return _with_onnx_metadata(buffer.getvalue(), meta)
+
+
+def export_bytes(graph: ColorizeGraph, fmt: str, meta: dict[str, str], opset: int = 17) -> bytes:
+    """The exported file's bytes, metadata included."""
+    traced = trace(graph)
+    return torchscript_bytes(traced, meta) if fmt == "torchscript" else onnx_bytes(traced, meta, opset)
 
 
 @contextlib.contextmanager
@@ -326,7 +340,6 @@ def export(options: Options, say=print) -> str:
     """Write the export `options` asks for; returns the line that says what was written."""
     from gancolor.colorize import apply_temperature
     from gancolor.inference import run_checkpoint
-    from gancolor.onnx_runtime import load_model
 
     if options.output.exists() and not options.overwrite:
         raise ConfigError(f"output {options.output} already exists (overwrite=true replaces it)")
@@ -349,7 +362,7 @@ def export(options: Options, say=print) -> str:
     sizes = " and ".join("x".join(map(str, s[2:])) for s in CHECK_SHAPES)
     return (
         f"gancolor: exported {name} -> {options.output} ({options.format}, {len(data) / 1e6:.1f} MB); "
-        f"matches PyTorch to {worst:.1g} at {sizes}"
+        f"matches PyTorch {'exactly' if worst == 0 else f'to {worst:.1g}'} at {sizes}"
     )
 
 

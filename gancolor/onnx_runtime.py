@@ -22,6 +22,10 @@ from torch import nn
 
 from gancolor.errors import CheckpointError, ConfigError
 
+# The contract between gancolor.export and this runtime.
+METADATA_FORMAT = "gancolor-colorize-graph/1"  # metadata key gancolor_format of every export
+INPUT_NAME, OUTPUT_NAME = "L", "ab"
+
 
 def load_model(path: str | os.PathLike, device: str | torch.device = "cpu", exported: bool = True):
     """(recipe, checkpoint dict) for ckpt=PATH: an ONNX export (when `exported`) as an
@@ -70,8 +74,6 @@ class OnnxRecipe(nn.Module):
 
     def __init__(self, path: str | os.PathLike, device: str | torch.device = "cpu") -> None:
         super().__init__()
-        from gancolor.export import INPUT_NAME, METADATA_FORMAT, OUTPUT_NAME
-
         ort = _onnxruntime()
         self.path = Path(path)
         if not self.path.is_file():
