@@ -49,8 +49,8 @@ from torch import nn
 from gancolor import __version__
 from gancolor.commandline import compose_command
 from gancolor.errors import ConfigError, UserError, fail
-from gancolor.options import bool_option, int_option, temperature_option
 from gancolor.onnx_runtime import INPUT_NAME, METADATA_FORMAT, OUTPUT_NAME, load_model
+from gancolor.options import bool_option, int_option, temperature_option
 
 FORMATS = ("onnx", "torchscript")
 TORCHSCRIPT_METADATA = "gancolor.json"  # the extra file of a TorchScript export
@@ -268,18 +268,30 @@ def _with_onnx_metadata(data: bytes, meta: dict[str, str]) -> bytes:
     return model.SerializeToString()
 
 
-def run_exported(data: bytes, fmt: str, L: torch.Tensor) -> torch.Tensor:
-    """The exported file run on L by its own runtime (onnxruntime, or torch.jit)."""
+def exported_runner(data: bytes, fmt: str):
+    """A function running the exported file on L (N, 1, H, W) with its own runtime:
+    onnxruntime, or torch.jit."""
     if fmt == "torchscript":
-        # Unoptimised: the graph's values are what is checked, and the profiling
-        # executor's first runs (compiling it for these sizes) cost seconds.
-        with torch.no_grad(), torch.jit.optimized_execution(False), warnings.catch_warnings():
+        with warnings.catch_warnings():
             warnings.simplefilter("ignore", FutureWarning)  # "torch.jit is deprecated": it still works
-            return torch.jit.load(io.BytesIO(data), map_location="cpu")(L)
+            module = torch.jit.load(io.BytesIO(data), map_location="cpu")
+
+        def run_torchscript(L: torch.Tensor) -> torch.Tensor:
+            # Unoptimised: the graph's values are what is checked, and the profiling
+            # executor's first runs (compiling it for these sizes) cost seconds.
+            with torch.no_grad(), torch.jit.optimized_execution(False):
+                return module(L)
+
+        return run_torchscript
     import onnxruntime
 
     session = onnxruntime.InferenceSession(data, providers=["CPUExecutionProvider"])
-    return torch.from_numpy(session.run([OUTPUT_NAME], {INPUT_NAME: L.numpy()})[0])
+    return lambda L: torch.from_numpy(session.run([OUTPUT_NAME], {INPUT_NAME: L.numpy()})[0])
+
+
+def run_exported(data: bytes, fmt: str, L: torch.Tensor) -> torch.Tensor:
+    """The exported file run once on L by its own runtime."""
+    return exported_runner(data, fmt)(L)
 
 
 def check_export(graph: ColorizeGraph, data: bytes, fmt: str, name: str) -> float:
@@ -287,11 +299,12 @@ def check_export(graph: ColorizeGraph, data: bytes, fmt: str, name: str) -> floa
     when it is over TOLERANCE (a size or value the trace froze into the graph)."""
     worst = 0.0
     generator = torch.Generator().manual_seed(0)
+    run = exported_runner(data, fmt)
     for shape in CHECK_SHAPES:
         L = torch.rand(shape, generator=generator) * 2 - 1
         with torch.no_grad():
             expected = graph(L)
-        got = run_exported(data, fmt, L)
+        got = run(L)
         size = "x".join(map(str, shape[2:]))
         if got.shape != expected.shape:
             raise ConfigError(f"cannot export {name} as {fmt}: the graph gives {tuple(got.shape)} for a {size} input, not {tuple(expected.shape)}")
@@ -304,6 +317,8 @@ def check_export(graph: ColorizeGraph, data: bytes, fmt: str, name: str) -> floa
 
 def write_atomic(data: bytes, path: Path) -> None:
     """Write `data` to `path` through a temporary file, so no half-written file is left."""
+    from gancolor.colorize import _file_mode
+
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
@@ -311,17 +326,11 @@ def write_atomic(data: bytes, path: Path) -> None:
             f.write(data)
             f.flush()
             os.fsync(f.fileno())
-        os.chmod(tmp, 0o666 & ~_umask())
+        os.chmod(tmp, _file_mode())  # the permissions any new file gets, not mkstemp's 0600
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
-
-
-def _umask() -> int:
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask
 
 
 def _needs_onnx() -> None:
@@ -341,10 +350,10 @@ def export(options: Options, say=print) -> str:
     from gancolor.colorize import apply_temperature
     from gancolor.inference import run_checkpoint
 
-    if options.output.exists() and not options.overwrite:
-        raise ConfigError(f"output {options.output} already exists (overwrite=true replaces it)")
     if options.output.is_dir():
         raise ConfigError(f"output {options.output} is a folder; name the file to write")
+    if options.output.exists() and not options.overwrite:
+        raise ConfigError(f"output {options.output} already exists (overwrite=true replaces it)")
     if options.format == "onnx":
         _needs_onnx()
     source = run_checkpoint(options.ckpt, say)

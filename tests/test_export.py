@@ -4,6 +4,7 @@ alone; colorize runs an ONNX export as it runs the checkpoint."""
 
 from __future__ import annotations
 
+import io
 import json
 import subprocess
 import sys
@@ -12,12 +13,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from helpers import compose, shrink, tiny_checkpoint
 from omegaconf import OmegaConf
 from PIL import Image
 
 from gancolor import colorize, export
 from gancolor.build import build_recipe
-from helpers import compose, shrink, tiny_checkpoint
 
 # Each generator kind, as the recipe that uses it; tiny nets (tests/helpers.py).
 KINDS = {
@@ -109,8 +110,6 @@ def test_onnx_files_run_with_onnxruntime_alone(exported):
 def test_torchscript_carries_its_metadata(exported):
     _, results = exported
     extra = {export.TORCHSCRIPT_METADATA: ""}
-    import io
-
     torch.jit.load(io.BytesIO(results["cic"][2]["torchscript"]), _extra_files=extra)
     meta = json.loads(extra[export.TORCHSCRIPT_METADATA])
     assert meta["recipe"] == "cic" and meta["bins"] == "261" and meta["render_size"] == "32"
@@ -133,7 +132,8 @@ def ckpt(tmp_path_factory) -> Path:
 
 def test_colorize_runs_an_onnx_export_as_it_runs_the_checkpoint(ckpt, tmp_path, photos, capsys, one_thread):
     onnx_file = tmp_path / "tiny.onnx"
-    assert export.main([f"ckpt={ckpt}", f"output={onnx_file}"]) == 0
+    onnx_file.write_bytes(b"an older export")
+    assert export.main([f"ckpt={ckpt}", f"output={onnx_file}", "overwrite=true"]) == 0
     line = capsys.readouterr().out
     assert f"-> {onnx_file} (onnx" in line and "matches PyTorch" in line
     photo = photo_file(tmp_path / "in", photos)
