@@ -182,8 +182,11 @@ def test_colorize_refuses_what_it_must_not_run(exported, tmp_path, capsys, photo
     script = tmp_path / "cic.ts"
     script.write_bytes(results["cic"][2]["torchscript"])
     photo = photo_file(tmp_path / "in", photos)
+    broken = tmp_path / "broken.onnx"
+    broken.write_bytes(results["unet"][2]["onnx"][:2000])  # a truncated download
     cases = [
         ([f"ckpt={script}"], "is a TorchScript file, a program that gancolor does not run"),
+        ([f"ckpt={broken}"], f"cannot read ONNX file {broken}: "),
         ([f"ckpt={folder / 'cic.onnx'}", "temperature=0.5"], "temperature is part of an exported graph (cic.onnx decodes at 0.38)"),
         ([f"ckpt={folder / 'unet.onnx'}", "temperature=0.5"], "temperature applies to model=cic checkpoints; this one is pix2pix"),
         ([f"ckpt={photo}"], "is not a checkpoint file"),
