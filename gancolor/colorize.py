@@ -2,7 +2,8 @@
 
     python -m gancolor.colorize ckpt=runs/pix2pix/.../checkpoints/last.pt input=old_photos/ output=out/
 
-ckpt      a checkpoint file, or a run folder: its best.pt, else its last.pt (said which)
+ckpt      a checkpoint file, or a run folder: its best.pt, else its last.pt (said which),
+          or an ONNX export (python -m gancolor.export), run with onnxruntime
 input     an image file, a folder (searched recursively) or a glob ('scans/**/*.tif': quote it)
 output    a folder; each result keeps its input's path relative to the input folder (or to
           the glob's fixed part). With a single input file, output may be a file name.
@@ -316,13 +317,13 @@ def _eight_bit_view(decoded: DecodedImage) -> np.ndarray:
 
 def run(options: Options, log=None) -> Tally:
     """Colourise everything `options` names. Per-file problems are tallied, not raised."""
-    from gancolor.checkpoint import load_recipe
+    from gancolor.onnx_runtime import load_model
     from gancolor.inference import Colorizer, pick_device, run_checkpoint, trained_size
 
     device = pick_device(options.device)
     quiet_pillow_warnings()  # a damaged file gets one line, from its decoding
     jobs, unsupported = plan(options)
-    recipe, ckpt = load_recipe(run_checkpoint(options.ckpt, log or _say), device)
+    recipe, ckpt = load_model(run_checkpoint(options.ckpt, log or _say), device)  # a checkpoint, or an ONNX export
     apply_temperature(recipe, options.temperature)
     render_size = options.render_size or trained_size(ckpt)
     colorizer = Colorizer(recipe, render_size, device, options.precision)

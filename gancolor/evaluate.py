@@ -167,7 +167,7 @@ def evaluate(options: Options, say=print) -> dict:
     """Run every checkpoint over the photos; returns what metrics.json holds."""
     from tqdm.auto import tqdm
 
-    from gancolor.checkpoint import load_recipe
+    from gancolor.onnx_runtime import load_model
     from gancolor.inference import Colorizer, pick_device, run_checkpoint, trained_size
     from gancolor.metrics import MetricUnavailable, histogram_intersection, image_metrics, load_fid, load_lpips, summarize
     from gancolor.report import Report, write_report
@@ -201,7 +201,7 @@ def evaluate(options: Options, say=print) -> dict:
     outputs: list[list[np.ndarray]] = []
     results = []
     for k, ckpt_path in enumerate(options.ckpts):
-        recipe, ckpt = load_recipe(ckpt_path, device)
+        recipe, ckpt = load_model(ckpt_path, device)  # a checkpoint, or an ONNX export
         apply_temperature(recipe, options.temperature)
         render_size = options.render_size or trained_size(ckpt)
         colorizer = Colorizer(recipe, render_size, device, options.precision)

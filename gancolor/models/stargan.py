@@ -255,12 +255,13 @@ class StarGAN(Recipe):
     @torch.no_grad()
     def colorize(self, L: torch.Tensor) -> torch.Tensor:
         x = color.gray_from_lightness(L, self.color_space)
+        batch = L.shape[0]  # not len(L): an exported graph (gancolor.export) keeps it symbolic
         if self.domain_mode == "multi":
-            target = torch.zeros(len(L), len(self.domains), device=L.device)
+            target = torch.zeros(batch, len(self.domains), device=L.device)
             if self.target is not None:
                 target[:, self.target] = 1
         else:
-            target = torch.full((len(L),), self.target, dtype=torch.long, device=L.device)
+            target = torch.full((batch,), self.target, dtype=torch.long, device=L.device)
         return color.ab_from_net(self.G(x, target), self.color_space)
 
     def generator_modules(self) -> list[nn.Module]:

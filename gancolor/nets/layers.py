@@ -100,6 +100,8 @@ def pad_to_multiple(
     """
     if multiple < 1:
         raise ValueError(f"multiple must be >= 1, got {multiple}")
+    if torch.jit.is_tracing():  # exporting (gancolor.export): sizes must stay symbolic
+        return _traced_pad_to_multiple(x, multiple, min_size)
     h, w = x.shape[-2:]
     pad_h = _padded_length(h, multiple, min_size) - h
     pad_w = _padded_length(w, multiple, min_size) - w
@@ -117,6 +119,26 @@ def _mirror_pad(x: torch.Tensor, pad: int, dim: int) -> torch.Tensor:
         x = F.pad(x, spec, mode="reflect" if size > 1 else "replicate")
         pad -= step
     return x
+
+
+def _traced_pad_to_multiple(x: torch.Tensor, multiple: int, min_size: int) -> tuple[torch.Tensor, tuple]:
+    """`pad_to_multiple` as one gather per axis, for a traced graph that takes any size.
+
+    Under tracing, shapes are recorded as values but a Python loop or `max` on them is
+    run once and frozen, so the rounds of `_mirror_pad` would fit only the example's
+    size. Mirroring in rounds about the growing end is the periodic reflection of
+    period 2(n - 1) (every end it mirrors about is a multiple of n - 1, a symmetry
+    point of that extension), so one index map gives the same pixels for any size;
+    n = 1 (period clamped to 1) gives the replication `_mirror_pad` does there.
+    """
+    h, w = x.shape[-2], x.shape[-1]  # 0-dim tensors while tracing, so the arithmetic is traced
+    for dim, n in ((-2, h), (-1, w)):
+        target = torch.clamp(n, min=max(min_size, 1))
+        length = torch.div(target + multiple - 1, multiple, rounding_mode="floor") * multiple
+        period = torch.clamp(2 * (n - 1), min=1)
+        phase = torch.remainder(torch.arange(length, device=x.device), period)
+        x = x.index_select(dim, torch.minimum(phase, period - phase))
+    return x, (h, w)
 
 
 def crop_to(x: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:

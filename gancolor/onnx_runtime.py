@@ -1,0 +1,125 @@
+"""What `ckpt=` names for colorize (and export): a checkpoint, or an ONNX export run by
+onnxruntime behind the interface a recipe gives the Colorizer.
+
+The Colorizer asks a recipe for `colorize(L) -> ab` and `generator_modules()` (whose
+`stride` it pads to); `OnnxRecipe` answers both from the file gancolor.export wrote,
+so an ONNX export goes through exactly the same colour conversion, render size,
+padding, resizing back to full resolution and output writing as the checkpoint.
+
+A TorchScript export is refused here: it is a program, and gancolor never runs code
+from a file it is given (checkpoints load with weights_only=True for the same reason).
+"""
+
+from __future__ import annotations
+
+import os
+import zipfile
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+
+from gancolor.errors import CheckpointError, ConfigError
+
+# The contract between gancolor.export and this runtime.
+METADATA_FORMAT = "gancolor-colorize-graph/1"  # metadata key gancolor_format of every export
+INPUT_NAME, OUTPUT_NAME = "L", "ab"
+
+
+def load_model(path: str | os.PathLike, device: str | torch.device = "cpu", exported: bool = True):
+    """(recipe, checkpoint dict) for ckpt=PATH: an ONNX export (when `exported`) as an
+    OnnxRecipe with a checkpoint-like dict giving its render size, else a gancolor
+    checkpoint through checkpoint.load_recipe."""
+    from gancolor.checkpoint import load_recipe
+
+    path = Path(path).expanduser()
+    if path.suffix.lower() == ".onnx":
+        if not exported:
+            raise CheckpointError(f"{path} is already an exported graph: export needs the checkpoint it came from")
+        recipe = OnnxRecipe(path, device)
+        return recipe, {"config": {"data": {"image_size": recipe.render_size}}}
+    if _is_torchscript(path):
+        raise CheckpointError(
+            f"{path} is a TorchScript file, a program that gancolor does not run: colourise with the checkpoint "
+            "it came from, or with an ONNX export (python -m gancolor.export format=onnx)"
+        )
+    return load_recipe(path, device)
+
+
+def _is_torchscript(path: Path) -> bool:
+    """torch.jit.save's zip (with code/ and constants.pkl), which a checkpoint never is."""
+    try:
+        with zipfile.ZipFile(path) as archive:
+            names = archive.namelist()
+    except (OSError, zipfile.BadZipFile):
+        return False
+    return any(n.endswith("/constants.pkl") for n in names) and any("/code/" in n for n in names)
+
+
+def _onnxruntime():
+    try:
+        import onnxruntime
+    except ImportError:
+        raise ConfigError("an .onnx ckpt runs with onnxruntime: pip install 'gancolor[onnx]'") from None
+    return onnxruntime
+
+
+class OnnxRecipe(nn.Module):
+    """An ONNX export of gancolor.export, run by onnxruntime, as the Colorizer's recipe.
+
+    It has no weights of its own, so `.to()`, `.eval()` and the Colorizer's CPU twin
+    (a deep copy) are trivial; it runs on the CPU, or CUDA when onnxruntime has it
+    and `device` is a GPU."""
+
+    def __init__(self, path: str | os.PathLike, device: str | torch.device = "cpu") -> None:
+        super().__init__()
+        ort = _onnxruntime()
+        self.path = Path(path)
+        if not self.path.is_file():
+            raise CheckpointError(f"ONNX file not found: {self.path}")
+        providers = ["CPUExecutionProvider"]
+        if torch.device(device).type == "cuda" and "CUDAExecutionProvider" in ort.get_available_providers():
+            providers.insert(0, "CUDAExecutionProvider")
+        try:
+            self.session = ort.InferenceSession(str(self.path), providers=providers)
+        except Exception as exc:  # noqa: BLE001 - truncated, not ONNX, unknown ops: all one line
+            reason = " ".join(str(exc).split())[:200] or type(exc).__name__
+            raise CheckpointError(f"cannot read ONNX file {self.path}: {reason}") from None
+        self.metadata = dict(self.session.get_modelmeta().custom_metadata_map)
+        if self.metadata.get("gancolor_format") != METADATA_FORMAT:
+            raise CheckpointError(f"{self.path} is an ONNX file that python -m gancolor.export did not write (no gancolor metadata)")
+        inputs = [i.name for i in self.session.get_inputs()]
+        outputs = [o.name for o in self.session.get_outputs()]
+        if inputs != [INPUT_NAME] or OUTPUT_NAME not in outputs:
+            raise CheckpointError(f"{self.path}: expected input {INPUT_NAME!r} and output {OUTPUT_NAME!r}, got {inputs} and {outputs}")
+        self.input_name, self.output_name = INPUT_NAME, OUTPUT_NAME
+        self.name = self.metadata.get("recipe", "onnx")
+        self.stride = int(self.metadata.get("stride", 1))
+        self.render_size = int(self.metadata.get("render_size", 256))
+
+    @property
+    def temperature(self) -> float:
+        if "temperature" not in self.metadata:
+            raise AttributeError("temperature")  # not a CIC export: colorize says temperature does not apply
+        return float(self.metadata["temperature"])
+
+    @temperature.setter
+    def temperature(self, value: float) -> None:
+        raise ConfigError(
+            f"temperature is part of an exported graph ({self.path.name} decodes at {self.metadata['temperature']}): "
+            "export the checkpoint again with temperature=T"
+        )
+
+    @torch.no_grad()
+    def colorize(self, L: torch.Tensor) -> torch.Tensor:
+        """Normalised L (N, 1, H, W) -> normalised ab (N, 2, H, W), on L's device."""
+        array = np.ascontiguousarray(L.detach().float().cpu().numpy())
+        ab = self.session.run([self.output_name], {self.input_name: array})[0]
+        return torch.from_numpy(ab).to(L.device)
+
+    def generator_modules(self) -> list[nn.Module]:
+        return [self]  # for the Colorizer's stride
+
+    def __deepcopy__(self, memo) -> "OnnxRecipe":
+        return OnnxRecipe(self.path, "cpu")  # a session cannot be copied; the twin is on the CPU
