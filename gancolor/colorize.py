@@ -19,6 +19,7 @@ Options (key=value; defaults in conf/colorize.yaml):
   max_pixels=N        skip larger images (default 100000000; null: no limit)
   progress_bar=true
   temperature=T       model=cic only: annealed-mean temperature (lower: more vivid; 0: the mode)
+  use_ema=true        the generators' EMA weights where the checkpoint has them (model.ema_decay); false: raw
 
 Every file Pillow reads is an input (GIF, JPEG 2000, PPM/PGM, TGA, ...: decided by
 content; an animated one gives its first frame, said once); hidden files and obvious
@@ -111,6 +112,7 @@ class Options:
     max_pixels: int | None = 100_000_000
     progress_bar: bool = True
     temperature: float | None = None
+    use_ema: bool = True
 
     @classmethod
     def from_config(cls, cfg) -> "Options":
@@ -138,6 +140,7 @@ class Options:
             max_pixels=int_option("max_pixels", cfg.max_pixels, 1, allow_none=True),
             progress_bar=bool_option("progress_bar", cfg.progress_bar),
             temperature=temperature_option(cfg.get("temperature")),
+            use_ema=bool_option("use_ema", cfg.get("use_ema", True)),
         )
 
 
@@ -322,7 +325,7 @@ def run(options: Options, log=None) -> Tally:
     device = pick_device(options.device)
     quiet_pillow_warnings()  # a damaged file gets one line, from its decoding
     jobs, unsupported = plan(options)
-    recipe, ckpt = load_recipe(run_checkpoint(options.ckpt, log or _say), device)
+    recipe, ckpt = load_recipe(run_checkpoint(options.ckpt, log or _say), device, use_ema=options.use_ema)
     apply_temperature(recipe, options.temperature)
     render_size = options.render_size or trained_size(ckpt)
     colorizer = Colorizer(recipe, render_size, device, options.precision)

@@ -16,7 +16,8 @@ functions (gancolor.metrics).
 Options (key=value; defaults in conf/evaluate.yaml): data.image_size=256,
 data.max_images=N, output=DIR, num_samples=8, render_size=N, device=auto,
 precision=32|bf16, lpips.weights=auto|PATH|null, lpips.net=alex|vgg|squeeze,
-fid.weights=auto|PATH|null, progress_bar=true.
+fid.weights=auto|PATH|null, progress_bar=true, use_ema=true (the generators' EMA
+weights where a checkpoint has them; false: the raw weights).
 
 Writes metrics.json and report.html to output (default: <run folder>/eval for one
 checkpoint, ./eval for several). Exit status 0, or 2 with one line for a bad argument.
@@ -64,6 +65,7 @@ class Options:
     lpips_net: str = "alex"
     fid_weights: str | None = "auto"
     temperature: float | None = None
+    use_ema: bool = True
 
     @classmethod
     def from_config(cls, cfg) -> "Options":
@@ -92,6 +94,7 @@ class Options:
             lpips_net=str(cfg.lpips.net),
             fid_weights=weights(cfg.fid.weights),
             temperature=temperature_option(cfg.get("temperature")),
+            use_ema=bool_option("use_ema", cfg.get("use_ema", True)),
         )
 
 
@@ -187,7 +190,7 @@ def evaluate(options: Options, say=print) -> dict:
     outputs: list[list[np.ndarray]] = []
     results = []
     for k, ckpt_path in enumerate(options.ckpts):
-        recipe, ckpt = load_recipe(ckpt_path, device)
+        recipe, ckpt = load_recipe(ckpt_path, device, use_ema=options.use_ema)
         apply_temperature(recipe, options.temperature)
         render_size = options.render_size or trained_size(ckpt)
         colorizer = Colorizer(recipe, render_size, device, options.precision)
