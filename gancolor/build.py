@@ -10,13 +10,14 @@ shutil.copyfile.
 from __future__ import annotations
 
 import ast
+import copy
 import functools
 from pathlib import Path
 from typing import Any
 
 from hydra.errors import InstantiationException
 from hydra.utils import instantiate
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig, OmegaConf, open_dict
 
 from gancolor.errors import CheckpointError, ConfigError, UserError, one_line
 
@@ -37,10 +38,25 @@ def build(node: DictConfig, where: str, **kwargs: Any):
         raise ConfigError(f"{where}: {one_line(exc)}") from None
 
 
+# Keys of the model node that are the trainer's business, not the recipe constructor's.
+TRAINER_MODEL_KEYS = ("ema_decay",)
+
+
 def build_recipe(cfg: DictConfig):
-    """The recipe with the nets and loss its yaml picked (cfg.generator, ...)."""
+    """The recipe with the nets and loss its yaml picked (cfg.generator, ...), and
+    `recipe.ema_decay` from model.ema_decay (None: no generator EMA)."""
+    from gancolor.ema import ema_decay_option
+
+    ema_decay = ema_decay_option(cfg.model.get("ema_decay"))
+    if any(k in cfg.model for k in TRAINER_MODEL_KEYS):
+        cfg = copy.deepcopy(cfg)  # the caller's config keeps them; interpolations still resolve
+        with open_dict(cfg.model):
+            for key in TRAINER_MODEL_KEYS:
+                cfg.model.pop(key, None)
     parts = {k: cfg[k] for k in RECIPE_PARTS if k in cfg and cfg[k] is not None}
-    return build(cfg.model, "model", **parts)
+    recipe = build(cfg.model, "model", **parts)
+    recipe.ema_decay = ema_decay
+    return recipe
 
 
 def recipe_from_stored_config(config: dict, source: str):
@@ -59,7 +75,6 @@ def config_for_rebuilding(config: dict, nets: dict | None = None) -> dict:
     on this machine, and nothing should warn that it is missing), and CIC's ab bins are
     in the weights too (so a bins file need not exist either).
     """
-    import copy
 
     config = copy.deepcopy(config)
     encoder = (config.get("generator") or {}).get("encoder")

@@ -111,17 +111,23 @@ def load_nets(recipe, nets: dict, source: str | os.PathLike) -> None:
     recipe.load_state_dict(nets)
 
 
-def load_recipe(path: str | os.PathLike, device: str | torch.device = "cpu"):
+def load_recipe(path: str | os.PathLike, device: str | torch.device = "cpu", use_ema: bool = True):
     """The recipe a checkpoint was trained with, weights loaded, in eval mode.
 
-    Everything comes from the file (its stored config names the nets), so colorize
-    and evaluate need nothing else.
+    Everything comes from the file (its stored config names the nets), so colorize,
+    evaluate and exports need nothing else. `use_ema`: the generators' exponential
+    moving average where the checkpoint has one (model.ema_decay), else the raw
+    weights; `recipe.uses_ema` says which it got.
     """
     from gancolor.build import config_for_rebuilding, recipe_from_stored_config
+    from gancolor.ema import load_ema_weights
 
     ckpt = load_checkpoint(path)
     recipe = recipe_from_stored_config(config_for_rebuilding(ckpt["config"], ckpt.get("nets")), str(path))
     load_nets(recipe, ckpt["nets"], path)
+    recipe.uses_ema = bool(use_ema and ckpt.get("ema"))
+    if recipe.uses_ema:
+        load_ema_weights({name: getattr(recipe, name) for name in recipe.generator_names()}, ckpt["ema"], str(path))
     return recipe.to(device).eval(), ckpt
 
 
@@ -148,7 +154,14 @@ def trainer_state(trainer, phase: str) -> dict:
         log_counts=dict(trainer.log_counts),
         rng=distributed.all_gather_object(capture_rng()),  # one entry per rank
         logger_run_id=getattr(trainer.logger, "run_id", None),
+        **_ema_state(getattr(trainer, "ema", None)),
     )
+
+
+def _ema_state(ema) -> dict:
+    """The generator EMA's entries of a checkpoint (none without one, so checkpoints of
+    runs without model.ema_decay are as before)."""
+    return {} if ema is None else {"ema": ema.state_dict(), "ema_updates": ema.updates()}
 
 
 def restore_trainer_state(trainer, ckpt: dict) -> None:
@@ -162,6 +175,10 @@ def restore_trainer_state(trainer, ckpt: dict) -> None:
     for name, scheduler in trainer.schedulers.items():
         scheduler.load_state_dict(ckpt["schedulers"][name])
     trainer.scaler.load_state_dict(ckpt["scaler"])
+    if getattr(trainer, "ema", None) is not None:
+        if "ema" not in ckpt:
+            raise CheckpointError("the resume checkpoint has no generator EMA, but this run keeps one (model.ema_decay)")
+        trainer.ema.load_state_dict(ckpt["ema"], ckpt.get("ema_updates", 1), "resume checkpoint")
     trainer.global_step, trainer.epoch = ckpt["global_step"], ckpt["epoch"]
     trainer.batch_in_epoch = ckpt.get("batch_in_epoch", 0)
     trainer.best = ckpt.get("best", {}).get("value")

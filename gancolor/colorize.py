@@ -20,6 +20,7 @@ Options (key=value; defaults in conf/colorize.yaml):
   max_pixels=N        skip larger images (default 100000000; null: no limit)
   progress_bar=true
   temperature=T       model=cic only: annealed-mean temperature (lower: more vivid; 0: the mode)
+  use_ema=true        the generators' EMA weights where the checkpoint has them (model.ema_decay); false: raw
 
 Every file Pillow reads is an input (GIF, JPEG 2000, PPM/PGM, TGA, ...: decided by
 content; an animated one gives its first frame, said once); hidden files and obvious
@@ -112,6 +113,7 @@ class Options:
     max_pixels: int | None = 100_000_000
     progress_bar: bool = True
     temperature: float | None = None
+    use_ema: bool = True
 
     @classmethod
     def from_config(cls, cfg) -> "Options":
@@ -139,6 +141,7 @@ class Options:
             max_pixels=int_option("max_pixels", cfg.max_pixels, 1, allow_none=True),
             progress_bar=bool_option("progress_bar", cfg.progress_bar),
             temperature=temperature_option(cfg.get("temperature")),
+            use_ema=bool_option("use_ema", cfg.get("use_ema", True)),
         )
 
 
@@ -323,7 +326,7 @@ def run(options: Options, log=None) -> Tally:
     device = pick_device(options.device)
     quiet_pillow_warnings()  # a damaged file gets one line, from its decoding
     jobs, unsupported = plan(options)
-    recipe, ckpt = load_model(run_checkpoint(options.ckpt, log or _say), device)  # a checkpoint, or an ONNX export
+    recipe, ckpt = load_model(run_checkpoint(options.ckpt, log or _say), device, use_ema=options.use_ema)  # a checkpoint, or an ONNX export
     apply_temperature(recipe, options.temperature)
     render_size = options.render_size or trained_size(ckpt)
     colorizer = Colorizer(recipe, render_size, device, options.precision)

@@ -146,6 +146,10 @@ class WrappedNets:
             for p, flag in flags.items():
                 p.requires_grad_(flag)
 
+    def plain(self, name: str) -> nn.Module:
+        """The recipe's net `name` itself, out of its DDP wrapper if it has one."""
+        return self.wrappers[name].module if name in self.wrappers else getattr(self.recipe, name)
+
     @contextlib.contextmanager
     def unwrapped(self, names: Iterable[str] | None = None):
         """The plain nets in place of their DDP wrappers, for the duration."""

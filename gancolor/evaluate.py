@@ -17,7 +17,8 @@ functions (gancolor.metrics).
 Options (key=value; defaults in conf/evaluate.yaml): data.image_size=256,
 data.max_images=N, output=DIR, num_samples=8, render_size=N, device=auto,
 precision=32|bf16, lpips.weights=auto|PATH|null, lpips.net=alex|vgg|squeeze,
-fid.weights=auto|PATH|null, progress_bar=true.
+fid.weights=auto|PATH|null, progress_bar=true, use_ema=true (the generators' EMA
+weights where a checkpoint has them; false: the raw weights).
 
 Colourise-then-classify (gancolor.classify): with classifier=NAME (a timm model) and
 classifier.weights=PATH, data.root in class-folder layout (DIR/<class>/<images>), the
@@ -74,6 +75,7 @@ class Options:
     fid_weights: str | None = "auto"
     temperature: float | None = None
     classifier: ClassifierOptions | None = None  # colourise-then-classify (gancolor.classify)
+    use_ema: bool = True
 
     @classmethod
     def from_config(cls, cfg) -> "Options":
@@ -103,6 +105,7 @@ class Options:
             fid_weights=weights(cfg.fid.weights),
             temperature=temperature_option(cfg.get("temperature")),
             classifier=ClassifierOptions.from_config(cfg.get("classifier")),
+            use_ema=bool_option("use_ema", cfg.get("use_ema", True)),
         )
 
 
@@ -201,7 +204,7 @@ def evaluate(options: Options, say=print) -> dict:
     outputs: list[list[np.ndarray]] = []
     results = []
     for k, ckpt_path in enumerate(options.ckpts):
-        recipe, ckpt = load_model(ckpt_path, device)  # a checkpoint, or an ONNX export
+        recipe, ckpt = load_model(ckpt_path, device, use_ema=options.use_ema)  # a checkpoint, or an ONNX export
         apply_temperature(recipe, options.temperature)
         render_size = options.render_size or trained_size(ckpt)
         colorizer = Colorizer(recipe, render_size, device, options.precision)

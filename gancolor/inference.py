@@ -1,7 +1,7 @@
 """Colourise one image of any size with a trained recipe, losing none of its detail.
 
 The net only ever sees a small copy (short side = render size, the scale it was
-trained at), padded to its stride. What it predicts is chroma (ab), which carries
+trained at) in a frame of mirrored context (see `NetFrame`). What it predicts is chroma (ab), which carries
 little detail, so the ab map is upsampled bilinearly to the original size and joined
 with the ORIGINAL full-resolution lightness. Texture, sharpness and noise of the
 photo are exactly those of the input; only colour is added.
@@ -27,7 +27,7 @@ from gancolor import color
 from gancolor.device import INFERENCE_PRECISIONS, autocast, check_precision
 from gancolor.device import resolve_device as pick_device  # noqa: F401 - colorize and evaluate import it from here
 from gancolor.errors import CheckpointError, ConfigError
-from gancolor.nets.layers import crop_to, pad_to_multiple
+from gancolor.nets.layers import mirror_pad
 
 # Pixels per strip for the colour conversions. On the CPU, strips whose temporaries
 # fit in cache convert 3-4x faster than whole images (kornia makes ~10 passes over
@@ -80,6 +80,49 @@ def render_shape(height: int, width: int, render_size: int) -> tuple[int, int]:
     return max(1, round(height * scale)), max(1, round(width * scale))
 
 
+# Mirrored context around the photo on every side: a fraction of the render size, and
+# at least MIN_CONTEXT px. A convolutional net's outermost output pixels are not like
+# the others: its zero-padded convolutions see zeros there, and the last transposed
+# convolution of a U-Net gives them half the taps of an inner pixel, so they came out
+# with about half the colour, and upsampled to the photo's full size that made pale
+# bands along its borders (issue 13). With mirrored photo around it, every pixel of
+# the photo is an inner pixel of the net's input; the outermost ones fall in the
+# context, which is cropped away.
+CONTEXT_FRACTION = 1 / 32
+MIN_CONTEXT = 2
+
+
+@dataclass(frozen=True)
+class NetFrame:
+    """Where the photo sits in the net's input: `margin` px of mirrored context at
+    least on every side, then as much more as makes each side a multiple of the
+    net's stride, split evenly between the two ends.
+
+    The frame's short side stays the render size rounded up to the stride, so a photo
+    rendered at the size the net was trained at is seen in a frame of exactly that
+    size, as in training (and at the same cost): the photo itself is rendered
+    `2 * margin` px smaller instead (6 %; its ab is upsampled to full size anyway).
+    """
+
+    render_size: int
+    stride: int
+
+    @property
+    def margin(self) -> int:
+        return max(MIN_CONTEXT, round(self.render_size * CONTEXT_FRACTION))
+
+    @property
+    def photo_size(self) -> int:
+        """The short side the photo is rendered at inside the frame."""
+        frame = -(-self.render_size // self.stride) * self.stride
+        return max(1, min(self.render_size, frame - 2 * self.margin))
+
+    def padding(self, length: int) -> tuple[int, int]:
+        """(before, after) for one side of the photo `length` px long."""
+        total = -(-(length + 2 * self.margin) // self.stride) * self.stride - length
+        return total // 2, total - total // 2
+
+
 @dataclass
 class Prepared:
     """An image ready for the net: full-res L, its small copy, and its alpha."""
@@ -111,6 +154,7 @@ class Colorizer:
         self.render_size = int(render_size)
         self.device = torch.device(device)
         self.stride = net_stride(recipe)
+        self.frame = NetFrame(self.render_size, self.stride)
         self.strip_pixels = _STRIP_PIXELS.get(self.device.type, 1 << 20)
         self._luts: dict[int, np.ndarray] = {}
         self._cpu_twin: Colorizer | None = None
@@ -128,7 +172,7 @@ class Colorizer:
     def prepare(self, pixels: np.ndarray, alpha: np.ndarray | None = None) -> Prepared:
         pixels, alpha = _split_alpha(pixels, alpha)
         L = self.lightness(pixels)
-        h, w = render_shape(L.shape[-2], L.shape[-1], self.render_size)
+        h, w = render_shape(L.shape[-2], L.shape[-1], self.frame.photo_size)
         if h <= L.shape[-2]:
             # Area averaging when shrinking, as training's INTER_AREA resize: bilinear
             # would alias fine texture into the net's input.
@@ -172,10 +216,12 @@ class Colorizer:
     def predict(self, smalls: list[torch.Tensor]) -> list[torch.Tensor]:
         """ab (1, 2, h, w) for each small L; all of them must share one shape."""
         batch = torch.cat([small.to(self.device) for small in smalls])  # some may have been prepared on the CPU
-        padded, size = pad_to_multiple(batch, self.stride)
+        h, w = batch.shape[-2:]
+        (top, bottom), (left, right) = self.frame.padding(h), self.frame.padding(w)
+        framed = mirror_pad(batch, top, bottom, left, right)
         with autocast(self.device, self.precision):
-            ab = self.recipe.colorize(padded)
-        ab = crop_to(ab, size).float().clamp_(-1.0, 1.0)
+            ab = self.recipe.colorize(framed)
+        ab = ab[..., top : top + h, left : left + w].float().clamp_(-1.0, 1.0)
         return list(ab.split(1))
 
     # -- stage 3: full-resolution result ------------------------------------------

@@ -27,10 +27,11 @@ METADATA_FORMAT = "gancolor-colorize-graph/1"  # metadata key gancolor_format of
 INPUT_NAME, OUTPUT_NAME = "L", "ab"
 
 
-def load_model(path: str | os.PathLike, device: str | torch.device = "cpu", exported: bool = True):
+def load_model(path: str | os.PathLike, device: str | torch.device = "cpu", exported: bool = True, use_ema: bool = True):
     """(recipe, checkpoint dict) for ckpt=PATH: an ONNX export (when `exported`) as an
     OnnxRecipe with a checkpoint-like dict giving its render size, else a gancolor
-    checkpoint through checkpoint.load_recipe."""
+    checkpoint through checkpoint.load_recipe (its generators' EMA weights where it has
+    them, unless not `use_ema`; an export holds whichever weights it was made from)."""
     from gancolor.checkpoint import load_recipe
 
     path = Path(path).expanduser()
@@ -44,7 +45,7 @@ def load_model(path: str | os.PathLike, device: str | torch.device = "cpu", expo
             f"{path} is a TorchScript file, a program that gancolor does not run: colourise with the checkpoint "
             "it came from, or with an ONNX export (python -m gancolor.export format=onnx)"
         )
-    return load_recipe(path, device)
+    return load_recipe(path, device, use_ema=use_ema)
 
 
 def _is_torchscript(path: Path) -> bool:

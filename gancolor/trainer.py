@@ -14,6 +14,7 @@ only every `log_every_n_steps` iterations.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import time
 from pathlib import Path
@@ -24,12 +25,13 @@ from tqdm.auto import tqdm
 from gancolor import distributed
 from gancolor.checkpoint import CheckpointFolder, preserved_rng, restore_trainer_state, trainer_state
 from gancolor.device import PRECISIONS, autocast, check_precision, resolve_device
+from gancolor.ema import GeneratorEMA
 from gancolor.errors import ConfigError
 from gancolor.faults import KeepLogging, NonFiniteWatch, TrainingDiverged, checkpoint_write_error
 from gancolor.loggers import Logger
 from gancolor.lr_policy import LRPolicy
 from gancolor.models.base import Recipe, Step
-from gancolor.options import int_option
+from gancolor.options import bool_option, int_option
 from gancolor.stopping import StopRequest
 from gancolor.validation import validate
 
@@ -72,6 +74,7 @@ class Trainer:
         check_ranks_agree: bool = False,
         on_nonfinite: str = "stop",
         max_skipped_steps: int = 10,
+        val_use_ema: bool = True,
     ) -> None:
         self.max_epochs = int_option("trainer.max_epochs", max_epochs, 1)
         self.pretrain_epochs = int_option("trainer.pretrain_epochs", pretrain_epochs, 0)
@@ -110,6 +113,9 @@ class Trainer:
             raise ConfigError(f"trainer.on_nonfinite must be stop or skip_step, got {on_nonfinite!r}")
         self.on_nonfinite = on_nonfinite
         self.max_skipped_steps = int_option("trainer.max_skipped_steps", max_skipped_steps, 1)
+        self.val_use_ema = bool_option("trainer.val_use_ema", val_use_ema)
+        self.ema: GeneratorEMA | None = None  # model.ema_decay: made in setup
+        self.ema_optimizers: frozenset[str] = frozenset()
         self.rank, self.world_size = distributed.rank(), distributed.world_size()
         if self.ddp and self.device_name == "auto" and torch.cuda.is_available():
             self.device_name = f"cuda:{distributed.local_rank()}"
@@ -182,6 +188,7 @@ class Trainer:
         recipe.to(self.device)
         if self.channels_last:
             recipe.to(memory_format=torch.channels_last)
+        self.setup_ema(recipe)  # before compiling: the averaged copies stay plain modules
         if self.compile:
             # In place (nn.Module.compile): parameter names, checkpoints and the freezing
             # of nets by attribute stay exactly as without compilation.
@@ -192,6 +199,28 @@ class Trainer:
         self.optimizers = recipe.configure_optimizers()
         self.schedulers = {name: self.lr_policy.scheduler(opt) for name, opt in self.optimizers.items()}
         self.scaler = torch.amp.GradScaler(self.device.type, enabled=self.precision == "16-mixed")
+        if self.ema is not None:
+            # The optimisers that move a generator: after each of their steps, the average follows.
+            generator_params = {id(p) for name in self.ema.averaged for p in getattr(recipe, name).parameters()}
+            self.ema_optimizers = frozenset(
+                name for name, opt in self.optimizers.items()
+                if any(id(p) in generator_params for group in opt.param_groups for p in group["params"])
+            )
+
+    def setup_ema(self, recipe: Recipe) -> None:
+        """model.ema_decay: averaged copies of the recipe's generators (they start equal)."""
+        decay = getattr(recipe, "ema_decay", None)
+        self.ema = None if not decay else GeneratorEMA({n: getattr(recipe, n) for n in recipe.generator_names()}, decay)
+
+    def update_ema(self) -> None:
+        self.ema.update({name: self.nets.plain(name) for name in self.ema.averaged})
+
+    def weights_to_validate(self):
+        """The generators' EMA in place of their raw weights, where there is one and
+        trainer.val_use_ema (call it with the nets unwrapped)."""
+        if self.ema is None or not self.val_use_ema:
+            return contextlib.nullcontext()
+        return self.ema.in_place_of(self.recipe)
 
     def fit(
         self, recipe: Recipe, data, run_dir: str | Path, logger: Logger, config: dict, resume: dict | None = None
@@ -377,6 +406,8 @@ class Trainer:
                 optimizer.zero_grad(set_to_none=True)
                 self.scaler.scale(loss).backward()
                 self.scaler.step(optimizer)
+            if step.optimizer in self.ema_optimizers:
+                self.update_ema()
             self.nonfinite.see(f"{step.name}/loss", loss, iteration + 1)
             logs.update({f"{step.name}/{k}": v for k, v in values.items()})
         self.scaler.update()

@@ -24,14 +24,15 @@ log = logging.getLogger("gancolor.trainer")  # train.log names these lines after
 
 @torch.no_grad()
 def validate(trainer, loader, epoch: int, mid_epoch: bool = False) -> dict[str, float]:
-    """The val/ metrics of `trainer.recipe` over `loader`, logged with the sample grid.
+    """The val/ metrics of `trainer.recipe` over `loader`, logged with the sample grid,
+    with the generators' EMA weights where the run keeps them (trainer.val_use_ema).
 
     Training state stays as it was: every RNG is restored afterwards and each module
     gets back its own train/eval mode (BatchNorm statistics do not move in eval), so a
     run validated at a point a longer run is not (max_steps mid-epoch) trains on
     exactly as that longer run does. `mid_epoch`: the grid's name says the step too.
     """
-    with trainer.nets.unwrapped(), preserved_rng(), eval_mode(trainer.recipe):
+    with trainer.nets.unwrapped(), trainer.weights_to_validate(), preserved_rng(), eval_mode(trainer.recipe):
         return _validate(trainer, loader, epoch, mid_epoch)
 
 

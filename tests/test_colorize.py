@@ -532,8 +532,8 @@ def test_evaluate_never_scores_an_image_it_could_not_colourise(tmp_path, ckpt, c
     Image.fromarray(colour(24, 24)).save(tmp_path / "val" / "a.png")
     real_load = gancolor.checkpoint.load_recipe
 
-    def load_short_of_memory(path, device="cpu"):
-        recipe, loaded = real_load(path, device)
+    def load_short_of_memory(path, device="cpu", **options):
+        recipe, loaded = real_load(path, device, **options)
         recipe.generator = OutOfMemoryAbove(recipe.generator, limit=0)
         return recipe, loaded
 

@@ -27,6 +27,7 @@ TINY = [
     "trainer.progress_bar=false",
     "trainer.num_samples=1",
     "logger=none",
+    "model.ema_decay=0.9",  # the generator's average is of the plain net, on every rank alike
 ]
 
 
@@ -63,6 +64,7 @@ def test_two_processes_train_one_run_stop_together_and_resume_with_identical_wei
     ckpt = load_checkpoint(run / "checkpoints" / "last.pt")
     assert len(ckpt["rng"]) == 2, "the RNG state of each rank is saved"
     assert all(not k.split(".")[1] == "module" for k in ckpt["nets"]), "checkpoints hold the plain nets"
+    assert ckpt["ema"]["generator"].keys() == {k.removeprefix("generator.") for k in ckpt["nets"] if k.startswith("generator.")}
 
     # One process cannot continue two processes' shards and RNGs: refused, nothing written.
     before = {p: p.read_bytes() for p in run.rglob("*") if p.is_file()}

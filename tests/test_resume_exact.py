@@ -1,7 +1,7 @@
 """Exact resume as a property of every recipe (conf/model/*.yaml, found by globbing) and
 every kind of cut point: k steps, then `resume=` to N, must equal a straight run of N
 steps bit for bit (every net with its extra state, such as CycleGAN's image pools; the
-optimisers, LR schedules, scaler, counters and RNGs) and row for row (every logged loss).
+generators' EMA; the optimisers, LR schedules, scaler, counters and RNGs) and row for row (every logged loss).
 
 The cut points: mid-epoch (trainer.max_steps, then raised on resume), exactly on an
 epoch boundary (trainer.max_epochs, then raised), on the pretrain -> adversarial switch,
@@ -42,6 +42,7 @@ SETTINGS = [
     "trainer.lr_policy=step",
     "trainer.lr_decay_iters=1",
     "trainer.lr_step_gamma=0.5",
+    "model.ema_decay=0.9",  # the generators' average too must continue exactly (and it is validated)
 ]
 ADVERSARIAL_EPOCHS = 2
 # Checkpoint entries that describe the command, not where training stands.
@@ -224,6 +225,7 @@ def test_k_steps_then_resume_equals_the_straight_run(straight, cut, tmp_path, mo
 
     assert training_rows(run) == training_rows(straight.run)
     expected, got = (load_checkpoint(r / "checkpoints" / "last.pt") for r in (straight.run, run))
+    assert "ema" in expected and "ema" in got
     assert_identical({k: v for k, v in expected.items() if k not in NOT_STATE}, {k: v for k, v in got.items() if k not in NOT_STATE})
     # A run stopped by a limit validated where it stopped, too; every other validation is the same.
     extra = [r for r in validation_rows(run) if r not in validation_rows(straight.run)]

@@ -70,6 +70,13 @@ class Recipe(nn.Module):
         """The nets `colorize` needs; what a weights-only export keeps."""
         raise NotImplementedError
 
+    def generator_names(self) -> tuple[str, ...]:
+        """Attribute names of the generators: the nets model.ema_decay averages. By
+        default those of `generator_modules`; a recipe with a generator that colorize
+        does not use (CycleGAN's G_BA) lists it too. Ask with the nets unwrapped."""
+        wanted = {id(m) for m in self.generator_modules()}
+        return tuple(name for name, child in self.named_children() if id(child) in wanted)
+
 
 def adam(net_or_params, lr: float, beta1: float, beta2: float, weight_decay: float = 0.0) -> torch.optim.Adam:
     """Adam over a net's parameter groups. A net may define `param_groups(lr)` to give

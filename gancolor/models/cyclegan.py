@@ -274,6 +274,9 @@ class CycleGAN(Recipe):
     def generator_modules(self) -> list[nn.Module]:
         return [self.G_AB]
 
+    def generator_names(self) -> tuple[str, ...]:
+        return ("G_AB", "G_BA")
+
 
 def _get(loss: DictConfig | dict, key: str, default):
     value = loss.get(key)

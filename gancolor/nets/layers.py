@@ -105,18 +105,27 @@ def pad_to_multiple(
     h, w = x.shape[-2:]
     pad_h = _padded_length(h, multiple, min_size) - h
     pad_w = _padded_length(w, multiple, min_size) - w
-    x = _mirror_pad(x, pad_h, dim=-2)
-    x = _mirror_pad(x, pad_w, dim=-1)
-    return x, (h, w)
+    return mirror_pad(x, bottom=pad_h, right=pad_w), (h, w)
 
 
-def _mirror_pad(x: torch.Tensor, pad: int, dim: int) -> torch.Tensor:
-    """Reflect-pad the bottom (dim -2) or right (dim -1) by `pad`, in rounds if needed."""
+def mirror_pad(x: torch.Tensor, top: int = 0, bottom: int = 0, left: int = 0, right: int = 0) -> torch.Tensor:
+    """Reflect-pad NCHW `x` on each side by any amount, in rounds where a pad is not
+    smaller than the dimension (PyTorch's limit); a 1-pixel dimension is replicated."""
+    for side, pad in (("top", top), ("bottom", bottom), ("left", left), ("right", right)):
+        x = _mirror_pad(x, pad, side)
+    return x
+
+
+_PAD_SPEC = {"left": lambda n: (n, 0, 0, 0), "right": lambda n: (0, n, 0, 0),
+             "top": lambda n: (0, 0, n, 0), "bottom": lambda n: (0, 0, 0, n)}
+
+
+def _mirror_pad(x: torch.Tensor, pad: int, side: str) -> torch.Tensor:
+    dim = -1 if side in ("left", "right") else -2
     while pad > 0:
         size = x.shape[dim]
         step = min(pad, size - 1) if size > 1 else pad
-        spec = (0, 0, 0, step) if dim == -2 else (0, step, 0, 0)
-        x = F.pad(x, spec, mode="reflect" if size > 1 else "replicate")
+        x = F.pad(x, _PAD_SPEC[side](step), mode="reflect" if size > 1 else "replicate")
         pad -= step
     return x
 
