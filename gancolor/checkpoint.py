@@ -120,7 +120,6 @@ def load_recipe(path: str | os.PathLike, device: str | torch.device = "cpu", use
     weights; `recipe.uses_ema` says which it got.
     """
     from gancolor.build import config_for_rebuilding, recipe_from_stored_config
-    from gancolor.ema import load_ema_weights
 
     ckpt = load_checkpoint(path)
     recipe = recipe_from_stored_config(config_for_rebuilding(ckpt["config"], ckpt.get("nets")), str(path))
@@ -178,7 +177,8 @@ def restore_trainer_state(trainer, ckpt: dict) -> None:
     if getattr(trainer, "ema", None) is not None:
         if "ema" not in ckpt:
             raise CheckpointError("the resume checkpoint has no generator EMA, but this run keeps one (model.ema_decay)")
-        trainer.ema.load_state_dict(ckpt["ema"], ckpt.get("ema_updates", 1), "resume checkpoint")
+        load_ema_weights(trainer.ema.nets(), ckpt["ema"], "resume checkpoint")
+        trainer.ema.set_updates(ckpt.get("ema_updates", 1))
     trainer.global_step, trainer.epoch = ckpt["global_step"], ckpt["epoch"]
     trainer.batch_in_epoch = ckpt.get("batch_in_epoch", 0)
     trainer.best = ckpt.get("best", {}).get("value")
@@ -341,3 +341,12 @@ def restore_rng(state: dict) -> None:
     torch.set_rng_state(state["torch"])
     if state["cuda"] and torch.cuda.is_available():
         torch.cuda.set_rng_state_all(state["cuda"])
+
+
+def load_ema_weights(nets: dict[str, torch.nn.Module], state: dict, source: str) -> None:
+    """A checkpoint's `ema` entry into `nets` ({name: module}), or one CheckpointError."""
+    if set(state) != set(nets):
+        raise CheckpointError(f"{source}: its EMA weights are of {', '.join(sorted(state)) or 'no net'}, "
+                              f"the recipe's generators are {', '.join(sorted(nets))}")
+    for name, net in nets.items():
+        load_nets(net, state[name], f"{source} (EMA weights of {name})")

@@ -21,7 +21,7 @@ import torch
 from torch import nn
 from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 
-from gancolor.errors import CheckpointError, ConfigError
+from gancolor.errors import ConfigError
 
 
 def ema_decay_option(value) -> float | None:
@@ -79,18 +79,8 @@ class GeneratorEMA:
         """How many averaging steps were taken (all the nets take them together)."""
         return int(next(iter(self.averaged.values())).n_averaged)
 
-    def load_state_dict(self, state: dict, updates: int, source: str) -> None:
-        load_ema_weights(self.nets(), state, source)
+    def set_updates(self, updates: int) -> None:
+        """How many updates the restored averages have had (checkpoint.load_ema_weights
+        restores their weights)."""
         for averaged in self.averaged.values():
             averaged.n_averaged.fill_(updates)
-
-
-def load_ema_weights(nets: dict[str, nn.Module], state: dict, source: str) -> None:
-    """A checkpoint's `ema` entry into `nets` ({name: module}), or one CheckpointError."""
-    from gancolor.checkpoint import load_nets
-
-    if set(state) != set(nets):
-        raise CheckpointError(f"{source}: its EMA weights are of {', '.join(sorted(state)) or 'no net'}, "
-                              f"the recipe's generators are {', '.join(sorted(nets))}")
-    for name, net in nets.items():
-        load_nets(net, state[name], f"{source} (EMA weights of {name})")
