@@ -3,6 +3,7 @@ broken checkpoint, refused overrides, init_from."""
 
 import json
 import re
+import shutil
 import signal
 import subprocess
 import sys
@@ -176,22 +177,21 @@ def test_truncated_checkpoint_fails_in_one_line_or_falls_back(tmp_path, cache):
     assert [r["step"] for r in rows(run) if "train/G/pixel" in r or "train/G/loss" in r] == list(range(1, 8))
 
 
-def test_resume_refuses_overrides_that_change_the_experiment(tmp_path, cache):
+def test_resume_refuses_overrides_that_change_the_experiment(tmp_path, cache, uninterrupted):
     run = tmp_path / "run"
-    assert gancolor([*RUN, "trainer.max_steps=2", f"hydra.run.dir={run}"], cache).returncode == 0
-    result = gancolor([f"resume={run}", "model.lr=0.1", "trainer.max_steps=3"], cache)
+    shutil.copytree(uninterrupted, run)
+    extend = ["trainer.max_epochs=4", f"trainer.max_steps={TOTAL_STEPS + 1}"]
+    result = gancolor([f"resume={run}", "model.lr=0.1", *extend], cache)
     assert result.returncode == 2
     assert result.stderr.count("\n") == 1 and "cannot change model.lr=0.1" in result.stderr
     before = rows(run)
-    result = gancolor([f"resume={run}", "trainer.max_steps=3", "logger=none", "data.num_workers=0"], cache)
+    result = gancolor([f"resume={run}", *extend, "logger=none", "data.num_workers=0"], cache)
     assert result.returncode == 0, result.stderr[-2000:]
-    assert rows(run)[: len(before)] == before and last_step(run) == 3
+    assert rows(run)[: len(before)] == before and last_step(run) == TOTAL_STEPS + 1
 
 
-def test_init_from_loads_weights_and_starts_at_step_zero(tmp_path, cache):
-    source = tmp_path / "source"
-    assert gancolor([*RUN, "trainer.max_steps=3", f"hydra.run.dir={source}"], cache).returncode == 0
-    ckpt = source / "checkpoints" / "last.pt"
+def test_init_from_loads_weights_and_starts_at_step_zero(tmp_path, cache, uninterrupted):
+    ckpt = uninterrupted / "checkpoints" / "last.pt"
 
     run = tmp_path / "finetune"
     result = gancolor([*RUN, f"init_from={ckpt}", "trainer.max_steps=2", "trainer.pretrain_epochs=0", f"hydra.run.dir={run}"], cache)
