@@ -8,26 +8,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from helpers import (
-    compose,
-    crops,
-    same,
-    snapshot,
-    trained_by_cli,
-    write_photo_folder,
-)
+from helpers import compose, crops, same, snapshot, trained_by_cli, write_photo_folder
 from helpers import read_metrics as metrics
 from helpers import save_photo as save
 from PIL import Image
 
 from gancolor import color
-from gancolor.checkpoint import (
-    atomic_save,
-    load_checkpoint,
-    load_recipe,
-    restore_trainer_state,
-    trainer_state,
-)
+from gancolor.checkpoint import atomic_save, load_checkpoint, load_recipe, restore_trainer_state, trainer_state
 from gancolor.data import UnpairedData
 from gancolor.errors import ConfigError, DataError
 from gancolor.models.cyclegan import CycleGAN

@@ -9,25 +9,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from helpers import (
-    compose,
-    crops,
-    same,
-    snapshot,
-    trained_by_cli,
-    write_photo_folder,
-)
+from helpers import compose, crops, same, snapshot, trained_by_cli, write_photo_folder
 from helpers import read_metrics as metrics
 from helpers import save_photo as save
 
 from gancolor import color
-from gancolor.checkpoint import (
-    atomic_save,
-    load_checkpoint,
-    load_recipe,
-    restore_trainer_state,
-    trainer_state,
-)
+from gancolor.checkpoint import atomic_save, load_checkpoint, load_recipe, restore_trainer_state, trainer_state
 from gancolor.data import DomainsData
 from gancolor.errors import ConfigError, DataError
 from gancolor.models.stargan import StarGAN
