@@ -18,6 +18,7 @@ from gancolor.build import build, build_recipe
 from gancolor.colorize import main as colorize
 from gancolor.data.nir import NIRDataModule, load_nir
 from gancolor.errors import ConfigError, DataError
+from gancolor.export import main as export
 from gancolor.loggers import Logger
 from gancolor.models.base import check_input_kind
 from helpers import compose, save_checkpoint, shrink, synthetic_nir, write_nir_pairs
@@ -138,3 +139,10 @@ def test_pix2pix_trains_on_nir_and_colourises_an_odd_sized_nir_file(pairs, tmp_p
     err = [line for line in capsys.readouterr().err.splitlines() if line.strip()]
     assert len(err) == 1 and err[0].startswith("gancolor: skipped") and "single-channel NIR" in err[0]
     assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["odd_nir.png"]
+
+    # export does not know NIR graphs yet: one line, nothing written.
+    with pytest.raises(SystemExit) as stopped:
+        export([f"ckpt={ckpt}", "format=torchscript", f"output={tmp_path / 'nir.ts'}"])
+    assert stopped.value.code == 2 and not (tmp_path / "nir.ts").exists()
+    err = [line for line in capsys.readouterr().err.splitlines() if line.strip()]
+    assert len(err) == 1 and err[0].startswith("gancolor: error: export does not handle NIR checkpoints")

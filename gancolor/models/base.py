@@ -100,6 +100,11 @@ def check_input_kind(recipe: Recipe, data) -> None:
     wanted, given = getattr(recipe, "input_kind", "gray"), getattr(data, "input_kind", "gray")
     if wanted == given:
         return
+    if given == "nir" and hasattr(recipe, "target"):
+        raise ConfigError(
+            f"data=nir gives near-infrared inputs, but model.target={recipe.target} colourises gray ones: "
+            "set model.target=lab (or rgb), as experiment=nir_pix2pix does"
+        )
     if given == "nir":
         raise ConfigError(
             f"data=nir gives near-infrared inputs, but this model={recipe.name} colourises gray ones: "
@@ -109,3 +114,14 @@ def check_input_kind(recipe: Recipe, data) -> None:
         f"model.target={getattr(recipe, 'target', '?')} predicts the whole colour image from a near-infrared input, "
         "which data=nir gives (as experiment=nir_pix2pix sets); this data module gives gray ones"
     )
+
+
+def check_gray_input(recipe, command: str, why: str) -> None:
+    """One line for a command that only knows recipes colourising gray photos, given an
+    NIR one (model.target=lab / rgb)."""
+    from gancolor.errors import CheckpointError
+
+    if getattr(recipe, "input_kind", "gray") == "nir":
+        raise CheckpointError(
+            f"{command} does not handle NIR checkpoints (model.target={getattr(recipe, 'target', '?')}) yet: {why}"
+        )
