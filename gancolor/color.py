@@ -210,6 +210,23 @@ def ab_from_net(x: torch.Tensor, space: str) -> torch.Tensor:
         return rgb_to_lab_normalized(decode(x, space))[1]
 
 
+
+# -- near-infrared input ---------------------------------------------------------------
+# An NIR image has no visible-light lightness to keep: the net takes its intensities as
+# they are stored (8-bit / 255, 16-bit / 65535), scaled linearly to [-1, 1] like every
+# other net input, and predicts the whole colour image in its 3-channel space (see
+# `encode` / `decode`).
+
+
+def nir_to_net(nir: torch.Tensor) -> torch.Tensor:
+    """NIR intensities in [0, 1], (N, 1, H, W) -> the net's input in [-1, 1]."""
+    return nir.float() * 2.0 - 1.0
+
+
+def nir_from_net(x: torch.Tensor) -> torch.Tensor:
+    """The net's NIR input -> the gray sRGB image in [0, 1] that shows it, (N, 3, H, W)."""
+    return ((x.float() + 1.0) * 0.5).clamp(0.0, 1.0).expand(-1, 3, -1, -1)
+
 # -- Colorful Image Colorization (Zhang et al. 2016): ab as Q classes --------------------
 # CIC predicts, per pixel, a distribution over Q cells of the ab plane instead of one ab
 # value, because the colour of most things is multimodal and a regression to the mean

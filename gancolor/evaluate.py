@@ -172,6 +172,7 @@ def evaluate(options: Options, say=print) -> dict:
 
     from gancolor.onnx_runtime import load_model
     from gancolor.inference import Colorizer, pick_device, run_checkpoint, trained_size
+    from gancolor.models.base import check_gray_input
     from gancolor.metrics import MetricUnavailable, histogram_intersection, image_metrics, load_fid, load_lpips, summarize
     from gancolor.report import Report, write_report
 
@@ -205,6 +206,8 @@ def evaluate(options: Options, say=print) -> dict:
     results = []
     for k, ckpt_path in enumerate(options.ckpts):
         recipe, ckpt = load_model(ckpt_path, device, use_ema=options.use_ema)  # a checkpoint, or an ONNX export
+        check_gray_input(recipe, "evaluate", "it scores colourised gray photos, and an NIR model's scores are its "
+                         "val/ metrics on NIR/RGB pairs in the run's metrics.jsonl")
         apply_temperature(recipe, options.temperature)
         render_size = options.render_size or trained_size(ckpt)
         colorizer = Colorizer(recipe, render_size, device, options.precision)

@@ -49,6 +49,7 @@ from torch import nn
 from gancolor import __version__
 from gancolor.commandline import compose_command
 from gancolor.errors import ConfigError, UserError, fail
+from gancolor.models.base import check_gray_input
 from gancolor.onnx_runtime import INPUT_NAME, METADATA_FORMAT, OUTPUT_NAME, load_model
 from gancolor.options import bool_option, int_option, temperature_option
 
@@ -358,6 +359,7 @@ def export(options: Options, say=print) -> str:
         _needs_onnx()
     source = run_checkpoint(options.ckpt, say)
     recipe, ckpt = load_model(source, "cpu", exported=False)
+    check_gray_input(recipe, "export", "the graph's input and output are documented as gray L in, ab out")
     apply_temperature(recipe, options.temperature)
     graph = ColorizeGraph(recipe).eval()
     name = f"{recipe.name} ({', '.join(type(n).__name__ for n in recipe.generator_modules())})"

@@ -154,6 +154,9 @@ class Colorizer:
         self.render_size = int(render_size)
         self.device = torch.device(device)
         self.stride = net_stride(recipe)
+        # An NIR recipe (model.target=lab / rgb) is given the NIR image and predicts the
+        # whole colour image, which is upsampled as ab is: there is no lightness to keep.
+        self.nir = getattr(recipe, "input_kind", "gray") == "nir"
         self.frame = NetFrame(self.render_size, self.stride)
         self.strip_pixels = _STRIP_PIXELS.get(self.device.type, 1 << 20)
         self._luts: dict[int, np.ndarray] = {}
@@ -171,7 +174,7 @@ class Colorizer:
     @torch.no_grad()
     def prepare(self, pixels: np.ndarray, alpha: np.ndarray | None = None) -> Prepared:
         pixels, alpha = _split_alpha(pixels, alpha)
-        L = self.lightness(pixels)
+        L = self.nir_input(pixels) if self.nir else self.lightness(pixels)
         h, w = render_shape(L.shape[-2], L.shape[-1], self.frame.photo_size)
         if h <= L.shape[-2]:
             # Area averaging when shrinking, as training's INTER_AREA resize: bilinear
@@ -205,6 +208,13 @@ class Colorizer:
         self._each_strip(height, width, strip)
         return L
 
+    def nir_input(self, pixels: np.ndarray) -> torch.Tensor:
+        """The net's input (1, 1, H, W) of NIR pixels (8/16-bit gray); a colour image
+        raises NotNIR, which colorize reports as a skipped file."""
+        from gancolor.data.nir import nir_pixels
+
+        return color.nir_to_net(torch.from_numpy(nir_pixels(pixels))).to(self.device).view(1, 1, *pixels.shape[:2])
+
     def _lut(self, depth: int) -> np.ndarray:
         if depth not in self._luts:
             ramp = torch.arange(depth, dtype=torch.float32) / (depth - 1)
@@ -235,7 +245,10 @@ class Colorizer:
         target = torch.from_numpy(out)
 
         def strip(r0: int, r1: int) -> None:
-            rgb = color.lab_normalized_to_rgb(prepared.L[..., r0:r1, :], ab[..., r0:r1, :])
+            if self.nir:  # the prediction is the whole image, in the recipe's target space
+                rgb = color.decode(ab[..., r0:r1, :], self.recipe.target)
+            else:
+                rgb = color.lab_normalized_to_rgb(prepared.L[..., r0:r1, :], ab[..., r0:r1, :])
             target[r0:r1, :, :3] = color.float_to_uint8(rgb)[0].permute(1, 2, 0).cpu()
 
         self._each_strip(height, width, strip)
@@ -254,7 +267,8 @@ class Colorizer:
         target = torch.from_numpy(out)
 
         def strip(r0: int, r1: int) -> None:
-            rgb = color.gray_to_rgb(prepared.L[..., r0:r1, :])
+            shown = prepared.L[..., r0:r1, :]
+            rgb = color.nir_from_net(shown) if self.nir else color.gray_to_rgb(shown)
             target[r0:r1] = color.float_to_uint8(rgb)[0].permute(1, 2, 0).cpu()
 
         self._each_strip(height, width, strip)

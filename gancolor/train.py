@@ -28,6 +28,7 @@ from gancolor.build import build
 from gancolor.errors import UserError, fail
 from gancolor.faults import KeepLogging
 from gancolor.loggers import JsonlLogger, Logger, MultiLogger
+from gancolor.models.base import check_input_kind
 from gancolor.multirun import mark_failed
 from gancolor.resume import check_resume_continues, checkpoint_to_resume, drop_metrics_after, recipe_for_run, resume_config
 from gancolor.resume import init_weights_from  # noqa: F401  (its home before gancolor.resume)
@@ -89,6 +90,7 @@ def train(cfg: DictConfig) -> float | None:
         data = build(cfg.data, "data")
         recipe = recipe_for_run(cfg, resume)
         trainer.check_phases(recipe)  # a phase the recipe lacks fails before any work
+        check_input_kind(recipe, data)  # NIR data with a gray recipe, or the reverse
         data.setup()  # finds and checks the images: a bad folder fails here, not mid-run
         config = OmegaConf.to_container(cfg, resolve=True)
         if not distributed.is_main():

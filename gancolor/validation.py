@@ -15,7 +15,7 @@ from pathlib import Path
 import torch
 
 from gancolor.checkpoint import preserved_rng
-from gancolor.color import gray_to_rgb, lab_normalized_to_rgb
+from gancolor.color import gray_to_rgb, lab_normalized_to_rgb, nir_from_net
 from gancolor.data import lab_batch
 from gancolor.metrics import image_metrics, summarize
 
@@ -53,16 +53,12 @@ def _validate(trainer, loader, epoch: int, mid_epoch: bool) -> dict[str, float]:
     rows: list[torch.Tensor] = []
     table: list[dict] = []  # the sample images with their own metrics (a W&B Table)
     for batch in loader:
-        L, ab = lab_batch(batch, trainer.device)
-        with trainer.autocast():
-            fake_ab = recipe.colorize(L)
-        pred = lab_normalized_to_rgb(L, fake_ab.float())
-        truth = lab_normalized_to_rgb(L, ab)
+        shown, pred, truth = _colourised(trainer, batch, trainer.num_samples - len(rows) // 3)
         values = {name: v.cpu() for name, v in image_metrics(pred, truth).items()}
         for name, v in values.items():
             per_image[name].append(v)
-        for i in range(min(L.shape[0], trainer.num_samples - len(rows) // 3)):
-            gray = gray_to_rgb(L[i : i + 1])[0].cpu()
+        for i in range(min(pred.shape[0], trainer.num_samples - len(rows) // 3)):
+            gray = shown[i].cpu()
             rows += [gray, pred[i].cpu(), truth[i].cpu()]
             table.append({"gray": gray, "generated": pred[i].cpu(), "truth": truth[i].cpu(),
                           **{name: float(v[i]) for name, v in values.items() if v.dim() == 1}})
@@ -85,6 +81,22 @@ def _validate(trainer, loader, epoch: int, mid_epoch: bool) -> dict[str, float]:
         metrics["val/psnr"], metrics["val/ssim"], metrics["val/mae"], metrics["val/colorfulness_ratio"],
     )
     return metrics
+
+
+def _colourised(trainer, batch, shown: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """(what the net was shown, for the first `shown` images; its colours; the truth) of a
+    validation batch, as sRGB."""
+    recipe = trainer.recipe
+    if getattr(recipe, "input_kind", "gray") == "nir":
+        # NIR input (model.target=lab / rgb): the net predicts the whole colour image.
+        inputs = trainer.data.device_batch(batch, trainer.device)
+        with trainer.autocast():
+            out = recipe.colorize(inputs["nir"])
+        return nir_from_net(inputs["nir"][: max(shown, 0)]), recipe.to_rgb(inputs["nir"], out.float()), inputs["rgb"]
+    L, ab = lab_batch(batch, trainer.device)
+    with trainer.autocast():
+        fake_ab = recipe.colorize(L)
+    return gray_to_rgb(L[: max(shown, 0)]), lab_normalized_to_rgb(L, fake_ab.float()), lab_normalized_to_rgb(L, ab)
 
 
 def save_samples(rows: list[torch.Tensor], path: Path) -> Path:

@@ -147,6 +147,25 @@ def write_photo_folder(folder: Path, photos: list[np.ndarray], copies: int) -> P
     return folder
 
 
+def synthetic_nir(rgb: np.ndarray, bits: int = 8) -> np.ndarray:
+    """A stand-in near-infrared image of a colour photo: a fixed channel mix (0.1 R +
+    0.3 G + 0.6 B) under a gamma of 0.8, as uint8 or uint16 (bits=16)."""
+    mix = (rgb[..., :3].astype(np.float64) @ np.array([0.1, 0.3, 0.6])) / 255.0
+    top = 255 if bits == 8 else 65535
+    return np.rint(mix**0.8 * top).astype(np.uint8 if bits == 8 else np.uint16)
+
+
+def write_nir_pairs(folder: Path, photos: list[np.ndarray], bits: int = 8, size: tuple[int, int] = (72, 56)) -> Path:
+    """Each photo, shrunk to `size` (w, h), as scene_<i>_rgb.png next to its synthetic
+    scene_<i>_nir.png (8- or 16-bit): the EPFL RGB-NIR layout, in folder/scenes/."""
+    for i, photo in enumerate(photos):
+        rgb = np.asarray(Image.fromarray(photo[..., :3]).resize(size, Image.Resampling.BOX))
+        (folder / "scenes").mkdir(parents=True, exist_ok=True)
+        Image.fromarray(rgb).save(folder / "scenes" / f"scene_{i}_rgb.png")
+        Image.fromarray(synthetic_nir(rgb, bits)).save(folder / "scenes" / f"scene_{i}_nir.png")
+    return folder
+
+
 def write_attribute_file(path: Path, rows: dict[str, list[int]], names: list[str], count: int | None = None) -> Path:
     """A CelebA-style list_attr_celeba.txt: a count line, the attribute names, then
     `file v1 v2 ...` with 1 / -1 (`count` overrides the first line, to test a wrong one)."""

@@ -11,7 +11,7 @@ from omegaconf import OmegaConf
 from torch import nn
 
 from gancolor.build import build, build_recipe
-from helpers import CONF_DIR, compose, shrink, write_attribute_file
+from helpers import CONF_DIR, compose, shrink, write_attribute_file, write_nir_pairs
 
 # conf/hydra holds Hydra's own launcher plugins (an optional install); conf/sweep holds
 # W&B sweep files, not config options (tests/test_sweeps.py checks those).
@@ -81,10 +81,12 @@ def test_nets_and_losses_build_in_the_recipes_that_pick_them(group, option, reci
 
 
 @pytest.mark.parametrize("option", options("data"))
-def test_data_modules_build_and_give_a_batch(option, small_photo_folder, cache, tmp_path):
+def test_data_modules_build_and_give_a_batch(option, small_photo_folder, cache, tmp_path, photos):
     cfg = shrink(compose(f"data={option}"))
     # Those that read a folder read the photos the test wrote; the sample photos are cached.
-    if "root" in cfg.data.keys():  # `in` alone misses a ??? value
+    if "nir_root" in cfg.data:  # NIR/RGB pairs: synthetic NIR images of the photos next to them
+        cfg.data.root = str(write_nir_pairs(tmp_path / "nir", photos))
+    elif "root" in cfg.data.keys():  # `in` alone misses a ??? value
         cfg.data.root = str(small_photo_folder)
     if "cache_dir" in cfg.data:
         cfg.data.cache_dir = str(cache / "sample")

@@ -14,8 +14,11 @@ Two kinds of object, named by one rule:
                       domains.py     DomainsDataModule   (data=domains, StarGAN)
                       attributes.py  AttributesDataModule (data=attributes, StarGAN with
                                      CelebA-style multi-label attributes)
+                      nir.py         NIRDataModule (data=nir, NIR/RGB pairs for a recipe
+                                     that predicts the whole colour image from NIR)
     *Dataset      a torch Dataset: one item per index, built by a data module. All of
-                  them live in datasets.py.
+                  them live in datasets.py, except NIRDataset, which lives in nir.py
+                  with the NIR decoding and pairing it shares with its data module.
 
 The rest are the pieces both use: images.py (finding and decoding files), scan.py
 (dropping grayscale and unreadable ones), transforms.py (augmentation), sampling.py
@@ -60,6 +63,7 @@ from gancolor.data.images import (
 )
 from gancolor.data.scan import ScanResult, scan_color_images
 from gancolor.data.transforms import eval_transform, train_transform
+from gancolor.data.nir import NIRDataModule, NIRDataset
 from gancolor.data.unpaired import UnpairedDataModule
 
 # Old names (see the module docstring): gancolor.data.FolderData etc. are `_target_`s
@@ -84,6 +88,8 @@ __all__ = [
     "DomainsDataModule",
     "FolderData",
     "FolderDataModule",
+    "NIRDataModule",
+    "NIRDataset",
     "SampleData",
     "SampleDataModule",
     "SampleRootFallback",

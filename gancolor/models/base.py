@@ -37,6 +37,10 @@ class Recipe(nn.Module):
     """Base class: subclasses set `name`, build nets in __init__ and implement the hooks."""
 
     name: str = "recipe"
+    # What the generator is given: "gray" (normalised L; it predicts ab) or "nir" (a
+    # near-infrared image; it predicts the whole colour image). The data module must
+    # give the same (check_input_kind).
+    input_kind: str = "gray"
 
     def configure_optimizers(self) -> dict[str, torch.optim.Optimizer]:
         """Called by the trainer once the nets are on their device."""
@@ -86,3 +90,38 @@ def adam(net_or_params, lr: float, beta1: float, beta2: float, weight_decay: flo
     else:
         groups = net_or_params
     return torch.optim.Adam(groups, lr=lr, betas=(beta1, beta2), weight_decay=weight_decay)
+
+
+def check_input_kind(recipe: Recipe, data) -> None:
+    """A recipe and a data module that disagree on the input fail before any work, with
+    one line, instead of a KeyError in the first step."""
+    from gancolor.errors import ConfigError
+
+    wanted, given = getattr(recipe, "input_kind", "gray"), getattr(data, "input_kind", "gray")
+    if wanted == given:
+        return
+    if given == "nir" and hasattr(recipe, "target"):
+        raise ConfigError(
+            f"data=nir gives near-infrared inputs, but model.target={recipe.target} colourises gray ones: "
+            "set model.target=lab (or rgb), as experiment=nir_pix2pix does"
+        )
+    if given == "nir":
+        raise ConfigError(
+            f"data=nir gives near-infrared inputs, but this model={recipe.name} colourises gray ones: "
+            "NIR needs model=pix2pix model.target=lab (or rgb), as experiment=nir_pix2pix sets"
+        )
+    raise ConfigError(
+        f"model.target={getattr(recipe, 'target', '?')} predicts the whole colour image from a near-infrared input, "
+        "which data=nir gives (as experiment=nir_pix2pix sets); this data module gives gray ones"
+    )
+
+
+def check_gray_input(recipe, command: str, why: str) -> None:
+    """One line for a command that only knows recipes colourising gray photos, given an
+    NIR one (model.target=lab / rgb)."""
+    from gancolor.errors import CheckpointError
+
+    if getattr(recipe, "input_kind", "gray") == "nir":
+        raise CheckpointError(
+            f"{command} does not handle NIR checkpoints (model.target={getattr(recipe, 'target', '?')}) yet: {why}"
+        )

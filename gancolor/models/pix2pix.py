@@ -9,6 +9,10 @@ D is conditional: it sees L concatenated with real or generated ab. As in the pa
 the D objective is halved "to slow down the rate at which D learns relative to G",
 and G is trained on the non-saturating form (maximise log D(x, G(x))).
 
+With model.target=lab (or rgb) x is a near-infrared image instead (data=nir), which has
+no visible-light lightness to keep: y is the whole colour image, in normalised Lab (or
+sRGB in [-1, 1]), so G has 3 output channels and D sees 1 + 3.
+
 Before the adversarial phase, the trainer may run pretrain_epochs of G alone on a
 pixel loss (DeOldify's NoGAN, Antic 2019: a pretrained G keeps early GAN training from
 collapsing).
@@ -26,6 +30,10 @@ from gancolor.errors import ConfigError
 from gancolor.losses import GANLoss, PerceptualLoss, colorfulness_loss, conditional_discriminator_loss, pixel_loss
 from gancolor.models.base import Recipe, Step, adam
 
+# What G predicts: ab from gray L (the usual colourisation), or the whole colour image,
+# in normalised Lab or sRGB in [-1, 1] (color.encode's spaces), from an NIR image.
+TARGETS = {"ab": 2, "lab": 3, "rgb": 3}
+
 
 class Pix2Pix(Recipe):
     def __init__(
@@ -39,9 +47,15 @@ class Pix2Pix(Recipe):
         beta2: float = 0.999,
         d_lr_mult: float = 1.0,
         weight_decay: float = 0.0,
+        target: str = "ab",
     ) -> None:
         super().__init__()
         self.name = name
+        if target not in TARGETS:
+            raise ConfigError(f"model.target must be one of {', '.join(TARGETS)}, got {target!r}")
+        self.target = target
+        self.input_kind = "gray" if target == "ab" else "nir"
+        _check_discriminator_channels(discriminator, 1 + TARGETS[target], target)
         self.generator = generator
         self.discriminator = discriminator
         self.gan_loss = GANLoss(loss["gan_mode"])
@@ -85,9 +99,32 @@ class Pix2Pix(Recipe):
         return [Step("G", self.generator_pixel_step, optimizer="G")]
 
     def generator_pixel_step(self, batch: dict, state: dict):
-        fake_ab = self.generator(batch["L"])
-        loss = self.pixel_loss(fake_ab.float(), batch["ab"])
+        x, y = self.pair(batch, state)
+        fake = self.generate(x)
+        loss = self.pixel_loss(fake.float(), y)
         return loss, {"pixel": loss.detach()}
+
+    def pair(self, batch: dict, state: dict) -> tuple[torch.Tensor, torch.Tensor]:
+        """(G's input, the target G should give) of the batch: (L, ab), or (NIR, the colour
+        image in the target's space), encoded once per iteration."""
+        if self.target == "ab":
+            return batch["L"], batch["ab"]
+        if "pair" not in state:
+            state["pair"] = (batch["nir"], color.encode(batch["rgb"], self.target))
+        return state["pair"]
+
+    def generate(self, x: torch.Tensor) -> torch.Tensor:
+        out = self.generator(x)
+        if out.shape[1] != TARGETS[self.target]:
+            raise ConfigError(
+                f"the generator gives {out.shape[1]} channels, model.target={self.target} needs {TARGETS[self.target]}: "
+                f"set generator.out_channels={TARGETS[self.target]} (experiment=nir_pix2pix does)"
+            )
+        return out
+
+    def to_rgb(self, x: torch.Tensor, out: torch.Tensor) -> torch.Tensor:
+        """G's output (with its input x) -> sRGB in [0, 1]."""
+        return color.lab_normalized_to_rgb(x, out) if self.target == "ab" else color.decode(out, self.target)
 
     # -- optional: the critic alone against the pretrained G (NoGAN) ------------------
     def critic_steps(self) -> list[Step]:
@@ -101,12 +138,12 @@ class Pix2Pix(Recipe):
         ]
 
     def discriminator_step(self, batch: dict, state: dict):
-        L, real_ab = batch["L"], batch["ab"]
-        state["fake_ab"] = fake_ab = self.generator(L)  # reused by the G step
+        L, real_ab = self.pair(batch, state)  # (NIR, Lab / RGB) with model.target=lab / rgb
+        state["fake_ab"] = fake_ab = self.generate(L)  # reused by the G step
         return conditional_discriminator_loss(self.discriminator, self.gan_loss, L, real_ab, fake_ab, self.d_augment)
 
     def generator_step(self, batch: dict, state: dict):
-        L, real_ab = batch["L"], batch["ab"]
+        L, real_ab = self.pair(batch, state)
         fake_ab = state["fake_ab"]
         pred_fake = self.discriminator(self.d_augment(torch.cat([L, fake_ab], 1)))
         loss_gan = self.gan_loss(pred_fake, True, for_discriminator=False)
@@ -114,10 +151,10 @@ class Pix2Pix(Recipe):
         loss = loss_gan + self.lambda_L1 * loss_l1
         logs = {"gan": loss_gan.detach(), "L1": loss_l1.detach()}
         if self.lambda_perceptual > 0 or self.lambda_colorfulness > 0:
-            fake_rgb = color.lab_normalized_to_rgb(L, fake_ab)
+            fake_rgb = self.to_rgb(L, fake_ab)
         if self.lambda_perceptual > 0:
             perceptual = self.perceptual_term().to(L.device)
-            loss_perceptual = perceptual(fake_rgb, color.lab_normalized_to_rgb(L, real_ab))
+            loss_perceptual = perceptual(fake_rgb, self.to_rgb(L, real_ab))
             loss = loss + self.lambda_perceptual * loss_perceptual
             logs["perceptual"] = loss_perceptual.detach()
         if self.lambda_colorfulness > 0:
@@ -129,7 +166,18 @@ class Pix2Pix(Recipe):
     # -- inference --------------------------------------------------------------------
     @torch.no_grad()
     def colorize(self, L: torch.Tensor) -> torch.Tensor:
+        """ab of normalised L; with model.target=lab / rgb, the colour image of an NIR input."""
         return self.generator(L)
 
     def generator_modules(self) -> list[nn.Module]:
         return [self.generator]
+
+
+def _check_discriminator_channels(discriminator: nn.Module, wanted: int, target: str) -> None:
+    # D is conditional: it sees G's input (1 channel) with a real or generated target.
+    first = next((m for m in discriminator.modules() if isinstance(m, nn.Conv2d)), None)
+    if first is not None and first.in_channels != wanted:
+        raise ConfigError(
+            f"the discriminator takes {first.in_channels} channels, model.target={target} gives it {wanted} "
+            f"(1 input + {wanted - 1} predicted): set discriminator.in_channels={wanted}"
+        )

@@ -1,0 +1,292 @@
+"""Paired near-infrared data (data=nir): each NIR image with the colour photo of the same
+scene, for a recipe that predicts the whole colour image from NIR (model.target=lab|rgb).
+
+Two layouts, chosen by the options given, never guessed:
+
+    data.root=DIR                        NAME_nir.EXT next to NAME_rgb.EXT in one folder
+                                         (any depth): the EPFL RGB-NIR scene set's
+                                         country/0001_nir.tiff + country/0001_rgb.tiff
+    data.nir_root=DIR data.rgb_root=DIR  the same relative name, any extension, in each:
+                                         nir/a/0001.png + rgb/a/0001.jpg
+
+Each layout may hold train/ and val/ subfolders (data.root/train, or nir_root/train with
+rgb_root/train); otherwise the pairs are split by seed. A file without its partner is
+named in one warning line (an error when nothing pairs up). The pair's images must have
+one size; both get the same random crop and flip. NIR files are single-channel, 8- or
+16-bit (scaled by the full range of their depth); an RGB file whose channels are equal
+is taken as NIR too, one in colour is refused (NotNIR).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections import defaultdict
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from PIL import Image
+
+from gancolor import color
+from gancolor.data.datamodule import FolderDataModule, report_scan, seeded_split
+from gancolor.data.datasets import DEFAULT_MAX_UNREADABLE_SHARE, Transform, _SkippingDataset, hwc_to_chw
+from gancolor.data.images import UnreadableImage, find_images, is_grayscale, load_image, load_rgb, skipped_summary
+from gancolor.data.scan import scan_color_images
+from gancolor.data.transforms import PAIRED_TARGET, eval_transform, train_transform
+from gancolor.errors import ConfigError, DataError
+
+log = logging.getLogger("gancolor.data")
+
+NIR_SUFFIX, RGB_SUFFIX = "_nir", "_rgb"
+_NAMED_UNPAIRED = 5  # files the warning names before "and N more"
+
+
+class NotNIR(UnreadableImage):
+    """A colour image where a single-channel NIR image was expected."""
+
+    kind = "not NIR"
+
+
+def nir_pixels(pixels: np.ndarray, path: str | os.PathLike[str] = "?") -> np.ndarray:
+    """Decoded NIR pixels ((H, W) uint8/uint16, or (H, W, 3) uint8 with equal channels)
+    -> float32 (H, W) in [0, 1], each depth scaled by its full range."""
+    if pixels.ndim == 3:
+        if not is_grayscale(pixels):
+            raise NotNIR(path, "a colour image, where a single-channel NIR image is expected")
+        # Stored as RGB with (about) equal channels: their mean is the NIR value.
+        return pixels.mean(axis=2, dtype=np.float32) / np.float32(255.0)
+    full_scale = 65535.0 if pixels.dtype == np.uint16 else 255.0
+    return pixels.astype(np.float32) / np.float32(full_scale)
+
+
+def load_nir(path: str | os.PathLike[str]) -> np.ndarray:
+    """An NIR file -> float32 (H, W) in [0, 1], upright per EXIF (alpha ignored)."""
+    return nir_pixels(load_image(path).pixels, path)
+
+
+# -- pairing ---------------------------------------------------------------------------
+
+
+def pair_side_by_side(folder: Path) -> tuple[list[tuple[Path, Path]], list[str]]:
+    """(nir, rgb) pairs of NAME_nir.* / NAME_rgb.* files in the same folder, and a note
+    for each file left over (no partner, two candidates, or neither suffix)."""
+    groups: dict[tuple[Path, str], dict[str, list[Path]]] = defaultdict(lambda: {"nir": [], "rgb": []})
+    notes: list[str] = []
+    for path in find_images(folder):
+        stem = path.stem
+        kind = next((k for k, suffix in (("nir", NIR_SUFFIX), ("rgb", RGB_SUFFIX)) if stem.lower().endswith(suffix)), None)
+        if kind is None:
+            notes.append(f"{_rel(path, folder)} (named neither *{NIR_SUFFIX}.* nor *{RGB_SUFFIX}.*)")
+            continue
+        groups[(path.parent, stem[: -len(NIR_SUFFIX)])][kind].append(path)
+    return _pairs_of(groups, folder, notes)
+
+
+def pair_folders(nir_root: Path, rgb_root: Path) -> tuple[list[tuple[Path, Path]], list[str]]:
+    """(nir, rgb) pairs of files with the same path, extension aside, under the two
+    folders, and a note for each file left over."""
+    groups: dict[tuple[Path, str], dict[str, list[Path]]] = defaultdict(lambda: {"nir": [], "rgb": []})
+    for kind, root in (("nir", nir_root), ("rgb", rgb_root)):
+        for path in find_images(root):
+            rel = path.relative_to(root)
+            groups[(rel.parent, rel.stem)][kind].append(path)
+    return _pairs_of(groups, None, [], roots={"nir": nir_root, "rgb": rgb_root})
+
+
+def _pairs_of(groups, folder: Path | None, notes: list[str], roots: dict[str, Path] | None = None):
+    pairs: list[tuple[Path, Path]] = []
+    for (_, name), found in sorted(groups.items(), key=lambda item: (item[0][0].as_posix(), item[0][1])):
+        nir, rgb = found["nir"], found["rgb"]
+        where = (lambda p, kind: _rel(p, folder)) if roots is None else (lambda p, kind: f"{kind}_root/{_rel(p, roots[kind])}")
+        if len(nir) == 1 and len(rgb) == 1:
+            pairs.append((nir[0], rgb[0]))
+        elif len(nir) > 1 or len(rgb) > 1:
+            many, kind = (nir, "nir") if len(nir) > 1 else (rgb, "rgb")
+            notes.append(f"{', '.join(where(p, kind) for p in many)} (one scene, {len(many)} {kind.upper()} files)")
+        else:
+            have, kind, missing = (nir[0], "nir", "RGB") if nir else (rgb[0], "rgb", "NIR")
+            notes.append(f"{where(have, kind)} (no {missing} partner)")
+    return pairs, notes
+
+
+def _rel(path: Path, folder: Path | None) -> str:
+    if folder is None:
+        return path.name
+    try:
+        return path.relative_to(folder).as_posix()
+    except ValueError:
+        return str(path)
+
+
+def report_unpaired(notes: list[str], where: str) -> None:
+    if notes:
+        named = "; ".join(notes[:_NAMED_UNPAIRED]) + (f"; and {len(notes) - _NAMED_UNPAIRED} more" if len(notes) > _NAMED_UNPAIRED else "")
+        log.warning("data: %d file(s) under %s without a partner, not used: %s", len(notes), where, named)
+
+
+# -- the dataset -------------------------------------------------------------------------
+
+
+class NIRDataset(_SkippingDataset):
+    """NIR/RGB pairs -> {"nir": float32 (1, H, W) in [0, 1], "rgb": uint8 (3, H, W),
+    "path": the NIR file}. The transform (built with paired=True) crops and flips both
+    alike."""
+
+    def __init__(
+        self,
+        pairs: Sequence[tuple[str | os.PathLike[str], str | os.PathLike[str]]],
+        transform: Transform | None = None,
+        max_unreadable_share: float = DEFAULT_MAX_UNREADABLE_SHARE,
+    ) -> None:
+        super().__init__([nir for nir, _ in pairs], transform, max_unreadable_share)
+        # By path, not position: a pair that turns unreadable is replaced by the next one.
+        self.partners = {os.fspath(nir): os.fspath(rgb) for nir, rgb in pairs}
+
+    def _item(self, path: str) -> dict[str, Any]:
+        nir, rgb = load_nir(path), load_rgb(self.partners[path])
+        if nir.shape != rgb.shape[:2]:
+            raise UnreadableImage(path, f"NIR is {nir.shape[1]}x{nir.shape[0]} but its RGB partner is {rgb.shape[1]}x{rgb.shape[0]}")
+        if self.transform is not None:
+            # The NIR rides along as the paired target: same crop, same flip, kept float.
+            out = self.transform(image=rgb, **{PAIRED_TARGET: nir})
+            rgb, nir = out["image"], out[PAIRED_TARGET]
+        return {"rgb": hwc_to_chw(rgb), "nir": torch.from_numpy(np.ascontiguousarray(nir))[None], "path": path}
+
+
+# -- the data module ---------------------------------------------------------------------
+
+
+class NIRDataModule(FolderDataModule):
+    """NIR images and their colour photos (see the module docstring for the layouts).
+
+    Batches carry "nir" (the input) and "rgb" (the target); `device_batch` hands a recipe
+    {"nir": (N, 1, H, W) in [-1, 1], "rgb": (N, 3, H, W) sRGB in [0, 1]}.
+    """
+
+    input_kind = "nir"  # what a recipe must take as input (gancolor.models.base.check_input_kind)
+
+    def __init__(
+        self,
+        root: str | os.PathLike[str] | None = None,
+        nir_root: str | os.PathLike[str] | None = None,
+        rgb_root: str | os.PathLike[str] | None = None,
+        **options: Any,
+    ) -> None:
+        # The other options are FolderDataModule's (image_size, batch_size, ...).
+        super().__init__(root, **options)
+        if (nir_root is None) != (rgb_root is None):
+            raise ConfigError("data.nir_root and data.rgb_root go together: give both (or data.root=DIR of NAME_nir.* / NAME_rgb.* files)")
+        if root is not None and nir_root is not None:
+            raise ConfigError("data=nir: give data.root=DIR (NAME_nir.* next to NAME_rgb.*) or data.nir_root with data.rgb_root, not both")
+        self.nir_root, self.rgb_root = nir_root, rgb_root
+        self._pairs: dict[str, str] = {}
+
+    def device_batch(self, batch: dict[str, Any], device: torch.device | str) -> dict[str, torch.Tensor]:
+        return {
+            "nir": color.nir_to_net(batch["nir"].to(device, non_blocking=True)),
+            "rgb": color.uint8_to_float(batch["rgb"].to(device, non_blocking=True)),
+        }
+
+    def _resolved_root(self) -> Path:
+        if self.root is None and self.nir_root is None:
+            raise ConfigError("data=nir needs data.root=DIR (NAME_nir.* next to NAME_rgb.*) or data.nir_root=DIR data.rgb_root=DIR")
+        if self.nir_root is None:
+            return super()._resolved_root()
+        for key in ("nir_root", "rgb_root"):
+            folder = _folder(getattr(self, key))
+            if not folder.is_dir():
+                raise DataError(f"data.{key}: folder not found: {folder}")
+        return _folder(self.nir_root)
+
+    def _split(self, root: Path) -> tuple[list[Path], list[Path]]:
+        parts = self._subfolders(root)
+        if parts is not None:
+            train = self._usable_pairs(*parts[0])
+            val = self._usable_pairs(*parts[1], required=False)
+            if not val:
+                log.warning("data: no usable NIR/RGB pairs under %s; validation is skipped", parts[1][0])
+            return train, val
+        train, val = seeded_split(self._usable_pairs(root, self._rgb_folder(root)), self.val_fraction, self.seed)
+        return train, val
+
+    def _subfolders(self, root: Path) -> tuple[tuple[Path, Path], tuple[Path, Path]] | None:
+        """((nir, rgb) of train, (nir, rgb) of val) when the layout is split in subfolders."""
+        rgb = self._rgb_folder(root)
+        for name in self._val_dir_names:
+            if all((base / sub).is_dir() for base in {root, rgb} for sub in ("train", name)):
+                return (root / "train", rgb / "train"), (root / name, rgb / name)
+        return None
+
+    def _rgb_folder(self, root: Path) -> Path:
+        return root if self.rgb_root is None else _folder(self.rgb_root)
+
+    def _usable_pairs(self, nir_folder: Path, rgb_folder: Path, required: bool = True) -> list[Path]:
+        """The NIR paths of the pairs under these folders that decode, with the RGB in
+        colour, the NIR single-channel and both of one size (the rest said in the log)."""
+        if self.nir_root is None:
+            pairs, notes = pair_side_by_side(nir_folder)
+        else:
+            pairs, notes = pair_folders(nir_folder, rgb_folder)
+        where = str(nir_folder) if self.nir_root is None else f"{nir_folder} and {rgb_folder}"
+        if not pairs:
+            if not required:
+                return []
+            left = f": {len(notes)} file(s) without a partner, e.g. {notes[0]}" if notes else ""
+            layout = "NAME_nir.* next to NAME_rgb.*" if self.nir_root is None else "the same file names in both folders"
+            raise DataError(f"data: no NIR/RGB pairs ({layout}) under {where}{left}")
+        report_unpaired(notes, where)
+        keep = self._cap_pairs(pairs)
+        keep = self._scanned(keep, where)
+        for nir, rgb in keep:
+            self._pairs[os.fspath(nir)] = os.fspath(rgb)
+        return [nir for nir, _ in keep]
+
+    def _cap_pairs(self, pairs: list[tuple[Path, Path]]) -> list[tuple[Path, Path]]:
+        wanted = set(self._cap([nir for nir, _ in pairs]))
+        return [pair for pair in pairs if pair[0] in wanted]
+
+    def _scanned(self, pairs: list[tuple[Path, Path]], where: str) -> list[tuple[Path, Path]]:
+        """Pairs whose files decode (the scan of every data module), whose RGB is in
+        colour, whose NIR is not, and whose two images have one size."""
+        rgb_scan = scan_color_images([rgb for _, rgb in pairs])
+        report_scan(rgb_scan)
+        nir_scan = scan_color_images([nir for nir, _ in pairs])
+        for path, reason in nir_scan.unreadable + nir_scan.unsupported:
+            log.warning("skipping unreadable NIR image %s: %s", path, reason)
+        good_rgb, good_nir = set(rgb_scan.good), set(nir_scan.grayscale)
+        refused = [(nir, "NIR in colour") for nir in nir_scan.good]
+        kept = []
+        for nir, rgb in pairs:
+            if nir in good_nir and rgb in good_rgb:
+                if _size(nir) == _size(rgb):
+                    kept.append((nir, rgb))
+                else:
+                    refused.append((nir, f"{_size(nir)} px, its RGB partner {_size(rgb)} px"))
+        if refused:
+            named = "; ".join(f"{p.name} ({why})" for p, why in refused[:_NAMED_UNPAIRED])
+            log.warning("data: %d pair(s) under %s not used: %s%s", len(refused), where, named,
+                        f"; and {len(refused) - _NAMED_UNPAIRED} more" if len(refused) > _NAMED_UNPAIRED else "")
+        if not kept:
+            skipped = skipped_summary(rgb_scan.skipped + [(p, "unusable NIR") for p, _ in refused])
+            raise DataError(f"data: no usable NIR/RGB pairs under {where} ({skipped or 'no files'})")
+        return kept
+
+    def _make_dataset(self, paths: Sequence[Path], train: bool) -> _SkippingDataset:
+        if train:
+            transform = train_transform(self.image_size, (self.scale_min, 1.0), paired=True, resize_to=self.resize_to)
+        else:
+            transform = eval_transform(self.image_size, paired=True, resize_to=self.resize_to)
+        return NIRDataset([(p, self._pairs[os.fspath(p)]) for p in paths], transform)
+
+
+def _folder(value: str | os.PathLike[str]) -> Path:
+    return Path(os.path.expanduser(os.fspath(value))).absolute()
+
+
+def _size(path: Path) -> str:
+    # The header alone; EXIF rotation aside, which NIR/RGB camera pairs do not use.
+    with Image.open(path) as img:
+        return f"{img.width}x{img.height}"
