@@ -284,6 +284,8 @@ def evaluate(options: Options, say=print) -> dict:
         "precision": options.precision,
         "skipped": skipped,
         "inception": inception.info if inception is not None else {"status": inception_status},
+        **({"fid_forced": f"FID forced over {len(photos)} photos (fewer than 2048): biased upwards, NOT comparable with papers"}
+           if inception is not None and options.fid_force and len(photos) < 2048 else {}),
         "checkpoints": results,
     }
     if scores is not None:
@@ -389,6 +391,8 @@ def format_table(report: dict) -> str:
         from gancolor.metrics import describe_inception
 
         out.append(describe_inception(report["inception"]))
+    if "fid_forced" in report:
+        out.append(report["fid_forced"])
     return "\n".join(out)
 
 
