@@ -9,15 +9,18 @@ Each photo is resized to data.image_size on its short side (null: full size), it
 lightness goes through the same colourisation as `python -m gancolor.colorize`, and the
 8-bit result is compared with the photo. Metrics: PSNR, SSIM, MAE, MSE, colourfulness
 (Hasler & Suesstrunk 2003) of outputs and truth and their ratio, histogram
-intersection of the a and b distributions, and LPIPS and FID when their backbone
+intersection of the a and b distributions, and LPIPS, FID and KID when their backbone
 weights are on disk (lpips.weights=PATH, fid.weights=PATH; never downloaded; otherwise
-the column reads "unavailable: ..."). Validation during training uses the same
-functions (gancolor.metrics).
+the column reads "unavailable: ..."). FID and KID compare with papers with the
+TF-Inception file (weights-inception-2015-12-05-6726825d.pth); FID needs at least 2048
+photos unless fid.force=true. Validation during training uses the same functions
+(gancolor.metrics).
 
 Options (key=value; defaults in conf/evaluate.yaml): data.image_size=256,
 data.max_images=N, output=DIR, num_samples=8, render_size=N, device=auto,
 precision=32|bf16, lpips.weights=auto|PATH|null, lpips.net=alex|vgg|squeeze,
-fid.weights=auto|PATH|null, progress_bar=true, use_ema=true (the generators' EMA
+fid.weights=auto|PATH|null, fid.force=false, kid.subsets=100, kid.subset_size=1000,
+progress_bar=true, use_ema=true (the generators' EMA
 weights where a checkpoint has them; false: the raw weights).
 
 Colourise-then-classify (gancolor.classify): with classifier=NAME (a timm model) and
@@ -53,9 +56,10 @@ from gancolor.options import bool_option, int_option, temperature_option
 
 COLUMNS = [
     "psnr", "ssim", "mae", "mse", "colorfulness", "colorfulness_true", "colorfulness_ratio",
-    "hist_intersection_a", "hist_intersection_b", "lpips", "fid",
+    "colorfulness_ratio_per_photo", "hist_intersection_a", "hist_intersection_b", "lpips", "fid", "kid", "kid_std",
 ]
 PER_IMAGE = ["psnr", "ssim", "mae", "mse", "colorfulness", "colorfulness_true"]
+INCEPTION_COLUMNS = ("fid", "kid", "kid_std")
 
 
 @dataclass
@@ -73,6 +77,9 @@ class Options:
     lpips_weights: str | None = "auto"
     lpips_net: str = "alex"
     fid_weights: str | None = "auto"
+    fid_force: bool = False
+    kid_subsets: int = 100
+    kid_subset_size: int = 1000
     temperature: float | None = None
     classifier: ClassifierOptions | None = None  # colourise-then-classify (gancolor.classify)
     use_ema: bool = True
@@ -103,6 +110,9 @@ class Options:
             lpips_weights=weights(cfg.lpips.weights),
             lpips_net=str(cfg.lpips.net),
             fid_weights=weights(cfg.fid.weights),
+            fid_force=bool_option("fid.force", cfg.fid.force),
+            kid_subsets=int_option("kid.subsets", cfg.kid.subsets, 1),
+            kid_subset_size=int_option("kid.subset_size", cfg.kid.subset_size, 2),
             temperature=temperature_option(cfg.get("temperature")),
             classifier=ClassifierOptions.from_config(cfg.get("classifier")),
             use_ema=bool_option("use_ema", cfg.get("use_ema", True)),
@@ -173,7 +183,8 @@ def evaluate(options: Options, say=print) -> dict:
     from gancolor.onnx_runtime import load_model
     from gancolor.inference import Colorizer, pick_device, run_checkpoint, trained_size
     from gancolor.models.base import check_gray_input
-    from gancolor.metrics import MetricUnavailable, histogram_intersection, image_metrics, load_fid, load_lpips, summarize
+    from gancolor.metrics import (MetricUnavailable, histogram_intersection, image_metrics, load_inception_distances,
+                                  load_lpips, photo_colorfulness_ratio, summarize)
     from gancolor.report import Report, write_report
 
     device = pick_device(options.device)
@@ -188,17 +199,18 @@ def evaluate(options: Options, say=print) -> dict:
     names = [str(p.relative_to(options.root)) for p in paths]
     scores = Scores(classifier, labels_of(paths, options.root, classifier.classes)) if classifier else None
 
-    lpips = fid = None
-    lpips_status = fid_status = None
+    lpips = inception = None
+    lpips_status = inception_status = None
     try:
         lpips = load_lpips(options.lpips_weights, options.lpips_net).to(device)
     except MetricUnavailable as exc:
         lpips_status = str(exc)
     try:
-        fid = load_fid(options.fid_weights).to(device)
-        fid.reset_real_features = False  # the truth's features are the same for every checkpoint
+        inception = load_inception_distances(options.fid_weights, fid_force=options.fid_force,
+                                             kid_subsets=options.kid_subsets,
+                                             kid_subset_size=options.kid_subset_size).to(device)
     except MetricUnavailable as exc:
-        fid_status = str(exc)
+        inception_status = str(exc)
 
     samples = min(options.num_samples, len(photos))
     grays: list[np.ndarray] = []
@@ -233,20 +245,21 @@ def evaluate(options: Options, say=print) -> dict:
             for name, value in values.items():
                 per_image[name].append(value.cpu())
             row = {"path": names[i], **{m: float(values[m][0]) for m in PER_IMAGE}}
+            row["colorfulness_ratio"] = float(photo_colorfulness_ratio(values["colorfulness"], values["colorfulness_true"])[0])
             a, b = histogram_intersection(values["ab_hist"], values["ab_hist_true"])[0].tolist()
             row["hist_intersection_a"], row["hist_intersection_b"] = a, b
             if lpips is not None:
                 row["lpips"] = float(lpips(pred, truth)[0])
                 lpips_values.append(row["lpips"])
-            if fid is not None:
+            if inception is not None:
                 if k == 0:
-                    fid.update(truth, real=True)
-                fid.update(pred, real=False)
+                    inception.update(truth, real=True)  # kept for every checkpoint
+                inception.update(pred, real=False)
             rows.append(row)
         bar.close()
         metrics = summarize(per_image)
         metrics["lpips"] = float(np.mean(lpips_values)) if lpips is not None else lpips_status
-        metrics["fid"] = _fid_value(fid) if fid is not None else fid_status
+        metrics.update(inception.compute() if inception is not None else dict.fromkeys(INCEPTION_COLUMNS, inception_status))
         outputs.append(shown)
         results.append(
             {
@@ -273,6 +286,9 @@ def evaluate(options: Options, say=print) -> dict:
         "device": str(device),
         "precision": options.precision,
         "skipped": skipped,
+        "inception": inception.info if inception is not None else {"status": inception_status},
+        **({"fid_forced": f"FID forced over {len(photos)} photos (fewer than 2048): biased upwards, NOT comparable with papers"}
+           if inception is not None and options.fid_force and len(photos) < 2048 else {}),
         "checkpoints": results,
     }
     if scores is not None:
@@ -288,7 +304,7 @@ def evaluate(options: Options, say=print) -> dict:
         + (scores.table_rows() if scores is not None else []),
         grid_header=["gray (input)", *([f"output: {_short(l)}" for l in labels] if len(labels) > 1 else ["output"]), "truth"],
         grid=[(names[i], [grays[i], *(shown[i] for shown in outputs), photos[i]]) for i in range(samples)],
-        notes=_notes(options, len(photos), skipped) + (scores.notes() if scores is not None else []),
+        notes=_notes(options, len(photos), skipped, report["inception"]) + (scores.notes() if scores is not None else []),
     )
     write_report(html, output / "report.html")
     report["output"] = str(output)
@@ -320,35 +336,27 @@ def _to_tensor(rgb: np.ndarray, device) -> torch.Tensor:
     return torch.from_numpy(np.ascontiguousarray(rgb[..., :3])).to(device).permute(2, 0, 1).unsqueeze(0).float().div_(255.0)
 
 
-def _fid_value(fid) -> float | str:
-    from gancolor.metrics import MetricUnavailable, fid_value
-
-    try:
-        value = fid_value(fid)
-    except MetricUnavailable as exc:
-        return str(exc)
-    except (RuntimeError, ValueError) as exc:
-        return f"unavailable: {str(exc).strip().splitlines()[0][:160]}"
-    finally:
-        fid.reset()  # fake features only: reset_real_features is off
-    return value
-
-
 def _short(label: str) -> str:
     path = Path(label)
     return str(Path(*path.parts[-3:])) if len(path.parts) > 3 else label
 
 
-def _notes(options: Options, count: int, skipped: dict) -> list[str]:
+def _notes(options: Options, count: int, skipped: dict, inception: dict) -> list[str]:
+    from gancolor.metrics import describe_inception
+
     notes = [
         f"{count} photos, short side {options.image_size or 'unchanged'}; outputs are the 8-bit images colorize writes.",
         "Histogram intersection pools the a and b values of all pixels of the set (bins one Lab unit wide).",
+        "Colourfulness ratio (set): mean M of outputs / mean M of truths; ratio (per photo): the median of each "
+        "photo's M(output) / M(truth).",
     ]
     if skipped["grayscale"] or skipped["unreadable"]:
         gray, bad = len(skipped["grayscale"]), len(skipped["unreadable"])
         notes.append(f"Skipped: {gray} grayscale, {bad} unreadable (see metrics.json).")
-    if count < 2000:
-        notes.append("FID over fewer than a few thousand photos is biased upwards: compare FIDs of the same photo set only.")
+    if "implementation" in inception:
+        notes.append(describe_inception(inception) + ".")
+        if options.fid_force and count < 2048:
+            notes.append(f"FID forced over {count} photos (fewer than 2048): biased upwards, NOT comparable with papers.")
     return notes
 
 
@@ -360,8 +368,9 @@ def _write_json(data: dict, path: Path) -> None:
 
 def format_table(report: dict) -> str:
     """The comparison table for the terminal; unavailable metrics read n/a."""
-    short = {"colorfulness": "colourful", "colorfulness_true": "truth", "colorfulness_ratio": "ratio",
-             "hist_intersection_a": "HI a", "hist_intersection_b": "HI b"}
+    short = {"colorfulness": "colourful", "colorfulness_true": "truth", "colorfulness_ratio": "ratio(set)",
+             "colorfulness_ratio_per_photo": "ratio(photo)", "hist_intersection_a": "HI a", "hist_intersection_b": "HI b",
+             "kid_std": "kid sd"}
     heads = ["checkpoint"] + [short.get(c, c) for c in COLUMNS]
     lines = []
     for r in report["checkpoints"]:
@@ -376,10 +385,17 @@ def format_table(report: dict) -> str:
         return "  ".join(cell.rjust(w) if i else cell.ljust(w) for i, (cell, w) in enumerate(zip(row, widths)))
 
     out = [fmt(heads), *(fmt(row) for row in lines)]
+    out.append("ratio(set): mean colourfulness of outputs / of truths; ratio(photo): median over photos of output / truth")
     first = report["checkpoints"][0]["metrics"]
-    for c in ("lpips", "fid"):
+    for c in ("lpips", "fid", "kid"):
         if isinstance(first.get(c), str):
             out.append(f"{c}: {first[c]}")
+    if "implementation" in report.get("inception", {}):
+        from gancolor.metrics import describe_inception
+
+        out.append(describe_inception(report["inception"]))
+    if "fid_forced" in report:
+        out.append(report["fid_forced"])
     return "\n".join(out)
 
 

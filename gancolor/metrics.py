@@ -6,15 +6,18 @@ image, so callers can average over a dataset or keep per-image rows for a report
 PSNR is capped at PSNR_CAP dB: identical images would otherwise give +inf, which
 poisons means and cannot be written to JSON.
 
-LPIPS and FID need pretrained backbones. They are built only from weight files the
-user has on disk (`load_lpips`, `load_fid`); torchmetrics' own constructors would
-download them, so they are never called in a way that can. Without the file, the
-loaders raise MetricUnavailable, whose message is what a report shows in the column.
+LPIPS, FID and KID need pretrained backbones. They are built only from weight files the
+user has on disk (`load_lpips`, `load_inception_distances`); torchmetrics' own
+constructors would download them, so they are never called in a way that can. Without
+the file, the loaders raise MetricUnavailable, whose message is what a report shows in
+the column. FID and KID compare with papers only over the TF-Inception weights
+(gancolor.inception); torchvision's Inception file still works, labelled as not comparable.
 """
 
 from __future__ import annotations
 
 import os
+import pickle
 from pathlib import Path
 
 import torch
@@ -125,19 +128,34 @@ def image_metrics(pred: torch.Tensor, target: torch.Tensor) -> dict[str, torch.T
 HISTOGRAM_KEYS = ("ab_hist", "ab_hist_true")
 
 
+def photo_colorfulness_ratio(colorfulness_pred: torch.Tensor, colorfulness_true: torch.Tensor) -> torch.Tensor:
+    """Each photo's M(output) / M(truth); a truth with M below 1e-6 counts as 1e-6."""
+    return colorfulness_pred.float() / colorfulness_true.float().clamp_min(1e-6)
+
+
 def summarize(per_image: dict[str, list[torch.Tensor] | torch.Tensor]) -> dict[str, float]:
-    """Means over a dataset of `image_metrics` outputs, plus the colourfulness ratio and
-    the histogram intersections of a and b (`hist_intersection_a`, `_b`)."""
+    """Means over a dataset of `image_metrics` outputs, the two colourfulness ratios and
+    the histogram intersections of a and b (`hist_intersection_a`, `_b`).
+
+    colorfulness_ratio (set-level): mean M of the outputs / mean M of the truths, so
+    colourful photos weigh more. colorfulness_ratio_per_photo: the median over photos
+    of each photo's M(output) / M(truth), so every photo counts once and a nearly gray
+    truth (M near 0, ratio huge) cannot dominate.
+    """
     means = {}
     pooled = {}
+    columns = {}
     for name, values in per_image.items():
         values = torch.cat(list(values)) if isinstance(values, (list, tuple)) else values
         if name in HISTOGRAM_KEYS:
             pooled[name] = values.float().sum(0)
             continue
+        columns[name] = values.float()
         means[name] = float(values.float().mean())
     if "colorfulness" in means and "colorfulness_true" in means:
         means["colorfulness_ratio"] = means["colorfulness"] / max(means["colorfulness_true"], 1e-8)
+        ratios = photo_colorfulness_ratio(columns["colorfulness"], columns["colorfulness_true"])
+        means["colorfulness_ratio_per_photo"] = float(ratios.double().quantile(0.5))  # the mid-point of an even count
     if len(pooled) == 2:
         a, b = histogram_intersection(pooled["ab_hist"], pooled["ab_hist_true"]).tolist()
         means["hist_intersection_a"], means["hist_intersection_b"] = a, b
@@ -186,7 +204,15 @@ def read_state_dict(path: Path) -> dict[str, torch.Tensor]:
             state = load_file(str(path))
         else:
             state = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:  # noqa: BLE001 - corrupt, truncated, pickled code, wrong format
+    except pickle.UnpicklingError as exc:
+        if "GLOBAL" not in str(exc):  # not a torch file at all: corrupt, truncated, another format
+            raise MetricUnavailable(f"unavailable: cannot read weights {path}: not a torch weights file") from None
+        # weights_only=True met a class or function (GLOBAL): pickled objects, maybe code.
+        raise MetricUnavailable(
+            f"unavailable: refused {path}: it holds pickled objects other than tensors, which could run code "
+            "(read with torch.load(weights_only=True); give a plain state dict or .safetensors)"
+        ) from None
+    except Exception as exc:  # noqa: BLE001 - corrupt, truncated, wrong format
         reason = str(exc).strip().splitlines()[0][:200] if str(exc).strip() else type(exc).__name__
         raise MetricUnavailable(f"unavailable: cannot read weights {path}: {reason}") from None
     if isinstance(state, dict) and isinstance(state.get("state_dict"), dict):
@@ -250,19 +276,21 @@ class InceptionFeatures(nn.Module):
     """torchvision's Inception-v3 pool features (2048-d) of sRGB images in [0, 1].
 
     FID from these features is comparable between gancolor runs, not with published
-    FIDs, which use the TensorFlow Inception graph (pytorch-fid / torch-fidelity weights).
+    FIDs, which use the TensorFlow Inception graph (gancolor.inception, torch-fidelity's
+    weights); kept for users who have only torchvision's file, and labelled so.
     """
 
     num_features = 2048
 
-    def __init__(self, weights: Path) -> None:
+    def __init__(self, weights: Path, state: dict[str, torch.Tensor] | None = None) -> None:
         super().__init__()
         from torchvision.models import inception_v3
 
         # transform_input: the ImageNet weights were ported from TensorFlow and expect
         # their inputs in [-1, 1]; torchvision's flag converts ImageNet-normalised input.
         net = inception_v3(weights=None, aux_logits=False, init_weights=False, transform_input=True)
-        state = {k: v for k, v in read_state_dict(weights).items() if not k.startswith("AuxLogits.")}
+        state = read_state_dict(weights) if state is None else state
+        state = {k: v for k, v in state.items() if not k.startswith("AuxLogits.")}
         own = net.state_dict()
         if set(state) != set(own) or any(own[k].shape != state[k].shape for k in own):
             raise MetricUnavailable(
@@ -290,23 +318,34 @@ def load_lpips(setting, net: str = "alex", key: str = "lpips.weights") -> LPIPS:
     return LPIPS(resolve_weights(setting, LPIPS_BACKBONES[net][1], key), net)
 
 
-def load_fid(setting, key: str = "fid.weights"):
-    """torchmetrics' FrechetInceptionDistance over local Inception-v3 weights (see fid_metric)."""
-    return fid_metric(InceptionFeatures(resolve_weights(setting, FID_WEIGHTS_FILE, key)))
-
-
 def fid_metric(features: nn.Module):
     """torchmetrics' FrechetInceptionDistance over `features`, a module that maps sRGB
     batches in [0, 1] to (N, num_features).
 
-    update(rgb in [0, 1], real=True/False) per batch, then fid_value(). With fewer than
-    a few thousand images the value is biased upwards (Chong & Forsyth 2020), so
-    compare FIDs only over the same image set.
+    update(rgb in [0, 1], real=True/False) per batch, then fid_value(), which refuses
+    fewer than FID_MIN_IMAGES images unless forced: below that the value is biased
+    upwards (Chong & Forsyth 2020).
     """
     from torchmetrics.image.fid import FrechetInceptionDistance
 
     return FrechetInceptionDistance(feature=features, normalize=True, reset_real_features=True)
 
+
+
+
+def kid_metric(features: nn.Module, subsets: int = 100, subset_size: int = 1000):
+    """torchmetrics' KernelInceptionDistance over `features` (as fid_metric); see kid_value."""
+    from torchmetrics.image.kid import KernelInceptionDistance
+
+    return KernelInceptionDistance(feature=features, subsets=subsets, subset_size=subset_size,
+                                   normalize=True, reset_real_features=True)
+
+
+# FID is refused below this many images (either set) unless forced: from N images of
+# 2048 features the covariance has rank at most N - 1, and the estimate is biased
+# upwards by an amount that depends on N (Chong & Forsyth 2020), so such a number
+# cannot be put beside a paper's. KID is unbiased and has no such floor.
+FID_MIN_IMAGES = 2048
 
 # Below this mean variance per feature the features do not tell images apart: the
 # backbone is not a trained one (random Inception weights give about 1e-17, and an FID
@@ -314,30 +353,175 @@ def fid_metric(features: nn.Module):
 FID_MIN_FEATURE_VARIANCE = 1e-10
 
 
-def fid_value(fid) -> float:
-    """The FID of the features `fid` holds, or MetricUnavailable where that number would
-    not mean what FID means.
-
-    The Frechet distance of two Gaussians needs their covariances: from N images of D
-    features the estimate has rank at most N - 1, so with N <= D (19 photos, 2048
-    Inception features) it is singular and the "FID" measures the sample size as much
-    as the images. Features that barely vary (untrained weights) give a distance near 0
-    for any two sets. Both read as unavailable, with the reason.
-    """
+def _flat_features(fid) -> str | None:
+    """Why the features `fid` holds cannot tell images apart, or None."""
     n_real, n_fake = int(fid.real_features_num_samples), int(fid.fake_features_num_samples)
     dims = int(fid.real_features_sum.numel())
-    if min(n_real, n_fake) <= dims:
-        raise MetricUnavailable(
-            f"unavailable: {min(n_real, n_fake)} images for {dims} features (a singular covariance); "
-            f"FID needs more than {dims} images"
-        )
     for total, cov_sum, n in ((fid.real_features_sum, fid.real_features_cov_sum, n_real),
                               (fid.fake_features_sum, fid.fake_features_cov_sum, n_fake)):
+        if n < 2:
+            continue
         mean = total / n
         variance = float((cov_sum.diagonal() - n * mean * mean).sum() / (n - 1) / dims)
         if variance < FID_MIN_FEATURE_VARIANCE:
-            raise MetricUnavailable(
-                f"unavailable: the features barely vary between images (mean variance {variance:.1e}): "
-                "are fid.weights trained Inception-v3 weights?"
-            )
+            return (f"unavailable: the features barely vary between images (mean variance {variance:.1e}): "
+                    "are fid.weights trained Inception-v3 weights?")
+    return None
+
+
+def fid_value(fid, force: bool = False) -> float:
+    """The FID of the features `fid` holds, or MetricUnavailable where that number would
+    not mean what FID means: fewer than FID_MIN_IMAGES images in either set (unless
+    `force`), or features that barely vary (untrained weights), with the reason."""
+    n = min(int(fid.real_features_num_samples), int(fid.fake_features_num_samples))
+    if n < 2:
+        raise MetricUnavailable(f"unavailable: {n} image(s); FID needs at least 2")
+    if n < FID_MIN_IMAGES and not force:
+        raise MetricUnavailable(
+            f"unavailable: {n} images; FID needs at least {FID_MIN_IMAGES} to compare with papers "
+            "(fid.force=true computes it anyway; use KID for small sets)"
+        )
+    flat = _flat_features(fid)
+    if flat:
+        raise MetricUnavailable(flat)
     return float(fid.compute())
+
+
+def kid_value(kid, fid=None) -> tuple[float, float]:
+    """(mean, std) of KID over `kid.subsets` random subsets, each of min(kid.subset_size,
+    number of images) images, so that small sets get a KID too (torchmetrics refuses a
+    subset larger than the set). The subsets are drawn with a fixed seed: the same
+    images give the same number. `fid`, when given, holds the same features and is used
+    to refuse features that barely vary."""
+    n = min(sum(int(f.shape[0]) for f in kid.real_features), sum(int(f.shape[0]) for f in kid.fake_features))
+    if n < 2:
+        raise MetricUnavailable(f"unavailable: {n} image(s); KID needs at least 2")
+    flat = _flat_features(fid) if fid is not None else None
+    if flat:
+        raise MetricUnavailable(flat)
+    wanted = kid.subset_size
+    kid.subset_size = min(wanted, n)
+    try:
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(0)
+            mean, std = kid.compute()
+    finally:
+        kid.subset_size = wanted
+    return float(mean), float(std)
+
+
+class _Precomputed(nn.Module):
+    """The identity on features already computed: FID and KID share one Inception pass."""
+
+    def __init__(self, num_features: int) -> None:
+        super().__init__()
+        self.num_features = num_features
+
+    def forward(self, features: torch.Tensor) -> torch.Tensor:
+        return features
+
+
+class InceptionDistances(nn.Module):
+    """FID and KID (torchmetrics) of one set of real images against one or more sets of
+    outputs, from one Inception pass per image.
+
+    update(rgb in [0, 1], real=...) per batch; compute() gives {"fid", "kid", "kid_std"}
+    (a float, or the "unavailable: ..." reason) for the outputs seen since the last
+    compute(), and forgets them; the real images' features are kept, so several
+    checkpoints compare with the same truth. `info` says which network and weights.
+    """
+
+    def __init__(self, features: nn.Module, info: dict | None = None, *, fid_force: bool = False,
+                 kid_subsets: int = 100, kid_subset_size: int = 1000) -> None:
+        super().__init__()
+        self.features = features
+        self.info = dict(info or {})
+        self.fid_force = fid_force
+        dims = int(features.num_features)
+        self.fid = fid_metric(_Precomputed(dims))
+        self.kid = kid_metric(_Precomputed(dims), kid_subsets, kid_subset_size)
+        self.fid.reset_real_features = self.kid.reset_real_features = False
+
+    @torch.no_grad()
+    def update(self, rgb: torch.Tensor, real: bool) -> None:
+        features = self.features(rgb)
+        self.fid.update(features, real=real)
+        self.kid.update(features, real=real)
+
+    def compute(self) -> dict[str, float | str]:
+        values: dict[str, float | str] = {}
+        try:
+            values["fid"] = fid_value(self.fid, force=self.fid_force)
+        except MetricUnavailable as exc:
+            values["fid"] = str(exc)
+        except (RuntimeError, ValueError) as exc:
+            values["fid"] = f"unavailable: {str(exc).strip().splitlines()[0][:160]}"
+        try:
+            values["kid"], values["kid_std"] = kid_value(self.kid, self.fid)
+        except MetricUnavailable as exc:
+            values["kid"] = values["kid_std"] = str(exc)
+        except (RuntimeError, ValueError) as exc:
+            values["kid"] = values["kid_std"] = f"unavailable: {str(exc).strip().splitlines()[0][:160]}"
+        self.fid.reset()  # the outputs' features only: reset_real_features is off
+        self.kid.reset()
+        return values
+
+
+def find_inception_weights(setting, key: str = "fid.weights") -> Path:
+    """`auto` -> the first TF-Inception file in torch.hub's cache folder (torch-fidelity's
+    or pytorch-fid's name), else torchvision's Inception there; a path -> itself."""
+    from gancolor.inception import TF_INCEPTION_FILES, TF_INCEPTION_URL
+
+    if setting is None or str(setting) != "auto":
+        return resolve_weights(setting, FID_WEIGHTS_FILE, key)
+    for name in (*TF_INCEPTION_FILES, FID_WEIGHTS_FILE):
+        if cached_weights_path(name).is_file():
+            return cached_weights_path(name)
+    raise MetricUnavailable(
+        f"unavailable: weights not found at {cached_weights_path(TF_INCEPTION_FILES[0])} "
+        f"(set {key}=PATH to the TF-Inception file, {TF_INCEPTION_URL})"
+    )
+
+
+def load_inception_distances(setting, *, fid_force: bool = False, kid_subsets: int = 100,
+                             kid_subset_size: int = 1000, key: str = "fid.weights") -> InceptionDistances:
+    """FID and KID over the Inception-v3 weights `setting` names (a path, auto or null).
+
+    The TF-Inception file (torch-fidelity's; what papers use) gives paper-comparable
+    numbers; torchvision's ImageNet Inception-v3 file still works, labelled as not
+    comparable with papers. The file is read without running code from it (see
+    gancolor.inception); anything else in it reads as unavailable, with the reason.
+    """
+    from gancolor import inception
+
+    path = find_inception_weights(setting, key)
+    state = read_state_dict(path)
+    digest = inception.sha256_prefix(path)
+    common = {"weights": str(path), "sha256": digest}
+    if inception.is_torchvision_layout(state):
+        features = InceptionFeatures(path, state)
+        info = {**common, "implementation": "torchmetrics FrechetInceptionDistance / KernelInceptionDistance + "
+                "torchvision ImageNet Inception-v3 (2048-d pool features)",
+                "resize": "299x299 bilinear with antialias (torch.nn.functional.interpolate), ImageNet normalisation",
+                "comparable_with_papers": False,
+                "note": "torchvision's Inception weights: compares gancolor checkpoints with each other, "
+                        "NOT with published FID/KID (which use the TF-Inception file)"}
+    else:
+        loaded = inception.load_checked(state)
+        if isinstance(loaded, str):
+            raise MetricUnavailable(
+                f"unavailable: {path} does not hold TF-Inception-v3 weights ({inception.TF_INCEPTION_FILES[0]}) "
+                f"nor torchvision's ({FID_WEIGHTS_FILE}): {loaded}"
+            )
+        features = loaded
+        info = {**common, "implementation": inception.IMPLEMENTATION, "resize": inception.RESIZE,
+                "comparable_with_papers": True}
+    return InceptionDistances(features, info, fid_force=fid_force, kid_subsets=kid_subsets,
+                              kid_subset_size=kid_subset_size)
+
+
+def describe_inception(info: dict) -> str:
+    """One line naming what FID/KID were computed with, for the terminal and the report."""
+    label = "comparable with papers" if info.get("comparable_with_papers") else "NOT comparable with papers"
+    return (f"FID/KID: {info['implementation']}; weights {Path(info['weights']).name} "
+            f"(sha256 {info['sha256']}); resize {info['resize']}; {label}")

@@ -155,7 +155,11 @@ def test_missing_weights_read_unavailable_without_a_download(offline, tmp_path):
     expected = tmp_path / "torch-home" / "hub" / "checkpoints" / "alexnet-owt-7be5be79.pth"
     assert str(info.value) == f"unavailable: weights not found at {expected} (set lpips.weights=PATH)"
     with pytest.raises(MetricUnavailable, match=r"^unavailable: weights not found at /no/such/inception.pth"):
-        M.load_fid("/no/such/inception.pth")
+        M.load_inception_distances("/no/such/inception.pth")
+    with pytest.raises(MetricUnavailable) as info:
+        M.load_inception_distances("auto")
+    expected = tmp_path / "torch-home" / "hub" / "checkpoints" / "weights-inception-2015-12-05-6726825d.pth"
+    assert str(info.value).startswith(f"unavailable: weights not found at {expected} (set fid.weights=PATH")
     with pytest.raises(MetricUnavailable, match=r"^unavailable: turned off"):
         M.load_lpips(None)
 
@@ -177,8 +181,8 @@ def test_unusable_weight_files_read_unavailable(offline, alexnet_features, tmp_p
         M.load_lpips(str(broken))
     with pytest.raises(MetricUnavailable, match="does not fit the LPIPS backbone"):
         M.load_lpips(str(alexnet_features / "alex.pth"), net="vgg")
-    with pytest.raises(MetricUnavailable, match="does not hold torchvision Inception-v3 weights"):
-        M.load_fid(str(alexnet_features / "alex.safetensors"))
+    with pytest.raises(MetricUnavailable, match="does not hold TF-Inception-v3 weights .* nor torchvision's"):
+        M.load_inception_distances(str(alexnet_features / "alex.safetensors"))
 
 
 @pytest.mark.slow
@@ -191,11 +195,12 @@ def test_fid_from_local_weights(offline, tmp_path):
     torch.manual_seed(0)
     net = inception_v3(weights=None, aux_logits=True, init_weights=False)
     save_file({k: v.contiguous() for k, v in net.state_dict().items()}, str(tmp_path / "inception.safetensors"))
-    fid = M.load_fid(str(tmp_path / "inception.safetensors"))
+    distances = M.load_inception_distances(str(tmp_path / "inception.safetensors"))
+    assert distances.info["comparable_with_papers"] is False  # torchvision's layout: labelled as such
     x = _photo_like(3, 64)
-    fid.update(x, real=True)
-    fid.update(x, real=False)
-    value = float(fid.compute())
+    distances.update(x, real=True)
+    distances.update(x, real=False)
+    value = float(distances.fid.compute())
     assert math.isfinite(value) and value == pytest.approx(0.0, abs=1e-3)
 
 
@@ -250,29 +255,27 @@ def test_fid_of_too_few_images_or_flat_features_is_unavailable():
     few = M.fid_metric(Projection(12, 64))
     few.update(_gaussian_images(19), real=True)
     few.update(_gaussian_images(19, shift=1.0, seed=2), real=False)
-    with pytest.raises(MetricUnavailable, match="19 images for 64 features"):
+    with pytest.raises(MetricUnavailable, match="19 images; FID needs at least 2048"):
         M.fid_value(few)
+    assert math.isfinite(M.fid_value(few, force=True))
     # What untrained Inception weights do: features that hardly vary, a "distance" of ~1e-14.
     flat = M.fid_metric(Projection(12, 4, scale=1e-8))
     flat.update(_gaussian_images(200), real=True)
     flat.update(_gaussian_images(200, shift=1.0, seed=2), real=False)
     assert float(flat.compute()) < 1e-10
     with pytest.raises(MetricUnavailable, match="features barely vary"):
-        M.fid_value(flat)
+        M.fid_value(flat, force=True)
 
 
 def test_evaluate_keeps_the_real_features_for_every_checkpoint():
-    from gancolor.evaluate import _fid_value
-
     projection = Projection(12, 4)
     real = _gaussian_images(500)
     fakes = [_gaussian_images(500, shift=0.5, seed=2), _gaussian_images(500, spread=2.0, seed=3)]
-    fid = M.fid_metric(projection)
-    fid.reset_real_features = False  # as evaluate sets it
-    fid.update(real, real=True)
+    distances = M.InceptionDistances(projection, fid_force=True)  # as evaluate uses it, one compute per checkpoint
+    distances.update(real, real=True)
     values = []
     for fake in fakes:
-        fid.update(fake, real=False)
-        values.append(_fid_value(fid))
+        distances.update(fake, real=False)
+        values.append(distances.compute()["fid"])
     for value, fake in zip(values, fakes):
         assert value == pytest.approx(_frechet_distance(projection(real), projection(fake)), rel=1e-4)
