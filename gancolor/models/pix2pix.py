@@ -12,6 +12,12 @@ and G is trained on the non-saturating form (maximise log D(x, G(x))).
 Before the adversarial phase, the trainer may run pretrain_epochs of G alone on a
 pixel loss (DeOldify's NoGAN, Antic 2019: a pretrained G keeps early GAN training from
 collapsing).
+
+With model.hints (Zhang et al. 2017, user-guided colourisation; gancolor.hints), G
+sees L, a map of hint colours and their mask (4 channels) and training shows it
+simulated hints; D is unchanged and still judges (L, ab): the paper's network has no
+discriminator, so conditioning D on the hints would be our invention. A hints model
+given no hint colourises automatically.
 """
 
 from __future__ import annotations
@@ -20,7 +26,7 @@ import torch
 from omegaconf import DictConfig
 from torch import nn
 
-from gancolor import color
+from gancolor import color, hints as user_hints
 from gancolor.augment import discriminator_augment
 from gancolor.errors import ConfigError
 from gancolor.losses import GANLoss, PerceptualLoss, colorfulness_loss, conditional_discriminator_loss, pixel_loss
@@ -39,9 +45,14 @@ class Pix2Pix(Recipe):
         beta2: float = 0.999,
         d_lr_mult: float = 1.0,
         weight_decay: float = 0.0,
+        hints=None,
     ) -> None:
         super().__init__()
         self.name = name
+        self.hints = user_hints.HintSimulation.from_config(hints)  # None: G sees L alone
+        if self.hints is not None:
+            user_hints.check_hint_generator(generator)
+            user_hints.zero_hint_weights(generator)
         self.generator = generator
         self.discriminator = discriminator
         self.gan_loss = GANLoss(loss["gan_mode"])
@@ -84,8 +95,14 @@ class Pix2Pix(Recipe):
     def pretrain_steps(self) -> list[Step]:
         return [Step("G", self.generator_pixel_step, optimizer="G")]
 
+    def generator_input(self, batch: dict) -> torch.Tensor:
+        """L, or with model.hints L + the batch's hint maps (none: an empty mask)."""
+        if self.hints is None:
+            return batch["L"]
+        return user_hints.generator_input(batch["L"], batch.get("hints"))
+
     def generator_pixel_step(self, batch: dict, state: dict):
-        fake_ab = self.generator(batch["L"])
+        fake_ab = self.generator(self.generator_input(batch))
         loss = self.pixel_loss(fake_ab.float(), batch["ab"])
         return loss, {"pixel": loss.detach()}
 
@@ -102,7 +119,7 @@ class Pix2Pix(Recipe):
 
     def discriminator_step(self, batch: dict, state: dict):
         L, real_ab = batch["L"], batch["ab"]
-        state["fake_ab"] = fake_ab = self.generator(L)  # reused by the G step
+        state["fake_ab"] = fake_ab = self.generator(self.generator_input(batch))  # reused by the G step
         return conditional_discriminator_loss(self.discriminator, self.gan_loss, L, real_ab, fake_ab, self.d_augment)
 
     def generator_step(self, batch: dict, state: dict):
@@ -128,8 +145,13 @@ class Pix2Pix(Recipe):
 
     # -- inference --------------------------------------------------------------------
     @torch.no_grad()
-    def colorize(self, L: torch.Tensor) -> torch.Tensor:
-        return self.generator(L)
+    def colorize(self, L: torch.Tensor, hints: torch.Tensor | None = None) -> torch.Tensor:
+        """ab for L; `hints` (N, 3, H, W) maps (gancolor.hints) for a hints model."""
+        if self.hints is None:
+            if hints is not None:
+                raise ConfigError("this model was trained without hints (model.hints); it cannot take any")
+            return self.generator(L)
+        return self.generator(user_hints.generator_input(L, hints))
 
     def generator_modules(self) -> list[nn.Module]:
         return [self.generator]
