@@ -10,6 +10,7 @@ error inside the hinted half must fall as hints are added.
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -49,7 +50,7 @@ def test_hint_maps_hold_each_patch_mean_ab_and_a_mask():
 def test_simulation_follows_the_paper_and_is_a_function_of_the_sample_seed():
     sim = HintSimulation()
     rng = np.random.default_rng(0)
-    plans = [sim.draw(rng, 64, 48) for _ in range(4000)]
+    plans = [sim.draw(rng, 64, 48) for _ in range(2000)]
     counts = np.array([(p[:, 2] > 0).sum() for p in plans])
     assert abs((counts == 0).mean() - 1 / 8) < 0.02  # geometric from 0 with p = 1/8
     assert abs(counts.mean() - 7) < 0.5  # its mean (1 - p) / p
@@ -159,6 +160,16 @@ def test_colorize_with_points_and_scribbles_at_full_resolution(trained, tmp_path
     near = (slice(40, 56), slice(8, 22))
     distance = {name: np.linalg.norm(lab_of(path)[1:, near[0], near[1]].mean((1, 2)) - hint_ab) for name, path in outputs.items()}
     assert distance["points"] < 0.8 * distance["none"] and distance["scribble"] < 0.8 * distance["none"], distance
+
+    # A folder of inputs and a folder of hint files named like them; b has none.
+    for name in ("a", "b"):
+        (tmp_path / "inputs").mkdir(exist_ok=True)
+        shutil.copy(photo, tmp_path / "inputs" / f"{name}.png")
+    (tmp_path / "hint_files").mkdir()
+    shutil.copy(tmp_path / "points.json", tmp_path / "hint_files" / "a.json")
+    assert colorize_main([f"ckpt={ckpt}", f"input={tmp_path / 'inputs'}", f"output={tmp_path / 'outs'}", f"hints={tmp_path / 'hint_files'}"]) == 0
+    assert np.array_equal(np.asarray(Image.open(tmp_path / "outs" / "a.png")), np.asarray(Image.open(outputs["points"])))
+    assert np.array_equal(np.asarray(Image.open(tmp_path / "outs" / "b.png")), np.asarray(Image.open(outputs["none"])))
 
     # Mistakes: one line each.
     capsys.readouterr()
