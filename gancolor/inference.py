@@ -291,12 +291,12 @@ class Colorizer:
             cpu_hints = [None if hints[0] is None else hints[0].cpu()]
             try:
                 return self._on_cpu_when_out_of_memory(
-                    "run through the net", lambda: self.predict(smalls, hints), lambda twin: twin.predict([smalls[0].cpu()], cpu_hints), warn
+                    "run through the net", lambda: _predict(self, smalls, hints), lambda twin: _predict(twin, [smalls[0].cpu()], cpu_hints), warn
                 )
             except torch.OutOfMemoryError:
                 return [None]
         try:
-            return self.predict(smalls, hints)
+            return _predict(self, smalls, hints)
         except torch.OutOfMemoryError:
             pass  # retried below, where the failed call's tensors are freed with its traceback
         _release_cached_memory(self.device)
@@ -306,8 +306,9 @@ class Colorizer:
 
     def prepare_within_memory(self, pixels: np.ndarray, alpha: np.ndarray | None, warn, hints=None) -> Prepared:
         """`prepare`, on the CPU (said through `warn`) when the device has no memory for it."""
+        extra = {} if hints is None else {"hints": hints}  # (a caller's wrapped prepare may predate hints)
         return self._on_cpu_when_out_of_memory(
-            "prepared", lambda: self.prepare(pixels, alpha, hints), lambda twin: twin.prepare(pixels, alpha, hints), warn
+            "prepared", lambda: self.prepare(pixels, alpha, **extra), lambda twin: twin.prepare(pixels, alpha, **extra), warn
         )
 
     def finish_within_memory(self, prepared: Prepared, ab_small: torch.Tensor, warn) -> np.ndarray:
@@ -367,6 +368,14 @@ class Colorizer:
             return
         for future in [self._pool.submit(fn, r0, r1) for r0, r1 in spans]:
             future.result()  # re-raises a worker's exception here
+
+
+def _predict(colorizer: Colorizer, smalls: list[torch.Tensor], hints: list) -> list[torch.Tensor]:
+    """colorizer.predict, given hints only where there are some (so an automatic call
+    stays the plain predict(smalls) it always was)."""
+    if any(h is not None for h in hints):
+        return colorizer.predict(smalls, hints)
+    return colorizer.predict(smalls)
 
 
 def _release_cached_memory(device: torch.device) -> None:
