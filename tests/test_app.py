@@ -61,7 +61,7 @@ def test_a_click_colours_the_photo_in_a_real_browser(tmp_path, one_thread):
 
     from gancolor.app import load_app, make_server
 
-    _, ckpt = trained_hints_model(tmp_path / "hints.pt", steps=60)
+    _, ckpt = trained_hints_model(tmp_path / "hints.pt", steps=40)
     height, width = 150, 226  # an odd width: the click must land on the right pixel all the same
     gray = color.float_to_uint8(halves(np.random.default_rng(3), 1, height, width, ab=np.zeros((1, 2, 2))))[0, 0].numpy()
     photo = tmp_path / "gray photo.png"
