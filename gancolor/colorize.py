@@ -21,6 +21,10 @@ Options (key=value; defaults in conf/colorize.yaml):
   progress_bar=true
   temperature=T       model=cic only: annealed-mean temperature (lower: more vivid; 0: the mode)
   use_ema=true        the generators' EMA weights where the checkpoint has them (model.ema_decay); false: raw
+  hints=PATH          a hints model only (experiment=pix2pix_hints): a .json list of
+                      {"x": .., "y": .., "color": "#rrggbb"} in the photo's pixels, or a scribble
+                      .png of its size (non-transparent pixels are hints); for a folder of inputs,
+                      a folder of hint files named like them (a.jpg -> a.json or a.png)
 
 Every file Pillow reads is an input (GIF, JPEG 2000, PPM/PGM, TGA, ...: decided by
 content; an animated one gives its first frame, said once); hidden files and obvious
@@ -114,6 +118,7 @@ class Options:
     progress_bar: bool = True
     temperature: float | None = None
     use_ema: bool = True
+    hints: Path | None = None  # a hints file (one input) or a folder of them, matched by name
 
     @classmethod
     def from_config(cls, cfg) -> "Options":
@@ -142,6 +147,7 @@ class Options:
             progress_bar=bool_option("progress_bar", cfg.progress_bar),
             temperature=temperature_option(cfg.get("temperature")),
             use_ema=bool_option("use_ema", cfg.get("use_ema", True)),
+            hints=None if cfg.get("hints") is None else Path(str(cfg.hints)).expanduser(),
         )
 
 
@@ -152,6 +158,37 @@ def apply_temperature(recipe, temperature: float | None) -> None:
     if not hasattr(recipe, "temperature"):
         raise ConfigError(f"temperature applies to model=cic checkpoints; this one is {recipe.name}")
     recipe.temperature = temperature
+
+
+def check_hints_option(options: Options, jobs: list[Job], recipe) -> None:
+    """hints= names an existing file for one input, or a folder; the model must take hints."""
+    from gancolor.hints import HINT_FILE_SUFFIXES, takes_hints
+
+    if options.hints is None:
+        return
+    if not takes_hints(recipe):
+        raise UserError(f"hints={options.hints}: this checkpoint was trained without hints (train one with experiment=pix2pix_hints)")
+    if options.hints.is_dir():
+        return
+    if not options.hints.is_file():
+        raise UserError(f"hints not found: {options.hints}")
+    if options.hints.suffix.lower() not in HINT_FILE_SUFFIXES:
+        raise UserError(f"hints={options.hints}: a hints file is .json (points) or .png (a scribble)")
+    if len(jobs) != 1:
+        raise UserError(f"hints={options.hints} is one file for {len(jobs)} inputs: give a folder of hint files named like the images")
+
+
+def hints_for(options: Options, src: Path):
+    """The UserHints of input `src` (None: it has none)."""
+    from gancolor.hints import UserHints, hint_file_for
+
+    if options.hints is None:
+        return None
+    if options.hints.is_file():
+        return UserHints.load(options.hints)
+    source = Path(options.input)
+    found = hint_file_for(src, options.hints, source if source.is_dir() else None)
+    return None if found is None else UserHints.load(found)
 
 
 def output_suffix(src: Path, output_ext: str) -> str:
@@ -328,6 +365,7 @@ def run(options: Options, log=None) -> Tally:
     jobs, unsupported = plan(options)
     recipe, ckpt = load_model(run_checkpoint(options.ckpt, log or _say), device, use_ema=options.use_ema)  # a checkpoint, or an ONNX export
     apply_temperature(recipe, options.temperature)
+    check_hints_option(options, jobs, recipe)
     render_size = options.render_size or trained_size(ckpt)
     colorizer = Colorizer(recipe, render_size, device, options.precision)
     try:
@@ -377,7 +415,7 @@ def process(jobs: list[Job], colorizer, options: Options, log=None) -> Tally:
 
     def load(job: Job):
         decoded = load_image(job.src, max_pixels=options.max_pixels)
-        prepared = colorizer.prepare_within_memory(decoded.pixels, decoded.alpha, warn)
+        prepared = colorizer.prepare_within_memory(decoded.pixels, decoded.alpha, warn, hints_for(options, job.src))
         if not options.compare:
             decoded.pixels = None  # the full-res input is not needed again: free it early
         return decoded, prepared
@@ -445,7 +483,9 @@ def process(jobs: list[Job], colorizer, options: Options, log=None) -> Tally:
                 for item in chunk:
                     groups[tuple(item[2].small.shape)].append(item)
                 for items in groups.values():
-                    abs_ = colorizer.predict_within_memory([prepared.small for _, _, prepared in items], warn)
+                    abs_ = colorizer.predict_within_memory(
+                        [prepared.small for _, _, prepared in items], warn, [prepared.hints for _, _, prepared in items]
+                    )
                     for (job, decoded, prepared), ab in zip(items, abs_):
                         if stop.signal is not None:
                             break  # what is written is complete; the rest waits for the next run
@@ -523,7 +563,7 @@ def summary(tally: Tally, output: Path, seconds: float) -> str:
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     cfg = compose_command(
-        "colorize", argv, path_keys=frozenset({"ckpt", "input", "output"}), usage=__doc__ or ""
+        "colorize", argv, path_keys=frozenset({"ckpt", "input", "output", "hints"}), usage=__doc__ or ""
     )
     started = time.perf_counter()
     try:

@@ -6,6 +6,9 @@ little detail, so the ab map is upsampled bilinearly to the original size and jo
 with the ORIGINAL full-resolution lightness. Texture, sharpness and noise of the
 photo are exactly those of the input; only colour is added.
 
+User hints (a hints model, gancolor.hints) are drawn at the small copy's size and
+framed with zeros, not mirrored: a mirrored hint would be a second, false one.
+
 Memory: a 24-megapixel photo is never held as float64, nor as a full float RGB or
 Lab image. L is float32 (4 bytes/px), the upsampled ab float32 (8 bytes/px), the
 result uint8; the colour conversions (gancolor.color, the only colour code) run over
@@ -27,6 +30,7 @@ from gancolor import color
 from gancolor.device import INFERENCE_PRECISIONS, autocast, check_precision
 from gancolor.device import resolve_device as pick_device  # noqa: F401 - colorize and evaluate import it from here
 from gancolor.errors import CheckpointError, ConfigError
+from gancolor.hints import HINT_CHANNELS, HintError, takes_hints
 from gancolor.nets.layers import mirror_pad
 
 # Pixels per strip for the colour conversions. On the CPU, strips whose temporaries
@@ -130,6 +134,7 @@ class Prepared:
     L: torch.Tensor  # (1, 1, H, W) normalised, float32, on the work device
     small: torch.Tensor  # (1, 1, h, w) what the net sees
     alpha: np.ndarray | None
+    hints: torch.Tensor | None = None  # (1, 3, h, w) hint maps at the small size (gancolor.hints)
 
     @property
     def shape(self) -> tuple[int, int]:
@@ -172,7 +177,10 @@ class Colorizer:
 
     # -- stage 1: lightness --------------------------------------------------------
     @torch.no_grad()
-    def prepare(self, pixels: np.ndarray, alpha: np.ndarray | None = None) -> Prepared:
+    def prepare(self, pixels: np.ndarray, alpha: np.ndarray | None = None, hints=None) -> Prepared:
+        """`hints`: a gancolor.hints.UserHints for this image (a hints model only)."""
+        if hints is not None and not self.takes_hints:
+            raise HintError(f"{hints.source}: this checkpoint was trained without hints (model.hints); it cannot take any")
         pixels, alpha = _split_alpha(pixels, alpha)
         L = self.nir_input(pixels) if self.nir else self.lightness(pixels)
         h, w = render_shape(L.shape[-2], L.shape[-1], self.frame.photo_size)
@@ -182,7 +190,8 @@ class Colorizer:
             small = F.interpolate(L, size=(h, w), mode="area")
         else:
             small = F.interpolate(L, size=(h, w), mode="bilinear", align_corners=False)
-        return Prepared(L, small.contiguous(), alpha)
+        maps = None if hints is None else hints.maps(L.shape[-2], L.shape[-1], (h, w), self.device)
+        return Prepared(L, small.contiguous(), alpha, maps)
 
     def lightness(self, pixels: np.ndarray) -> torch.Tensor:
         """Normalised L (1, 1, H, W) float32 of gray (8/16-bit) or RGB uint8 pixels."""
@@ -223,14 +232,22 @@ class Colorizer:
 
     # -- stage 2: the net ------------------------------------------------------------
     @torch.no_grad()
-    def predict(self, smalls: list[torch.Tensor]) -> list[torch.Tensor]:
-        """ab (1, 2, h, w) for each small L; all of them must share one shape."""
+    def predict(self, smalls: list[torch.Tensor], hints: list[torch.Tensor | None] | None = None) -> list[torch.Tensor]:
+        """ab (1, 2, h, w) for each small L; all of them must share one shape. `hints`:
+        each one's hint maps (Prepared.hints) or None, for a hints model."""
         batch = torch.cat([small.to(self.device) for small in smalls])  # some may have been prepared on the CPU
         h, w = batch.shape[-2:]
         (top, bottom), (left, right) = self.frame.padding(h), self.frame.padding(w)
         framed = mirror_pad(batch, top, bottom, left, right)
+        extra = {}
+        if self.takes_hints:
+            maps = torch.cat([
+                m.to(self.device) if m is not None else batch.new_zeros((1, HINT_CHANNELS, h, w))
+                for m in (hints or [None] * len(smalls))
+            ])
+            extra["hints"] = F.pad(maps, (left, right, top, bottom))  # zeros: no hint in the mirrored frame
         with autocast(self.device, self.precision):
-            ab = self.recipe.colorize(framed)
+            ab = self.recipe.colorize(framed, **extra)
         ab = ab[..., top : top + h, left : left + w].float().clamp_(-1.0, 1.0)
         return list(ab.split(1))
 
@@ -256,9 +273,13 @@ class Colorizer:
             out[..., 3] = prepared.alpha
         return out
 
-    def __call__(self, pixels: np.ndarray, alpha: np.ndarray | None = None) -> np.ndarray:
-        prepared = self.prepare(pixels, alpha)
-        return self.finish(prepared, self.predict([prepared.small])[0])
+    def __call__(self, pixels: np.ndarray, alpha: np.ndarray | None = None, hints=None) -> np.ndarray:
+        prepared = self.prepare(pixels, alpha, hints)
+        return self.finish(prepared, self.predict([prepared.small], [prepared.hints])[0])
+
+    @property
+    def takes_hints(self) -> bool:
+        return takes_hints(self.recipe)
 
     def gray(self, prepared: Prepared) -> np.ndarray:
         """What the net was given, as an (H, W, 3) uint8 image (for side-by-side views)."""
@@ -275,30 +296,33 @@ class Colorizer:
         return out
 
     # -- when the device runs out of memory ------------------------------------------
-    def predict_within_memory(self, smalls: list[torch.Tensor], warn) -> list[torch.Tensor | None]:
+    def predict_within_memory(self, smalls: list[torch.Tensor], warn, hints: list | None = None) -> list[torch.Tensor | None]:
         """`predict`, but a batch the device has no memory for is retried in halves, and
         one image that still does not fit is run on the CPU; `warn` says so. None for an
         image that even the CPU has no memory for (the others still get theirs)."""
+        hints = hints or [None] * len(smalls)
         if len(smalls) == 1:
+            cpu_hints = [None if hints[0] is None else hints[0].cpu()]
             try:
                 return self._on_cpu_when_out_of_memory(
-                    "run through the net", lambda: self.predict(smalls), lambda twin: twin.predict([smalls[0].cpu()]), warn
+                    "run through the net", lambda: _predict(self, smalls, hints), lambda twin: _predict(twin, [smalls[0].cpu()], cpu_hints), warn
                 )
             except torch.OutOfMemoryError:
                 return [None]
         try:
-            return self.predict(smalls)
+            return _predict(self, smalls, hints)
         except torch.OutOfMemoryError:
             pass  # retried below, where the failed call's tensors are freed with its traceback
         _release_cached_memory(self.device)
         half = len(smalls) // 2
         warn(f"out of memory on {self.device} for {len(smalls)} images at once: retrying {half} at a time")
-        return self.predict_within_memory(smalls[:half], warn) + self.predict_within_memory(smalls[half:], warn)
+        return self.predict_within_memory(smalls[:half], warn, hints[:half]) + self.predict_within_memory(smalls[half:], warn, hints[half:])
 
-    def prepare_within_memory(self, pixels: np.ndarray, alpha: np.ndarray | None, warn) -> Prepared:
+    def prepare_within_memory(self, pixels: np.ndarray, alpha: np.ndarray | None, warn, hints=None) -> Prepared:
         """`prepare`, on the CPU (said through `warn`) when the device has no memory for it."""
+        extra = {} if hints is None else {"hints": hints}  # (a caller's wrapped prepare may predate hints)
         return self._on_cpu_when_out_of_memory(
-            "prepared", lambda: self.prepare(pixels, alpha), lambda twin: twin.prepare(pixels, alpha), warn
+            "prepared", lambda: self.prepare(pixels, alpha, **extra), lambda twin: twin.prepare(pixels, alpha, **extra), warn
         )
 
     def finish_within_memory(self, prepared: Prepared, ab_small: torch.Tensor, warn) -> np.ndarray:
@@ -308,7 +332,7 @@ class Colorizer:
             return self.cpu_twin().finish(prepared, ab_small.cpu())
 
         def on_cpu(twin: Colorizer) -> np.ndarray:
-            return twin.finish(Prepared(prepared.L.cpu(), prepared.small.cpu(), prepared.alpha), ab_small.cpu())
+            return twin.finish(Prepared(prepared.L.cpu(), prepared.small.cpu(), prepared.alpha, prepared.hints), ab_small.cpu())
 
         return self._on_cpu_when_out_of_memory("finished", lambda: self.finish(prepared, ab_small), on_cpu, warn)
 
@@ -358,6 +382,14 @@ class Colorizer:
             return
         for future in [self._pool.submit(fn, r0, r1) for r0, r1 in spans]:
             future.result()  # re-raises a worker's exception here
+
+
+def _predict(colorizer: Colorizer, smalls: list[torch.Tensor], hints: list) -> list[torch.Tensor]:
+    """colorizer.predict, given hints only where there are some (so an automatic call
+    stays the plain predict(smalls) it always was)."""
+    if any(h is not None for h in hints):
+        return colorizer.predict(smalls, hints)
+    return colorizer.predict(smalls)
 
 
 def _release_cached_memory(device: torch.device) -> None:

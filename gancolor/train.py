@@ -23,7 +23,7 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
 
-from gancolor import distributed
+from gancolor import distributed, hints
 from gancolor.build import build
 from gancolor.errors import UserError, fail
 from gancolor.faults import KeepLogging
@@ -89,6 +89,7 @@ def train(cfg: DictConfig) -> float | None:
         warn_if_gpu_preset_on_cpu(trainer.device)
         data = build(cfg.data, "data")
         recipe = recipe_for_run(cfg, resume)
+        hints.connect(recipe, data)  # model.hints: the training batches carry simulated hints
         trainer.check_phases(recipe)  # a phase the recipe lacks fails before any work
         check_input_kind(recipe, data)  # NIR data with a gray recipe, or the reverse
         data.setup()  # finds and checks the images: a bad folder fails here, not mid-run

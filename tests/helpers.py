@@ -182,3 +182,45 @@ def phase_steps(recipe, phase: str):
         return getattr(recipe, f"{phase}_steps")()
     except (NotImplementedError, ConfigError):
         return None
+
+
+# -- user hints (gancolor.hints) ----------------------------------------------------------------
+HINTS_SIZE = 16
+TINY_HINTS = ("experiment=pix2pix_hints", f"data.image_size={HINTS_SIZE}", "generator.ngf=8", "generator.use_dropout=false",
+              "generator.norm=instance", "discriminator.ndf=8", "logger=none")
+
+
+def halves(rng: np.random.Generator, n: int, height: int, width: int, ab: np.ndarray | None = None) -> torch.Tensor:
+    """sRGB (n, 3, H, W): left half L 45, right half L 70, each of one random (or given:
+    (n, 2 channels, 2 halves)) ab. Their colours cannot be told from their lightness:
+    only hints can tell a net what they are."""
+    from kornia.color import lab_to_rgb
+
+    ab = rng.uniform(-45, 45, (n, 2, 2)) if ab is None else ab
+    lab = np.zeros((n, 3, height, width), np.float32)
+    lab[:, 0, :, : width // 2], lab[:, 0, :, width // 2 :] = 45.0, 70.0
+    lab[:, 1:, :, : width // 2] = ab[:, :, 0, None, None]
+    lab[:, 1:, :, width // 2 :] = ab[:, :, 1, None, None]
+    return lab_to_rgb(torch.from_numpy(lab)).clamp(0, 1)
+
+
+def trained_hints_model(path: Path, steps: int = 80):
+    """A tiny hints pix2pix G trained in-process on `halves` with simulated hints (a few
+    seconds on one core), and its checkpoint at `path`: (recipe, path)."""
+    from gancolor.hints import hint_maps
+
+    cfg = compose(*TINY_HINTS)
+    torch.manual_seed(0)
+    recipe = build_recipe(cfg)
+    optimizer = torch.optim.Adam(recipe.generator.parameters(), lr=3e-3, betas=(0.5, 0.999))
+    rng = np.random.default_rng(0)
+    recipe.train()
+    for _ in range(steps):
+        L, ab = color.rgb_to_lab_normalized(halves(rng, 8, HINTS_SIZE, HINTS_SIZE))
+        plans = torch.from_numpy(np.stack([recipe.hints.draw(rng, HINTS_SIZE, HINTS_SIZE) for _ in range(8)]))
+        loss, _ = recipe.generator_pixel_step({"L": L, "ab": ab, "hints": hint_maps(ab, plans)}, {})
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+    recipe.eval()
+    return recipe, save_checkpoint(path, cfg, recipe)

@@ -36,6 +36,7 @@ from gancolor.data.sampling import EpochSampler
 from gancolor.data.scan import ScanResult, scan_color_images
 from gancolor.data.transforms import PAIRED_TARGET, eval_transform, train_transform
 from gancolor.errors import ConfigError, DataError
+from gancolor.hints import HintPlanDataset, hint_maps
 
 log = logging.getLogger("gancolor.data")
 
@@ -155,7 +156,7 @@ class FolderDataModule:
         (seed, epoch) only (see EpochSampler): call `loader.sampler.set_epoch(epoch,
         start)` before each epoch. Under DDP each rank gets a disjoint shard.
         """
-        dataset = self._datasets()[0]
+        dataset = self._with_hint_plans(self._datasets()[0])
         sampler = EpochSampler(len(dataset), self.seed, self.repeats, rank=rank, world_size=world_size)
         return DataLoader(
             dataset,
@@ -170,7 +171,21 @@ class FolderDataModule:
     def device_batch(self, batch: dict[str, Any], device: torch.device | str) -> dict[str, torch.Tensor]:
         """A collated training batch -> what a recipe's steps receive, on the device."""
         L, ab = lab_batch(batch, device)
-        return {"L": L, "ab": ab}
+        out = {"L": L, "ab": ab}
+        if "hint_plan" in batch:
+            out["hints"] = hint_maps(ab, batch["hint_plan"])
+        return out
+
+    # -- user hints (model.hints) ---------------------------------------------------
+
+    def simulate_hints(self, simulation) -> None:
+        """Training batches carry hint plans drawn by `simulation` (gancolor.hints), and
+        `device_batch` turns them into hint maps ("hints") from the batch's own ab."""
+        self._hint_simulation = simulation
+
+    def _with_hint_plans(self, dataset):
+        simulation = getattr(self, "_hint_simulation", None)
+        return dataset if simulation is None else HintPlanDataset(dataset, simulation)
 
     def val_loader(self) -> DataLoader:
         """Center-cropped batches in a fixed order (every image, last batch may be short)."""

@@ -22,6 +22,10 @@ Optional, by config (loss.lambda_gan > 0): an adversarial term on the decoded co
 A PatchGAN D sees (L, ab) with ab the (differentiable) annealed mean of Z^, and G adds
 lambda_gan times the non-saturating GAN loss to L_cl, as in pix2pix. With lambda_gan
 0 there is no D at all: every phase is the cross-entropy step alone.
+
+With model.hints the net sees L, hint colours and their mask (Zhang et al. 2017, whose
+user-guided network is this recipe's successor: gancolor.hints); D, when there is one,
+still judges (L, ab).
 """
 
 from __future__ import annotations
@@ -35,7 +39,7 @@ import torch
 from omegaconf import DictConfig, ListConfig, OmegaConf
 from torch import nn
 
-from gancolor import color
+from gancolor import color, hints as user_hints
 from gancolor.augment import discriminator_augment
 from gancolor.checkpoint import atomic_save
 from gancolor.errors import ConfigError
@@ -77,9 +81,11 @@ class CIC(Recipe):
         d_beta1: float = 0.5,
         d_beta2: float = 0.999,
         prior_max_images: int | None = None,
+        hints=None,
     ) -> None:
         super().__init__()
         self.name = name
+        self.hints = user_hints.HintSimulation.from_config(hints)  # None: the net sees L alone
         centres = bins_from_setting(bins)
         self.num_bins = centres.shape[0]
         # Buffers, so checkpoints carry the classes and the prior with the weights.
@@ -108,7 +114,10 @@ class CIC(Recipe):
 
         if isinstance(generator, nn.Module) or not callable(generator):
             raise ConfigError("generator: cic sizes its net to the Q bins; set generator._partial_=true (conf/model/cic.yaml does)")
-        self.generator = generator(in_channels=1, out_channels=self.num_bins)
+        in_channels = 1 if self.hints is None else 1 + user_hints.HINT_CHANNELS
+        self.generator = generator(in_channels=in_channels, out_channels=self.num_bins)
+        if self.hints is not None:
+            user_hints.zero_hint_weights(self.generator)
 
         self.discriminator: nn.Module | None = None
         if self.lambda_gan > 0:
@@ -184,8 +193,14 @@ class CIC(Recipe):
         return rebalanced_cross_entropy(logits, indices, weights, pixel_weights)
 
     def classification_step(self, batch: dict, state: dict):
-        loss = self.classification_loss(self.generator(batch["L"]), batch["ab"])
+        loss = self.classification_loss(self.generator(self.generator_input(batch)), batch["ab"])
         return loss, {"loss": loss.detach(), "ce": loss.detach()}
+
+    def generator_input(self, batch: dict) -> torch.Tensor:
+        """L, or with model.hints L + the batch's hint maps (none: an empty mask)."""
+        if self.hints is None:
+            return batch["L"]
+        return user_hints.generator_input(batch["L"], batch.get("hints"))
 
     def decode_soft(self, logits: torch.Tensor) -> torch.Tensor:
         """The differentiable ab a discriminator judges: the annealed mean."""
@@ -210,7 +225,7 @@ class CIC(Recipe):
 
     def discriminator_step(self, batch: dict, state: dict):
         L, real_ab = batch["L"], batch["ab"]
-        state["logits"] = logits = self.generator(L)
+        state["logits"] = logits = self.generator(self.generator_input(batch))
         state["fake_ab"] = fake_ab = self.decode_soft(logits)
         return conditional_discriminator_loss(self.discriminator, self.gan_loss, L, real_ab, fake_ab, self.d_augment)
 
@@ -225,9 +240,14 @@ class CIC(Recipe):
 
     # -- inference ----------------------------------------------------------------------
     @torch.no_grad()
-    def colorize(self, L: torch.Tensor) -> torch.Tensor:
-        """Annealed mean at `self.temperature` (0.38 by default; <= 0 gives the mode)."""
-        return color.annealed_mean(self.generator(L), self.bins, self.temperature)
+    def colorize(self, L: torch.Tensor, hints: torch.Tensor | None = None) -> torch.Tensor:
+        """Annealed mean at `self.temperature` (0.38 by default; <= 0 gives the mode);
+        `hints` (N, 3, H, W) maps for a hints model (gancolor.hints)."""
+        if self.hints is None:
+            if hints is not None:
+                raise ConfigError("this model was trained without hints (model.hints); it cannot take any")
+            return color.annealed_mean(self.generator(L), self.bins, self.temperature)
+        return color.annealed_mean(self.generator(user_hints.generator_input(L, hints)), self.bins, self.temperature)
 
     def generator_modules(self) -> list[nn.Module]:
         return [self.generator]

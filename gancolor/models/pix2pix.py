@@ -16,6 +16,12 @@ sRGB in [-1, 1]), so G has 3 output channels and D sees 1 + 3.
 Before the adversarial phase, the trainer may run pretrain_epochs of G alone on a
 pixel loss (DeOldify's NoGAN, Antic 2019: a pretrained G keeps early GAN training from
 collapsing).
+
+With model.hints (Zhang et al. 2017, user-guided colourisation; gancolor.hints), G
+sees L, a map of hint colours and their mask (4 channels) and training shows it
+simulated hints; D is unchanged and still judges (L, ab): the paper's network has no
+discriminator, so conditioning D on the hints would be our invention. A hints model
+given no hint colourises automatically.
 """
 
 from __future__ import annotations
@@ -24,7 +30,7 @@ import torch
 from omegaconf import DictConfig
 from torch import nn
 
-from gancolor import color
+from gancolor import color, hints as user_hints
 from gancolor.augment import discriminator_augment
 from gancolor.errors import ConfigError
 from gancolor.losses import GANLoss, PerceptualLoss, colorfulness_loss, conditional_discriminator_loss, pixel_loss
@@ -48,6 +54,7 @@ class Pix2Pix(Recipe):
         d_lr_mult: float = 1.0,
         weight_decay: float = 0.0,
         target: str = "ab",
+        hints=None,
     ) -> None:
         super().__init__()
         self.name = name
@@ -56,6 +63,12 @@ class Pix2Pix(Recipe):
         self.target = target
         self.input_kind = "gray" if target == "ab" else "nir"
         _check_discriminator_channels(discriminator, 1 + TARGETS[target], target)
+        self.hints = user_hints.HintSimulation.from_config(hints)  # None: G sees L alone
+        if self.hints is not None:
+            if target != "ab":
+                raise ConfigError(f"model.hints needs model.target=ab (hints are colour points on a gray photo), got {target}")
+            user_hints.check_hint_generator(generator)
+            user_hints.zero_hint_weights(generator)
         self.generator = generator
         self.discriminator = discriminator
         self.gan_loss = GANLoss(loss["gan_mode"])
@@ -98,9 +111,15 @@ class Pix2Pix(Recipe):
     def pretrain_steps(self) -> list[Step]:
         return [Step("G", self.generator_pixel_step, optimizer="G")]
 
+    def generator_input(self, x: torch.Tensor, hints: torch.Tensor | None) -> torch.Tensor:
+        """x (L or NIR), or with model.hints L + the hint maps (none: an empty mask)."""
+        if self.hints is None:
+            return x
+        return user_hints.generator_input(x, hints)
+
     def generator_pixel_step(self, batch: dict, state: dict):
         x, y = self.pair(batch, state)
-        fake = self.generate(x)
+        fake = self.generate(x, batch.get("hints"))
         loss = self.pixel_loss(fake.float(), y)
         return loss, {"pixel": loss.detach()}
 
@@ -113,8 +132,8 @@ class Pix2Pix(Recipe):
             state["pair"] = (batch["nir"], color.encode(batch["rgb"], self.target))
         return state["pair"]
 
-    def generate(self, x: torch.Tensor) -> torch.Tensor:
-        out = self.generator(x)
+    def generate(self, x: torch.Tensor, hints: torch.Tensor | None = None) -> torch.Tensor:
+        out = self.generator(self.generator_input(x, hints))
         if out.shape[1] != TARGETS[self.target]:
             raise ConfigError(
                 f"the generator gives {out.shape[1]} channels, model.target={self.target} needs {TARGETS[self.target]}: "
@@ -139,7 +158,7 @@ class Pix2Pix(Recipe):
 
     def discriminator_step(self, batch: dict, state: dict):
         L, real_ab = self.pair(batch, state)  # (NIR, Lab / RGB) with model.target=lab / rgb
-        state["fake_ab"] = fake_ab = self.generate(L)  # reused by the G step
+        state["fake_ab"] = fake_ab = self.generate(L, batch.get("hints"))  # reused by the G step
         return conditional_discriminator_loss(self.discriminator, self.gan_loss, L, real_ab, fake_ab, self.d_augment)
 
     def generator_step(self, batch: dict, state: dict):
@@ -165,9 +184,12 @@ class Pix2Pix(Recipe):
 
     # -- inference --------------------------------------------------------------------
     @torch.no_grad()
-    def colorize(self, L: torch.Tensor) -> torch.Tensor:
-        """ab of normalised L; with model.target=lab / rgb, the colour image of an NIR input."""
-        return self.generator(L)
+    def colorize(self, L: torch.Tensor, hints: torch.Tensor | None = None) -> torch.Tensor:
+        """ab of normalised L; with model.target=lab / rgb, the colour image of an NIR input;
+        `hints` (N, 3, H, W) maps (gancolor.hints) for a hints model."""
+        if self.hints is None and hints is not None:
+            raise ConfigError("this model was trained without hints (model.hints); it cannot take any")
+        return self.generator(self.generator_input(L, hints))
 
     def generator_modules(self) -> list[nn.Module]:
         return [self.generator]
