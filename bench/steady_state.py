@@ -139,6 +139,7 @@ def gancolor_case(name: str, overrides: list[str], args) -> dict:
         "repeats": len(per_step), "steps_per_repeat": args.steps, "cut_short": cut_short,
         "step_ms_median": median * 1e3, "step_ms_spread": (max(per_step) - min(per_step)) * 1e3,
         "steps_per_sec": 1 / median, "images_per_sec": batch_size / median,
+        "step_ms_repeats": [round(t * 1e3, 2) for t in per_step],
     }
     if device.type == "cuda":
         row["peak_memory_mb"] = torch.cuda.max_memory_allocated(device) / 2**20
@@ -208,6 +209,7 @@ def reference_case(ref: Path, args) -> dict:
         "warmup_steps": args.warmup, "repeats": len(per_step), "steps_per_repeat": args.steps, "wall_s": wall,
         "step_ms_median": median * 1e3, "step_ms_spread": (max(per_step) - min(per_step)) * 1e3,
         "steps_per_sec": 1 / median, "images_per_sec": 1 / median,
+        "step_ms_repeats": [round(t * 1e3, 2) for t in per_step],
     }
 
 
