@@ -140,11 +140,27 @@ class WrappedNets:
                 if sync_batchnorm:
                     net = nn.SyncBatchNorm.convert_sync_batchnorm(net)
                 ids = [device.index] if device.type == "cuda" else None
-                self.wrappers[name] = DDP(net, device_ids=ids, find_unused_parameters=find_unused_parameters)
+                self.wrappers[name] = DDP(
+                    net, device_ids=ids, find_unused_parameters=find_unused_parameters,
+                    # Gradients live in the communication buckets: no copy in, none out.
+                    gradient_as_bucket_view=True,
+                    # Only nets with buffers (BatchNorm running statistics) need rank 0's
+                    # copied to the others before each forward; the rest skip a broadcast.
+                    broadcast_buffers=any(True for _ in net.buffers()),
+                )
                 setattr(self.recipe, name, self.wrappers[name])
         finally:
             for p, flag in flags.items():
                 p.requires_grad_(flag)
+
+    def compile(self, mode: str, eager: Iterable[str] = ()) -> None:
+        """torch.compile, in place, every trainable net but the `eager` ones: the DDP
+        wrappers once `wrap` made them (dynamo then splits the graph at DDP's buckets, so
+        gradients are all-reduced while the backward pass goes on), else the nets.
+        In place, parameter names, checkpoints and freezing by attribute are unchanged."""
+        for name, net in self.recipe.named_children():
+            if name not in eager and any(True for _ in net.parameters()):
+                net.compile(mode=mode)
 
     def plain(self, name: str) -> nn.Module:
         """The recipe's net `name` itself, out of its DDP wrapper if it has one."""

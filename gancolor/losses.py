@@ -61,19 +61,27 @@ class GANLoss(nn.Module):
         return F.relu(1.0 - pred).mean() if target_is_real else F.relu(1.0 + pred).mean()
 
 
-def gradient_penalty(critic, real: torch.Tensor, fake: torch.Tensor) -> torch.Tensor:
+def gradient_penalty(critic, real: torch.Tensor, fake: torch.Tensor, loss_scale: float | torch.Tensor | None = None) -> torch.Tensor:
     """WGAN-GP (Gulrajani et al. 2017, eq. 3): E[(||grad_x^ D(x^)||_2 - 1)^2], where
     x^ = a * real + (1 - a) * fake with a ~ U(0, 1) drawn per sample.
 
     `critic` maps images to raw scores (any shape; summed per sample, so a patch critic
     is penalised on the gradient of its total score). The graph is kept
     (create_graph) so the penalty trains the critic. `fake` is detached here.
+
+    `loss_scale`: under fp16 autocast, the GradScaler's current scale. The inner
+    backward through the critic then starts from each score at the magnitude the
+    scaler's own backward gives a mean loss over those scores (scale / their number),
+    so small gradients do not flush to zero in fp16; the gradient is unscaled (in
+    float32) before its norm. An overflow gives an inf penalty, and the scaler skips the
+    step and lowers its scale, as for any other inf gradient.
     """
     alpha = torch.rand(real.shape[0], *([1] * (real.dim() - 1)), device=real.device, dtype=real.dtype)
     mixed = (alpha * real.detach() + (1.0 - alpha) * fake.detach()).requires_grad_(True)
     scores = critic(mixed)
-    (grad,) = torch.autograd.grad(scores.float().sum(), mixed, create_graph=True)
-    norms = grad.float().flatten(1).norm(2, dim=1)
+    scale = 1.0 if loss_scale is None else loss_scale / scores.numel()
+    (grad,) = torch.autograd.grad(scores.float().sum() * scale, mixed, create_graph=True)
+    norms = (grad.float() / scale).flatten(1).norm(2, dim=1)
     return ((norms - 1.0) ** 2).mean()
 
 

@@ -36,6 +36,7 @@ RESUME_ALLOWED = (
     "trainer.save_every_n_steps",
     "trainer.keep_last",
     "data.num_workers",
+    "data.prefetch_factor",
     "logger",
     "hydra",
 )

@@ -64,9 +64,15 @@ class StopRequest:
             self.abort_pending = False
             raise KeyboardInterrupt
 
-    def requested(self, device: torch.device) -> bool:
+    def requested(self, device: torch.device, vote: bool = True) -> bool:
         """A signal reached this process or, under DDP, any rank (they may get it at
-        different steps): every rank votes, and all stop at this step."""
+        different steps): every rank votes, and all stop at this step. Under DDP only
+        a `vote` asks the others (an all-reduce the host waits for, so the trainer
+        votes at log steps); between votes no rank stops alone."""
+        if not distributed.active():
+            return self.signal is not None
+        if not vote:
+            return False
         if distributed.any_rank(self.signal is not None, device) and self.signal is None:
             self.signal = signal.SIGTERM
         return self.signal is not None

@@ -128,6 +128,9 @@ class Trainer:
         if self.device.type == "cuda":
             # Fixed training shapes: let cuDNN pick its fastest kernels once.
             torch.backends.cudnn.benchmark = bool(cudnn_benchmark)
+            # What still runs in float32 (all of precision=32, the parts autocast keeps in
+            # fp32) may use TF32 tensor cores: GAN training does not need fp32's last bits.
+            torch.set_float32_matmul_precision("high")
         # Where training stands; all of it goes into every checkpoint.
         self.global_step = 0
         self.epoch = 0
@@ -135,6 +138,7 @@ class Trainer:
         self.best: float | None = None
         self.log_sums: dict[str, torch.Tensor] = {}
         self.log_counts: dict[str, int] = {}  # per key: a step with every > 1 logs less often
+        self.data_wait = 0.0  # seconds the host waited for batches since the last log step
         self.stop = StopRequest()
         self.nonfinite = NonFiniteWatch()
         self.skipped_in_a_row: dict[str, int] = {}  # on_nonfinite=skip_step, per step name
@@ -189,13 +193,26 @@ class Trainer:
         if self.channels_last:
             recipe.to(memory_format=torch.channels_last)
         self.setup_ema(recipe)  # before compiling: the averaged copies stay plain modules
-        if self.compile:
-            # In place (nn.Module.compile): parameter names, checkpoints and the freezing
-            # of nets by attribute stay exactly as without compilation.
-            for net in recipe.children():
-                if any(True for _ in net.parameters()):
-                    net.compile(mode=self.compile_mode)
         self.nets = distributed.WrappedNets(recipe)
+        if self.compile and not self.ddp:
+            # In place (nn.Module.compile): parameter names, checkpoints and the freezing
+            # of nets by attribute stay exactly as without compilation. Under DDP the
+            # wrappers are compiled instead (in `fit`), so gradients still travel while
+            # the backward pass runs.
+            self.nets.compile(self.compile_mode, self.eager_nets(recipe))
+        self.optimizers_setup(recipe)
+
+    def eager_nets(self, recipe: Recipe) -> tuple[str, ...]:
+        """The nets torch.compile must leave alone: those a step differentiates twice (a
+        gradient penalty's create_graph), which compiled graphs cannot do."""
+        eager = tuple(recipe.double_backward_nets())
+        if eager and self.compile and self.is_main:
+            log.info("trainer.compile: %s stays uncompiled (its gradient penalty needs a double backward, "
+                     "which torch.compile does not support)", ", ".join(eager))
+        return eager
+
+    def optimizers_setup(self, recipe: Recipe) -> None:
+        """Optimisers, LR schedules, the GradScaler, which optimisers move an EMA'd net."""
         self.optimizers = recipe.configure_optimizers()
         self.schedulers = {name: self.lr_policy.scheduler(opt) for name, opt in self.optimizers.items()}
         self.scaler = torch.amp.GradScaler(self.device.type, enabled=self.precision == "16-mixed")
@@ -250,6 +267,8 @@ class Trainer:
             # A net with frozen parts (freeze_epochs) has parameters without gradients in
             # some steps, which DDP only tolerates when it looks for them.
             self.nets.wrap(self.device, self.sync_batchnorm, self.find_unused_parameters or bool(self.freeze_epochs))
+            if self.compile:
+                self.nets.compile(self.compile_mode, self.eager_nets(recipe))
         log.info(
             "training %s on %s (%s precision): %d train / %d val images, %d steps per epoch, run folder %s%s%s",
             recipe.name, self.device, self.precision, data.train_size, data.val_size, len(train_loader), self.run_dir,
@@ -346,7 +365,7 @@ class Trainer:
         recipe.train()
         steps = self.steps_for(phase)
         total = self.batch_in_epoch + len(loader)
-        images, tick = 0, time.perf_counter()
+        images, tick, self.data_wait = 0, time.perf_counter(), 0.0
         # A loader without a torch.Generator of its own draws a seed from torch's global RNG
         # as its iteration starts: at the epoch's start in one run, mid-epoch in a resumed
         # one. Kept out of the training's random stream, the two stay identical.
@@ -355,7 +374,7 @@ class Trainer:
         bar = tqdm(batches, desc=f"{phase} {epoch + 1}/{self.max_epochs}", initial=self.batch_in_epoch, total=total,
                    disable=not self.progress_bar, leave=False, dynamic_ncols=True)
         try:
-            for raw in bar:
+            for raw in self.timed(bar):
                 batch = self.data.device_batch(raw, self.device)
                 if self.channels_last:
                     batch = {k: v.contiguous(memory_format=torch.channels_last) if v.dim() == 4 else v for k, v in batch.items()}
@@ -366,11 +385,15 @@ class Trainer:
                 images += len(raw["path"])
                 self.global_step += 1
                 self.batch_in_epoch += 1
-                if self.global_step % self.log_every_n_steps == 0:
-                    means = self.flush_logs(epoch, phase, images / max(time.perf_counter() - tick, 1e-9))
+                log_step = self.global_step % self.log_every_n_steps == 0
+                if log_step:
+                    means = self.flush_logs(epoch, phase, images, tick)
                     bar.set_postfix({k.split("/", 1)[1]: f"{v:.3g}" for k, v in means.items() if k.startswith("train/")})
-                    images, tick = 0, time.perf_counter()
-                if self.stop_requested():
+                    images, tick, self.data_wait = 0, time.perf_counter(), 0.0
+                # Under DDP the ranks vote on stopping at log steps only (a vote is an
+                # all-reduce the host waits for): a signal is acted on within
+                # trainer.log_every_n_steps steps, on every rank at the same one.
+                if self.stop_requested(vote=log_step):
                     return False
                 if self.reached_max_steps():
                     return self.batch_in_epoch == total
@@ -388,8 +411,27 @@ class Trainer:
             bar.close()
         return not self.stop_requested()
 
+    def timed(self, batches):
+        """The batches, adding the time the host waits for each to `self.data_wait`
+        (host clocks only: no device sync)."""
+        batches = iter(batches)
+        while True:
+            start = time.perf_counter()
+            try:
+                raw = next(batches)
+            except StopIteration:
+                return
+            self.data_wait += time.perf_counter() - start
+            yield raw
+
+    def loss_scale(self):
+        """The GradScaler's scale under fp16 (a device tensor once it has one: reading it
+        would sync), for steps that differentiate twice (StarGAN's gradient penalty)."""
+        scale = self.scaler._get_scale_async()
+        return self.scaler.get_scale() if scale is None else scale  # before the first step: the initial float
+
     def train_iteration(self, steps: list[Step], batch: dict, iteration: int) -> dict[str, torch.Tensor]:
-        state: dict = {}
+        state: dict = {"loss_scale": self.loss_scale()} if self.scaler.is_enabled() else {}
         logs: dict[str, torch.Tensor] = {}
         for step in steps:
             if (iteration + 1) % step.every:
@@ -463,12 +505,19 @@ class Trainer:
             self.log_sums[key] = self.log_sums[key] + value if key in self.log_sums else value.clone()
             self.log_counts[key] = self.log_counts.get(key, 0) + 1
 
-    def flush_logs(self, epoch: int, phase: str, images_per_sec: float) -> dict[str, float]:
+    def flush_logs(self, epoch: int, phase: str, images: int, tick: float) -> dict[str, float]:
+        """Log the means since the last log step, and the speed: `images` trained on since
+        `tick`, timed once the device has finished them (the loss read-back waits for
+        it), and train/data_wait, the share of that time the host waited for batches."""
         self.check_finite()  # the host syncs here anyway
         means = {f"train/{k}": float(v) / self.log_counts[k] for k, v in self.log_sums.items()}  # the one sync
+        if self.device.type == "cuda":  # the same sync, should no loss have been read
+            torch.cuda.synchronize(self.device)
+        elapsed = max(time.perf_counter() - tick, 1e-9)
         means.update({f"lr/{k}": opt.param_groups[0]["lr"] for k, opt in self.optimizers.items()})
         # Epochs are numbered from 1 in logs, as in train.log and samples/epoch_NNNN.png.
-        means.update({"train/images_per_sec": images_per_sec, "epoch": epoch + 1, "phase": PHASES.index(phase)})
+        means.update({"train/images_per_sec": images / elapsed, "train/data_wait": min(self.data_wait / elapsed, 1.0),
+                      "epoch": epoch + 1, "phase": PHASES.index(phase)})
         self.logger.log_metrics(means, step=self.global_step)
         self.log_sums, self.log_counts = {}, {}
         return means
@@ -519,8 +568,8 @@ class Trainer:
     def holding(self, names):
         return self.nets.holding(names)
 
-    def stop_requested(self) -> bool:
-        return self.stop.requested(self.device)
+    def stop_requested(self, vote: bool = True) -> bool:
+        return self.stop.requested(self.device, vote)
 
     @property
     def stop_signal(self) -> int | None:

@@ -68,7 +68,10 @@ def read_metrics(run: Path) -> list[dict]:
 
 def strip_speed(rows: list[dict]) -> list[dict]:
     """Everything a run logs except wall-clock speed, which no two runs share."""
-    return [{k: v for k, v in r.items() if k != "train/images_per_sec"} for r in rows]
+    return [{k: v for k, v in r.items() if k not in SPEED_KEYS} for r in rows]
+
+
+SPEED_KEYS = ("train/images_per_sec", "train/data_wait")  # wall-clock figures
 
 
 # -- configs and checkpoints ------------------------------------------------------------------

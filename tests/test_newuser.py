@@ -40,8 +40,8 @@ def test_a_text_file_given_as_a_checkpoint_is_named_as_not_one(tmp_path):
 @pytest.mark.parametrize(
     "overrides, expected",
     [
-        (["data.root=/photos"], "data.root needs data=folder (or aligned, unpaired, domains, attributes)"),
-        (["+data.root=/photos"], "data.root needs data=folder (or aligned, unpaired, domains, attributes)"),
+        (["data.root=/photos"], "data.root needs data=folder (or aligned, unpaired, domains, nir, attributes)"),
+        (["+data.root=/photos"], "data.root needs data=folder (or aligned, unpaired, domains, nir, attributes)"),
         (["+trainer.max_epoch=3"], "unknown key trainer.max_epoch: did you mean trainer.max_epochs?"),
         (["trainer.max_epoch=3"], "unknown key trainer.max_epoch: did you mean trainer.max_epochs?"),
         (["trainer.batch_size=8"], "unknown key trainer.batch_size: did you mean data.batch_size?"),

@@ -122,6 +122,6 @@ def test_log_means_count_each_key_on_its_own():
     trainer.optimizers, trainer.logger = {}, Capture()
     trainer.accumulate({"D/loss": torch.tensor(1.0), "G/loss": torch.tensor(4.0)})
     trainer.accumulate({"D/loss": torch.tensor(3.0)})  # G ran every other iteration only
-    means = trainer.flush_logs(epoch=0, phase="adversarial", images_per_sec=1.0)
+    means = trainer.flush_logs(epoch=0, phase="adversarial", images=2, tick=0.0)
     assert means["train/D/loss"] == 2.0 and means["train/G/loss"] == 4.0
     assert trainer.log_sums == {} and trainer.log_counts == {}

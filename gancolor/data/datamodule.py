@@ -18,6 +18,7 @@ folder is scanned on first use, in `setup()`. Batches are dicts of uint8 tensors
 from __future__ import annotations
 
 import logging
+import math
 import os
 import random
 import tempfile
@@ -71,6 +72,34 @@ def seed_worker(worker_id: int) -> None:
     reseed = getattr(info.dataset, "reseed", None) if info is not None else None
     if reseed is not None:
         reseed(seed)
+    # The loader's processes are the parallelism: OpenCV's own thread pool (albumentations'
+    # resizes) in each of them would only oversubscribe the cores.
+    import cv2
+
+    cv2.setNumThreads(0)
+
+
+# data.num_workers=auto: one core stays with the training process, and past 8 workers a
+# JPEG pipeline at 256 px outruns one GPU anyway.
+MAX_AUTO_WORKERS = 8
+
+
+def available_cores() -> int:
+    """The cores this process may run on (its affinity mask: taskset, a cluster's cgroup)."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not on Linux
+        return os.cpu_count() or 1
+
+
+def resolve_num_workers(value: int | str) -> int:
+    """data.num_workers: a count, or "auto" (cores - 1, at most MAX_AUTO_WORKERS)."""
+    if str(value) == "auto":
+        return max(0, min(available_cores() - 1, MAX_AUTO_WORKERS))
+    try:
+        return int(value)
+    except (TypeError, ValueError):
+        raise ConfigError(f"data.num_workers: must be a number or auto, got {value!r}") from None
 
 
 class FolderDataModule:
@@ -92,7 +121,7 @@ class FolderDataModule:
         root: str | os.PathLike[str],
         image_size: int = 256,
         batch_size: int = 4,
-        num_workers: int = 2,
+        num_workers: int | str = 2,
         val_fraction: float = 0.1,
         seed: int = 0,
         scale_min: float = 0.5,
@@ -100,7 +129,13 @@ class FolderDataModule:
         repeats: int = 1,
         resize_to: int | None = None,
         max_unreadable_share: float = DEFAULT_MAX_UNREADABLE_SHARE,
+        prefetch_factor: int = 4,
     ) -> None:
+        num_workers = resolve_num_workers(num_workers)
+        if int(prefetch_factor) < 1:
+            raise ConfigError(f"data.prefetch_factor: must be at least 1, got {prefetch_factor}")
+        # Batches each worker prepares ahead: enough to ride out a slow (large) photo.
+        self.prefetch_factor = int(prefetch_factor)
         _check_options(image_size, batch_size, num_workers, val_fraction, scale_min, max_images)
         if not 0.0 <= float(max_unreadable_share) <= 1.0:
             raise ConfigError(f"data.max_unreadable_share: must be in [0, 1], got {max_unreadable_share}")
@@ -205,6 +240,8 @@ class FolderDataModule:
         assert self._train is not None and self._val is not None
         for dataset in (self._train, self._val):  # every family's datasets, however built
             dataset.set_max_unreadable_share(self.max_unreadable_share)
+            if hasattr(dataset, "set_decode_min_side"):
+                dataset.set_decode_min_side(self.decode_min_side())
         return self._train, self._val
 
     def _loader_options(self) -> dict[str, Any]:
@@ -218,7 +255,15 @@ class FolderDataModule:
             "pin_memory": torch.cuda.is_available(),
             "persistent_workers": workers > 0,
             "worker_init_fn": seed_worker if workers > 0 else None,
+            **({"prefetch_factor": self.prefetch_factor} if workers > 0 else {}),
         }
+
+    def decode_min_side(self) -> int:
+        """The short side a photo needs so that no crop of it is upsampled: the smallest
+        random crop (scale_min of the area, aspect 3:4) covers image_size, or the whole
+        image is first resized to resize_to. Larger JPEGs are decoded reduced to it."""
+        crop = self.image_size / math.sqrt(self.scale_min * 0.75)
+        return math.ceil(max(crop, self.resize_to or 0))
 
     def _resolved_root(self) -> Path:
         root = Path(os.path.expanduser(os.fspath(self.root))).absolute()

@@ -108,6 +108,12 @@ class _SkippingDataset(Dataset):
     def set_max_unreadable_share(self, share: float) -> None:
         self.max_unreadable_share = share
 
+    # Large JPEGs are decoded reduced (libjpeg's draft mode) down to this short side.
+    decode_min_side: int | None = None
+
+    def set_decode_min_side(self, side: int | None) -> None:
+        self.decode_min_side = side
+
     def reseed(self, seed: int) -> None:
         """Seed the augmentation's own random state (albumentations ignores numpy's)."""
         set_seed = getattr(self.transform, "set_random_seed", None)
@@ -122,7 +128,7 @@ class ColorImageDataset(_SkippingDataset):
     """Colour photos -> {"rgb": uint8 (3, H, W), "path": str}."""
 
     def _item(self, path: str) -> dict[str, Any]:
-        rgb = load_rgb(path)
+        rgb = load_rgb(path, min_side=self.decode_min_side)
         if self.transform is not None:
             rgb = self.transform(image=rgb)["image"]
         return {"rgb": hwc_to_chw(rgb), "path": path}
@@ -213,6 +219,10 @@ class UnpairedDataset(Dataset):
     def set_max_unreadable_share(self, share: float) -> None:
         self.a.set_max_unreadable_share(share)
         self.b.set_max_unreadable_share(share)
+
+    def set_decode_min_side(self, side: int | None) -> None:
+        self.a.set_decode_min_side(side)
+        self.b.set_decode_min_side(side)
 
     def reseed(self, seed: int) -> None:
         # A and B have separate augmentation pipelines; each gets its own stream.

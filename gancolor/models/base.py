@@ -74,6 +74,11 @@ class Recipe(nn.Module):
         """The nets `colorize` needs; what a weights-only export keeps."""
         raise NotImplementedError
 
+    def double_backward_nets(self) -> tuple[str, ...]:
+        """Attribute names of the nets a step differentiates twice (a gradient penalty's
+        create_graph): torch.compile leaves them eager, as it has no double backward."""
+        return ()
+
     def generator_names(self) -> tuple[str, ...]:
         """Attribute names of the generators: the nets model.ema_decay averages. By
         default those of `generator_modules`; a recipe with a generator that colorize
@@ -89,7 +94,29 @@ def adam(net_or_params, lr: float, beta1: float, beta2: float, weight_decay: flo
         groups = net_or_params.param_groups(lr) if hasattr(net_or_params, "param_groups") else net_or_params.parameters()
     else:
         groups = net_or_params
-    return torch.optim.Adam(groups, lr=lr, betas=(beta1, beta2), weight_decay=weight_decay)
+    groups = [{**g, "params": list(g["params"])} if isinstance(g, dict) else g for g in groups]
+    optimizer = torch.optim.Adam(groups, lr=lr, betas=(beta1, beta2), weight_decay=weight_decay, **adam_kernel(groups))
+    # A checkpoint's param groups carry the kernel of the machine that saved them
+    # (resumed on another device they would run a slow or unsupported one): choose again.
+    optimizer.register_load_state_dict_post_hook(_choose_kernel_again)
+    return optimizer
+
+
+def _choose_kernel_again(optimizer: torch.optim.Optimizer) -> None:
+    kernel = {"fused": None, "foreach": None, **adam_kernel(optimizer.param_groups)}
+    for group in optimizer.param_groups:
+        group.update(kernel)
+
+
+def adam_kernel(groups) -> dict[str, bool]:
+    """The fastest Adam implementation for where the parameters live (the trainer moves
+    the nets before it asks for optimisers): on CUDA the fused kernel, one launch for
+    every parameter, whose step also reads a GradScaler's inf check on the device (no
+    `.item()` per step); elsewhere the multi-tensor (foreach) one."""
+    params = [p for g in groups for p in (g["params"] if isinstance(g, dict) else [g])]
+    if params and all(p.is_cuda and p.is_floating_point() for p in params):
+        return {"fused": True}
+    return {"foreach": True}
 
 
 def check_input_kind(recipe: Recipe, data) -> None:

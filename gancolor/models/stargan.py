@@ -161,6 +161,9 @@ class StarGAN(Recipe):
             Step("G", self.generator_step, optimizer="G", frozen=("D",), every=self.n_critic),
         ]
 
+    def double_backward_nets(self) -> tuple[str, ...]:
+        return ("D",) if self.lambda_gp > 0 else ()
+
     def discriminator_step(self, batch: dict, state: dict):
         x_real, c_org, c_trg = self.real_images(batch, state)
         out_src, out_cls = self.D(self.d_augment(x_real))
@@ -173,7 +176,9 @@ class StarGAN(Recipe):
         loss_fake = self.gan_loss(out_src_fake, False)
         loss_gp = torch.zeros((), device=x_real.device)
         if self.lambda_gp > 0:
-            loss_gp = gradient_penalty(lambda x: self.D(x)[0], x_real, x_fake)
+            # Under fp16 the trainer's GradScaler scale comes in `state`: the penalty's
+            # inner backward runs at that scale too, as the final one does.
+            loss_gp = gradient_penalty(lambda x: self.D(x)[0], x_real, x_fake, state.get("loss_scale"))
 
         loss = loss_real + loss_fake + self.lambda_cls * loss_cls + self.lambda_gp * loss_gp
         return loss, {
