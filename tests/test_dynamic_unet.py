@@ -238,27 +238,10 @@ TINY = [
 
 
 @pytest.mark.slow
-def test_pix2pix_with_a_dynamic_unet_end_to_end(tmp_path, cache):
-    args = [*TINY, "trainer.max_epochs=2", "trainer.pretrain_epochs=1"]
-    result = run_gancolor(args, cwd=tmp_path, cache=cache)
-    assert result.returncode == 0, result.stderr[-3000:]
-    (run,) = (tmp_path / "runs" / "pix2pix").iterdir()
-    assert "no pretrained weights for resnet18" in (run / "train.log").read_text()
-    rows = metrics(run)
-    assert any("train/G/pixel" in r for r in rows) and any("train/G/gan" in r for r in rows)
-    assert len([r for r in rows if "val/psnr" in r]) == 2
-
-    from gancolor.checkpoint import load_recipe
-
-    recipe, _ = load_recipe(run / "checkpoints" / "last.pt")
-    assert type(recipe.generator).__name__ == "DynamicUNet"
-    assert recipe.colorize(torch.zeros(1, 1, 30, 50)).shape == (1, 2, 30, 50)
-
-
-@pytest.mark.slow
 def test_nogan_schedule_end_to_end(tmp_path, cache):
     # The preset's phases at a tiny scale: 1 generator epoch (encoder frozen), 1 critic
     # epoch, 1 adversarial epoch, one validation at the end; resnet18, not resnet34.
+    # Also pix2pix with a Dynamic U-Net through the command line, checkpoint included.
     args = [
         "experiment=nogan",
         *TINY,
@@ -277,3 +260,13 @@ def test_nogan_schedule_end_to_end(tmp_path, cache):
     assert critic and all("train/D/loss" in r and "train/G/loss" not in r for r in critic)
     adversarial = [r for r in rows if r["phase"] == 2]
     assert adversarial[-1]["lr/D"] == pytest.approx(4 * adversarial[-1]["lr/G"])  # TTUR
+    assert "no pretrained weights for resnet18" in (run / "train.log").read_text()
+    every = metrics(run)
+    assert any("train/G/pixel" in r for r in every) and any("train/G/gan" in r for r in every)
+    assert len([r for r in every if "val/psnr" in r]) == 1
+
+    from gancolor.checkpoint import load_recipe
+
+    recipe, _ = load_recipe(run / "checkpoints" / "last.pt")
+    assert type(recipe.generator).__name__ == "DynamicUNet"
+    assert recipe.colorize(torch.zeros(1, 1, 30, 50)).shape == (1, 2, 30, 50)
