@@ -13,7 +13,6 @@ import io
 import json
 import math
 import os
-import socket
 
 import numpy as np
 import pytest
@@ -23,19 +22,6 @@ from PIL import Image
 from gancolor import metrics as M
 from gancolor.metrics import MetricUnavailable
 from helpers import tiny_checkpoint
-
-
-@pytest.fixture
-def offline(monkeypatch, tmp_path):
-    """Any attempt to reach the network fails the test; torch's cache is an empty folder."""
-
-    def refuse(*args, **kwargs):
-        raise AssertionError("network access attempted")
-
-    monkeypatch.setattr(socket.socket, "connect", refuse)
-    monkeypatch.setattr(torch.hub, "load_state_dict_from_url", refuse)
-    monkeypatch.setattr(torch.hub, "download_url_to_file", refuse)
-    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch-home"))
 
 
 @pytest.fixture(scope="module")

@@ -1,7 +1,6 @@
 """Metric values on cases whose answer is known, and LPIPS/FID without any download."""
 
 import math
-import socket
 
 import pytest
 import torch
@@ -119,19 +118,6 @@ def test_validation_and_evaluation_share_the_metric_functions():
 
 
 # -- LPIPS / FID: local weights only -------------------------------------------------
-
-
-@pytest.fixture
-def offline(monkeypatch, tmp_path):
-    """Any attempt to reach the network fails the test; torch's cache is an empty folder."""
-
-    def refuse(*args, **kwargs):
-        raise AssertionError("network access attempted")
-
-    monkeypatch.setattr(socket.socket, "connect", refuse)
-    monkeypatch.setattr(torch.hub, "load_state_dict_from_url", refuse)
-    monkeypatch.setattr(torch.hub, "download_url_to_file", refuse)
-    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch-home"))
 
 
 @pytest.fixture(scope="module")
