@@ -5,6 +5,12 @@ and the all-gray baseline, on held-out real photos, at full resolution.
     python bench/quality.py --minutes 10                   # default pix2pix vs the reference, 10 CPU minutes each
     python bench/quality.py --minutes 10 --config loss.d_augment=diffaugment
     python bench/quality.py --images 2000 --config model=cic
+    python bench/quality.py --images 2400 --jobs 2 --threads 1 \
+        --config --config model.ema_decay=0.999 --config loss.d_augment=diffaugment
+                                                           # three configs + the reference, one table
+
+Several --config (each a list of overrides; an empty one is the default pix2pix) train in one
+run beside ONE reference run, --jobs of them at a time; every row has the same data and budget.
 
 Data: --photos (default ../shared/data/photos-train) is split ONCE by the fixed rule of
 `split_photos`: sorted file names, every 8th held out. The held-out part is never trained
@@ -13,7 +19,8 @@ on and never used to choose settings. Both parts are symlinked under --workdir (
 
 Each side trains in its own process with the same thread count (OMP_NUM_THREADS), no
 data-loader workers, 128 px crops, batch 4, for the same wall-clock budget from process
-start (or the same number of images):
+start (or the same number of images; with --jobs > 1 prefer --images, since sides that run
+at once share the cores):
   gancolor:  python -m gancolor <config> data=folder ...; SIGTERM at the deadline (the
              trainer saves at the next step boundary), images seen = global_step x batch.
   reference: a copy of --reference (pytorch-CycleGAN-and-pix2pix, --model colorization,
@@ -31,6 +38,7 @@ bench/results/. --no-record prints the table only.
 from __future__ import annotations
 
 import argparse
+import concurrent.futures
 import os
 import platform
 import queue
@@ -66,11 +74,18 @@ SECTION = "## Quality"
 SUFFIXES = {".jpg", ".jpeg", ".png"}
 
 
-def split_photos(photos: Path, workdir: Path, dry_run: bool) -> tuple[Path, Path]:
-    """train/ and heldout/ symlink folders under workdir, by the one fixed rule."""
-    names = sorted(p.name for p in photos.iterdir() if p.suffix.lower() in SUFFIXES)
-    held = [n for i, n in enumerate(names) if i % HOLD_OUT_EVERY == HOLD_OUT_EVERY - 1]
-    train = [n for i, n in enumerate(names) if i % HOLD_OUT_EVERY != HOLD_OUT_EVERY - 1]
+def split_photos(photos: Path, workdir: Path, dry_run: bool, select: bool = False) -> tuple[Path, Path]:
+    """train/ and heldout/ symlink folders under workdir, by the one fixed rule. select: the
+    same rule applied again INSIDE the training part, so that settings are chosen on photos
+    of the training part and the held-out part stays untouched by that choice."""
+
+    def split(names: list[str]) -> tuple[list[str], list[str]]:
+        held = [n for i, n in enumerate(names) if i % HOLD_OUT_EVERY == HOLD_OUT_EVERY - 1]
+        return [n for n in names if n not in held], held
+
+    train, held = split(sorted(p.name for p in photos.iterdir() if p.suffix.lower() in SUFFIXES))
+    if select:
+        train, held = split(train)
     if dry_run:
         held, train = held[:2], train[:16]
     split = workdir / "split"
@@ -82,8 +97,13 @@ def split_photos(photos: Path, workdir: Path, dry_run: bool) -> tuple[Path, Path
     return split / "train", split / "heldout"
 
 
-def children_cpu_seconds() -> float:
-    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+def reap(process: subprocess.Popen, block: bool) -> float | None:
+    """CPU seconds (user + system) of one finished child, None while it runs. os.wait4 gives
+    each child's own usage, which RUSAGE_CHILDREN cannot when several run at once."""
+    pid, status, usage = os.wait4(process.pid, 0 if block else os.WNOHANG)
+    if pid == 0:
+        return None
+    process.returncode = os.waitstatus_to_exitcode(status)
     return usage.ru_utime + usage.ru_stime
 
 
@@ -106,16 +126,16 @@ def train_gancolor(config: list[str], train_dir: Path, run_dir: Path, budget: di
     if budget.get("images"):
         command.append(f"trainer.max_steps={-(-budget['images'] // BATCH_SIZE)}")
     log(" ".join(command))
-    started, cpu = time.monotonic(), children_cpu_seconds()
-    with open(run_dir.parent / "gancolor_train.out", "w") as out:
+    started = time.monotonic()
+    with open(run_dir.parent / f"{run_dir.name}_train.out", "w") as out:
         process = subprocess.Popen(command, env=env, stdout=out, stderr=subprocess.STDOUT)
         deadline = started + budget["seconds"] if budget.get("seconds") else None
-        while process.poll() is None:
+        while (cpu := reap(process, block=False)) is None:
             if deadline and time.monotonic() > deadline:
                 process.send_signal(signal.SIGTERM)  # the trainer saves at the next step boundary
                 deadline = None
             time.sleep(0.5)
-    seconds, cpu = time.monotonic() - started, children_cpu_seconds() - cpu
+    seconds = time.monotonic() - started
     ckpt = run_dir / "checkpoints" / "last.pt"
     if process.returncode != 0 or not ckpt.is_file():
         raise SystemExit(f"quality: gancolor training failed (exit {process.returncode}); see {out.name}")
@@ -151,7 +171,7 @@ def train_reference(reference: Path, split_dir: Path, work: Path, budget: dict, 
     log(" ".join(command))
     latest = work / "reference_checkpoints" / name / "latest_net_G.pth"
     snapshot.unlink(missing_ok=True)
-    started, cpu = time.monotonic(), children_cpu_seconds()
+    started = time.monotonic()
     deadline = started + budget["seconds"] if budget.get("seconds") else None
     images = 0
     process = subprocess.Popen(command, cwd=copy, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
@@ -175,9 +195,8 @@ def train_reference(reference: Path, split_dir: Path, work: Path, budget: dict, 
             if images_cap and images >= images_cap:
                 break
     process.kill()
-    process.wait()
+    cpu = reap(process, block=True)  # up to the kill, a little past the scored snapshot
     seconds = min(time.monotonic(), deadline or time.monotonic()) - started
-    cpu = children_cpu_seconds() - cpu  # up to the kill, a little past the scored snapshot
     if not snapshot.is_file():
         raise SystemExit(f"quality: the reference saved no weights within the budget; see {work / 'reference_train.out'}")
     return {"ckpt": snapshot, "images": images, "seconds": seconds, "cpu": cpu, "copy": copy}
@@ -273,12 +292,13 @@ def table(rows: list[tuple[str, dict | None, dict]]) -> str:
     return "\n".join(lines)
 
 
-def contact_sheet(names, grays, ours, theirs, truths, path: Path) -> None:
-    """Rows of gray | gancolor | reference | truth, SHEET_HEIGHT px high."""
+def contact_sheet(names, columns: list[list[np.ndarray]], path: Path) -> None:
+    """One row per photo, one column per list (gray | each gancolor config | reference | truth),
+    SHEET_HEIGHT px high."""
     rows = []
     for i in range(min(SHEET_PHOTOS, len(names))):
         tiles = []
-        for image in (grays[i], ours[i], theirs[i], truths[i]):
+        for image in (column[i] for column in columns):
             h, w = image.shape[:2]
             tiles.append(np.asarray(Image.fromarray(image).resize((round(w * SHEET_HEIGHT / h), SHEET_HEIGHT), Image.Resampling.BOX)))
         rows.append(np.concatenate(tiles, axis=1))
@@ -311,7 +331,7 @@ def record(text: str) -> None:
 
 SECTION_INTRO = """\
 `bench/quality.py`: a gancolor config and the reference implementation (pytorch-CycleGAN-and-pix2pix,
-`--model colorization`, unet_128) trained one after the other on the same photos (the training part
+`--model colorization`, unet_128) trained on the same photos (the training part
 of `../shared/data/photos-train`: sorted names, every 8th held out), 128 px crops, batch 4, the same
 thread count and the same budget; then both colourise the held-out photos at full size and
 gancolor.metrics scores them (set-level values as `gancolor.evaluate` reports them, then medians of
@@ -324,17 +344,21 @@ when it was shared.
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--config", nargs="*", default=[], help="gancolor overrides (default: the default pix2pix)")
+    parser.add_argument("--config", nargs="*", action="append", help="gancolor overrides, once per config (default: one, the default pix2pix)")
     budget = parser.add_mutually_exclusive_group()
     budget.add_argument("--minutes", type=float, help="wall-clock minutes per side, from process start")
     budget.add_argument("--images", type=int, help="training images per side")
     parser.add_argument("--dry-run", action="store_true", help="a few steps, 2 held-out photos, nothing recorded")
-    parser.add_argument("--threads", type=int, default=2)
-    parser.add_argument("--photos", type=Path, default=ROOT.parent.parent / "shared" / "data" / "photos-train")
-    parser.add_argument("--reference", type=Path, default=ROOT.parent.parent / "shared" / "peers" / "pix2pix-reference")
+    parser.add_argument("--select", action="store_true", help="choosing settings: score on every 8th photo OF THE TRAINING PART "
+                        "(and train on the rest), never on the held-out part")  # fmt: skip
+    parser.add_argument("--threads", type=int, default=2, help="threads of each side")
+    parser.add_argument("--jobs", type=int, default=1, help="sides training at once (the reference is one)")
+    parser.add_argument("--photos", type=Path, default=ROOT.parent / "shared" / "data" / "photos-train")
+    parser.add_argument("--reference", type=Path, default=ROOT.parent / "shared" / "peers" / "pix2pix-reference")
     parser.add_argument("--workdir", type=Path, default=Path("/tmp/gancolor-quality"))
     parser.add_argument("--no-record", action="store_true", help="print the table; leave BENCHMARKS.md alone")
     args = parser.parse_args()
+    configs = args.config or [[]]
     for path, flag in ((args.photos, "--photos"), (args.reference / "train.py", "--reference")):
         if not path.exists():
             parser.exit(2, f"quality: error: {flag}: {path} not found\n")
@@ -352,38 +376,52 @@ def main() -> None:
 
     when, host = f"{datetime.now():%Y-%m-%d %H:%M}", machine()
     args.workdir.mkdir(parents=True, exist_ok=True)
-    train_dir, held_dir = split_photos(args.photos, args.workdir, args.dry_run)
+    train_dir, held_dir = split_photos(args.photos, args.workdir, args.dry_run, args.select)
     names = sorted(p.name for p in held_dir.iterdir())
-    log(f"{len(list(train_dir.iterdir()))} training photos, {len(names)} held out; {host}")
+    log(f"{len(list(train_dir.iterdir()))} training photos, {len(names)} held out; {len(configs)} gancolor config(s); {host}")
     env = child_env(args.threads)
 
-    ours = train_gancolor(args.config, train_dir, args.workdir / "gancolor_run", run_budget, env, log)
-    log(f"gancolor: {ours['images']} images in {ours['seconds']:.0f} s")
-    theirs = train_reference(args.reference, train_dir.parent, args.workdir, run_budget, env, log)
-    log(f"reference: {theirs['images']} images in {theirs['seconds']:.0f} s")
-    our_dir = colorize_gancolor(ours["ckpt"], held_dir, args.workdir / "out_gancolor", env)
-    their_dir = colorize_reference(theirs["copy"], theirs["ckpt"], held_dir, args.workdir / "out_reference", env, args.threads)
+    def ours(index: int) -> dict:
+        run = train_gancolor(configs[index], train_dir, args.workdir / f"gancolor_{index}", run_budget, env, log)
+        log(f"gancolor {' '.join(configs[index]) or '(default)'}: {run['images']} images in {run['seconds']:.0f} s")
+        run["out"] = colorize_gancolor(run["ckpt"], held_dir, args.workdir / f"out_gancolor_{index}", env)
+        return run
+
+    def theirs() -> dict:
+        run = train_reference(args.reference, train_dir.parent, args.workdir, run_budget, env, log)
+        log(f"reference: {run['images']} images in {run['seconds']:.0f} s")
+        run["out"] = colorize_reference(run["copy"], run["ckpt"], held_dir, args.workdir / "out_reference", env, args.threads)
+        return run
+
+    with concurrent.futures.ThreadPoolExecutor(max_workers=max(1, args.jobs)) as pool:
+        reference = pool.submit(theirs)  # first, so that it never waits behind the configs
+        runs = [pool.submit(ours, i) for i in range(len(configs))]
+        runs = [run.result() for run in runs]
+        reference = reference.result()
 
     truths = [load_rgb(held_dir / name) for name in names]
     grays = [gray_baseline(t) for t in truths]
-    our_images, their_images = read_outputs(our_dir, names), read_outputs(their_dir, names)
-    label = "gancolor " + (" ".join(args.config) or "pix2pix (default)")
+    their_images = read_outputs(reference["out"], names)
+    our_images = [read_outputs(run["out"], names) for run in runs]
+    labels = ["gancolor " + (" ".join(config) or "pix2pix (default)") for config in configs]
     text = table([
         ("all-gray baseline (truth L, a=b=0)", None, score(grays, truths)),
-        ("reference (colorization, unet_128)", theirs, score(their_images, truths)),
-        (label, ours, score(our_images, truths)),
+        ("reference (colorization, unet_128)", reference, score(their_images, truths)),
+        *((label, run, score(images, truths)) for label, run, images in zip(labels, runs, our_images)),
     ])  # fmt: skip
     budget_words = f"{args.minutes:g} min per side" if args.minutes else f"{run_budget['images']} images per side"
-    heading = f"### {when}: {label}, {budget_words}, {len(names)} held-out photos"
+    scored_on = "selection photos (training part)" if args.select else "held-out photos"
+    heading = f"### {when}: {'; '.join(labels)}, {budget_words}, {len(names)} {scored_on}"
     print(heading, text, sep="\n\n")
     if args.dry_run or args.no_record:
         return
     sheet = RESULTS / f"quality_{datetime.now():%Y%m%d_%H%M}.png"
-    contact_sheet(names, grays, our_images, their_images, truths, sheet)
+    contact_sheet(names, [grays, *our_images, their_images, truths], sheet)
+    columns = " | ".join(["gray", *(f"row {i + 3}" for i in range(len(configs))), "reference", "truth"])
     record(
-        f"{heading}\n\nMachine: {host}; {args.threads} threads per side.\n"
+        f"{heading}\n\nMachine: {host}; {args.threads} threads per side, {args.jobs} side(s) at once.\n"
         f"Command: `python bench/quality.py {' '.join(sys.argv[1:])}`\n\n{text}\n\n"
-        f"Contact sheet (gray | gancolor | reference | truth, first {SHEET_PHOTOS} held-out photos): "
+        f"Contact sheet ({columns}; the table's rows, first {SHEET_PHOTOS} held-out photos): "
         f"[{sheet.relative_to(ROOT)}]({sheet.relative_to(ROOT)})"
     )
     log(f"recorded in {BENCHMARKS}; sheet {sheet}")

@@ -30,6 +30,13 @@ colourisation and on the originals is added. Options: classifier.classes=auto|PA
 classifier.image_size, classifier.crop_pct, classifier.mean, classifier.std,
 classifier.interpolation, classifier.batch_size (null: timm's defaults for the model).
 
+Hints (a checkpoint trained with model.hints): with hints.points=[0,1,2,5,10,20,50] each
+photo is also colourised with N hints sampled from its own colours, for every N (the
+metrics-vs-points curve of Zhang et al. 2017, fig. 4), each hint the mean colour of the
+square the net sees as one point, at locations drawn uniformly (hints.locations=gaussian:
+around the centre, as in training) from a fixed seed (hints.seed=0), the same first points
+for every N. The curve is in metrics.json, the terminal table and, plotted, the report.
+
 Writes metrics.json and report.html to output (default: <run folder>/eval for one
 checkpoint, ./eval for several). Exit status 0, or 2 with one line for a bad argument.
 """
@@ -83,6 +90,9 @@ class Options:
     temperature: float | None = None
     classifier: ClassifierOptions | None = None  # colourise-then-classify (gancolor.classify)
     use_ema: bool = True
+    hint_points: list[int] | None = None  # hints checkpoints: also colourise with N hints sampled from the truth, each N
+    hint_locations: str = "uniform"
+    hint_seed: int = 0
 
     @classmethod
     def from_config(cls, cfg) -> "Options":
@@ -116,7 +126,28 @@ class Options:
             temperature=temperature_option(cfg.get("temperature")),
             classifier=ClassifierOptions.from_config(cfg.get("classifier")),
             use_ema=bool_option("use_ema", cfg.get("use_ema", True)),
+            **hint_options(cfg.get("hints")),
         )
+
+
+def hint_options(node) -> dict:
+    """hints.points / hints.locations / hints.seed -> Options fields."""
+    from gancolor.hints import LOCATIONS
+
+    if node is None or node.get("points") is None:
+        return {}
+    raw = node.get("points")
+    raw = [raw] if isinstance(raw, int) else raw
+    try:
+        points = sorted({int_option("hints.points", n, 0) for n in raw})
+    except TypeError:
+        raise ConfigError(f"hints.points must be a list of hint counts >= 0, e.g. [0,1,2,5,10], got {raw!r}") from None
+    if not points:
+        raise ConfigError("hints.points is empty: give the hint counts, e.g. hints.points=[0,1,2,5,10]")
+    locations = str(node.get("locations", "uniform"))
+    if locations not in LOCATIONS:
+        raise ConfigError(f"hints.locations must be one of {', '.join(LOCATIONS)}, got {locations!r}")
+    return {"hint_points": points, "hint_locations": locations, "hint_seed": int_option("hints.seed", node.get("seed", 0), 0)}
 
 
 def default_output(ckpts: list[Path]) -> Path:
@@ -180,6 +211,7 @@ def evaluate(options: Options, say=print) -> dict:
     """Run every checkpoint over the photos; returns what metrics.json holds."""
     from tqdm.auto import tqdm
 
+    from gancolor.hints import takes_hints
     from gancolor.onnx_runtime import load_model
     from gancolor.inference import Colorizer, pick_device, run_checkpoint, trained_size
     from gancolor.models.base import check_gray_input
@@ -222,6 +254,8 @@ def evaluate(options: Options, say=print) -> dict:
                          "val/ metrics on NIR/RGB pairs in the run's metrics.jsonl")
         apply_temperature(recipe, options.temperature)
         render_size = options.render_size or trained_size(ckpt)
+        if options.hint_points and not takes_hints(recipe):
+            raise ConfigError(f"hints.points: {ckpt_path} was trained without hints (model.hints); evaluate it without hints.points")
         colorizer = Colorizer(recipe, render_size, device, options.precision)
         per_image: dict[str, list[torch.Tensor]] = defaultdict(list)
         rows, shown, lpips_values = [], [], []
@@ -276,6 +310,8 @@ def evaluate(options: Options, say=print) -> dict:
         if scores is not None:
             results[-1]["classification"] = scores.accuracy(f"ckpt{k}")
             scores.annotate(f"ckpt{k}", rows)
+        if options.hint_points:
+            results[-1]["hint_curve"] = hint_curve(colorizer, photos, names, options, render_size, results[-1]["metrics"], say)
         colorizer.close()
         del recipe, colorizer
 
@@ -297,6 +333,7 @@ def evaluate(options: Options, say=print) -> dict:
     _write_json(report, output / "metrics.json")
 
     labels = [r["ckpt"] for r in results]
+    figures = [hint_curve_figure(results)] if options.hint_points else []
     html = Report(
         title=f"gancolor evaluation: {len(photos)} photos from {options.root}",
         columns=COLUMNS + (ACCURACY_COLUMNS if scores is not None else []),
@@ -305,13 +342,58 @@ def evaluate(options: Options, say=print) -> dict:
         grid_header=["gray (input)", *([f"output: {_short(l)}" for l in labels] if len(labels) > 1 else ["output"]), "truth"],
         grid=[(names[i], [grays[i], *(shown[i] for shown in outputs), photos[i]]) for i in range(samples)],
         notes=_notes(options, len(photos), skipped, report["inception"]) + (scores.notes() if scores is not None else []),
+        figures=figures,
     )
     write_report(html, output / "report.html")
     report["output"] = str(output)
     return report
 
 
-def _colourise_within_memory(colorizer, photo: np.ndarray, name: str, say):
+HINT_CURVE_COLUMNS = ["psnr", "ssim", "mae", "colorfulness_ratio", "colorfulness_ratio_per_photo", "hist_intersection_a", "hist_intersection_b"]
+
+
+def hint_curve(colorizer, photos: list[np.ndarray], names: list[str], options: Options, render_size: int, automatic: dict, say) -> list[dict]:
+    """The metrics with N hints sampled from each photo's truth, for each N of hints.points.
+    N = 0 is the automatic pass already scored (`automatic`)."""
+    from gancolor.hints import POINT_PATCH, truth_hints
+    from gancolor.metrics import image_metrics, summarize
+
+    curve = []
+    for count in options.hint_points:
+        if count == 0:
+            curve.append({"points": 0, **{c: automatic[c] for c in HINT_CURVE_COLUMNS}})
+            continue
+        per_image: dict[str, list[torch.Tensor]] = defaultdict(list)
+        for i, photo in enumerate(photos):
+            # One hint is a POINT_PATCH px square at the net's size: that much of the photo gives its colour.
+            patch = max(1, round(POINT_PATCH * min(photo.shape[:2]) / render_size))
+            rng = np.random.default_rng([options.hint_seed, i])
+            hints = truth_hints(photo, count, rng, patch, options.hint_locations)
+            _, result = _colourise_within_memory(colorizer, photo, names[i], say, hints)
+            for key, value in image_metrics(_to_tensor(result, colorizer.device), _to_tensor(photo, colorizer.device)).items():
+                per_image[key].append(value.cpu())
+        metrics = summarize(per_image)
+        curve.append({"points": count, **{c: metrics[c] for c in HINT_CURVE_COLUMNS}})
+    return curve
+
+
+def hint_curve_figure(results: list[dict]) -> tuple[str, str]:
+    """(caption, SVG) of PSNR against the number of hints, one line per checkpoint."""
+    from gancolor.report import line_chart
+
+    from gancolor.report import METRIC_INFO, format_value, html_table
+
+    series = {_short(r["ckpt"]): [(row["points"], row["psnr"]) for row in r["hint_curve"]] for r in results}
+    caption = ("PSNR (dB) against the number of hints sampled from the truth (Zhang et al. 2017, fig. 4); "
+               "x on a log(1 + N) scale. The table holds the other metrics at each number of hints.")
+    header = ["checkpoint", "hints", *(METRIC_INFO[c][0] for c in HINT_CURVE_COLUMNS)]
+    rows = [[_short(r["ckpt"]), str(row["points"]), *(format_value(row[c]) for c in HINT_CURVE_COLUMNS)]
+            for r in results for row in r["hint_curve"]]
+    chart = line_chart(series, x_label="hints per photo", y_label="PSNR (dB)", log_x=True)
+    return caption, chart + html_table(header, rows)
+
+
+def _colourise_within_memory(colorizer, photo: np.ndarray, name: str, say, hints=None):
     """(prepared, result) of one photo; where the device runs out of memory, the photo
     goes to the CPU (said once per photo). Never an uncoloured result in its place: a
     photo that fits nowhere ends the evaluation with one line."""
@@ -323,8 +405,8 @@ def _colourise_within_memory(colorizer, photo: np.ndarray, name: str, say):
         warned.append(message)
 
     try:
-        prepared = colorizer.prepare_within_memory(photo, None, warn)
-        ab = colorizer.predict_within_memory([prepared.small], warn)[0]
+        prepared = colorizer.prepare_within_memory(photo, None, warn, hints)
+        ab = colorizer.predict_within_memory([prepared.small], warn, [prepared.hints])[0]
         if ab is not None:
             return prepared, colorizer.finish_within_memory(prepared, ab, warn)
     except torch.OutOfMemoryError:
@@ -396,6 +478,12 @@ def format_table(report: dict) -> str:
         out.append(describe_inception(report["inception"]))
     if "fid_forced" in report:
         out.append(report["fid_forced"])
+    for r in report["checkpoints"]:
+        if "hint_curve" in r:
+            out.append(f"hints sampled from the truth, {_short(r['ckpt'])}:")
+            out.append("  ".join(["points".rjust(6), *(short.get(c, c).rjust(12) for c in HINT_CURVE_COLUMNS)]))
+            for row in r["hint_curve"]:
+                out.append("  ".join([str(row["points"]).rjust(6), *(f"{row[c]:.4g}".rjust(12) for c in HINT_CURVE_COLUMNS)]))
     return "\n".join(out)
 
 

@@ -308,6 +308,21 @@ class UserHints:
         return bool(self.points) or (self.scribble is not None and bool((self.scribble[..., 3] > 0).any()))
 
 
+def truth_hints(photo: np.ndarray, count: int, rng: np.random.Generator, patch: int, locations: str = "uniform") -> UserHints:
+    """`count` hints sampled from a colour photo's own colours, as the evaluation of Zhang
+    et al. 2017 (fig. 4) reveals them: each a point at a location drawn like the training's
+    (uniform or Gaussian around the centre), coloured with the mean colour of the `patch` x
+    `patch` px square around it. A generator gives the same first points for any count, so
+    a curve over counts adds points to the same ones."""
+    height, width = photo.shape[:2]
+    plan = HintSimulation(locations=locations, patch_sizes=(patch,)).draw(rng, height, width, count)[:count]
+    points = []
+    for top, left, size in plan.tolist():
+        mean = photo[top : top + size, left : left + size, :3].reshape(-1, 3).mean(0)
+        points.append(Point(left + size // 2, top + size // 2, tuple(int(round(v)) for v in mean)))
+    return UserHints(points, source=f"{count} hints sampled from the truth")
+
+
 def _ab_of(rgb_uint8: torch.Tensor) -> torch.Tensor:
     """(P, 3) sRGB 0-255 -> (P, 2) normalised ab."""
     rgb = (rgb_uint8 / 255.0).T.reshape(1, 3, 1, -1)

@@ -45,6 +45,7 @@ class Report:
     grid_header: list[str] = field(default_factory=list)
     grid: list[tuple[str, list[np.ndarray]]] = field(default_factory=list)  # (caption, images)
     notes: list[str] = field(default_factory=list)
+    figures: list[tuple[str, str]] = field(default_factory=list)  # (caption, markup from line_chart / html_table)
 
 
 def format_value(value) -> str:
@@ -65,6 +66,71 @@ def _image_uri(pixels: np.ndarray, max_side: int = 320) -> str:
     buffer = io.BytesIO()
     image.save(buffer, format="JPEG", quality=90)
     return "data:image/jpeg;base64," + base64.b64encode(buffer.getvalue()).decode("ascii")
+
+
+# Distinguishable on white and in print (Okabe & Ito's colour-blind-safe palette).
+LINE_COLOURS = ("#0072b2", "#d55e00", "#009e73", "#cc79a7", "#e69f00", "#56b4e9", "#000000")
+
+
+def line_chart(series: dict[str, list[tuple[float, float]]], x_label: str, y_label: str, log_x: bool = False,
+               width: int = 560, height: int = 320) -> str:
+    """An inline SVG line chart, one line per series, every point marked and its x ticked.
+    log_x: x drawn at log(1 + x), so that 0 and large counts fit on one axis. Self-contained:
+    the report stays one file that opens with no network."""
+    left, right, top, bottom = 56, 16, 12, 44
+    if log_x:
+        def xpos(x: float) -> float:
+            return math.log1p(x)
+    else:
+        def xpos(x: float) -> float:
+            return x
+    points = [p for line in series.values() for p in line]
+    xs = sorted({x for x, _ in points})
+    ys = [y for _, y in points if math.isfinite(y)]
+    if not xs or not ys:
+        return ""
+    x0, x1 = xpos(xs[0]), xpos(xs[-1])
+    y0, y1 = min(ys), max(ys)
+    pad = (y1 - y0) * 0.08 or 1.0
+    y0, y1 = y0 - pad, y1 + pad
+    x1 = x1 if x1 > x0 else x0 + 1.0
+
+    def px(x: float) -> float:
+        return left + (xpos(x) - x0) / (x1 - x0) * (width - left - right)
+
+    def py(y: float) -> float:
+        return top + (y1 - y) / (y1 - y0) * (height - top - bottom)
+
+    parts = [f'<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height + 18 * len(series)}" '
+             f'role="img" aria-label="{escape(y_label)} against {escape(x_label)}" font-size="12" font-family="sans-serif">',
+             f'<rect x="{left}" y="{top}" width="{width - left - right}" height="{height - top - bottom}" fill="none" stroke="#999"/>']
+    for x in xs:
+        parts.append(f'<text x="{px(x):.1f}" y="{height - bottom + 16}" text-anchor="middle">{escape(format_value(x))}</text>')
+    for k in range(5):
+        y = y0 + (y1 - y0) * k / 4
+        parts.append(f'<text x="{left - 6}" y="{py(y) + 4:.1f}" text-anchor="end">{y:.3g}</text>')
+        parts.append(f'<line x1="{left}" x2="{width - right}" y1="{py(y):.1f}" y2="{py(y):.1f}" stroke="#eee"/>')
+    parts.append(f'<text x="{(left + width - right) / 2}" y="{height - 8}" text-anchor="middle">{escape(x_label)}</text>')
+    parts.append(f'<text transform="translate(14 {(top + height - bottom) / 2}) rotate(-90)" text-anchor="middle">{escape(y_label)}</text>')
+    for i, (name, line) in enumerate(series.items()):
+        colour = LINE_COLOURS[i % len(LINE_COLOURS)]
+        drawn = [(x, y) for x, y in sorted(line) if math.isfinite(y)]
+        path = " ".join(f"{px(x):.1f},{py(y):.1f}" for x, y in drawn)
+        parts.append(f'<polyline class="series" points="{path}" fill="none" stroke="{colour}" stroke-width="2"/>')
+        parts.extend(f'<circle cx="{px(x):.1f}" cy="{py(y):.1f}" r="3" fill="{colour}"><title>{escape(name)}: '
+                     f'{escape(format_value(x))}, {y:.4g}</title></circle>' for x, y in drawn)
+        legend_y = height + 14 + 18 * i
+        parts.append(f'<line x1="{left}" x2="{left + 20}" y1="{legend_y - 4}" y2="{legend_y - 4}" stroke="{colour}" stroke-width="2"/>'
+                     f'<text x="{left + 26}" y="{legend_y}">{escape(name)}</text>')
+    parts.append("</svg>")
+    return "".join(parts)
+
+
+def html_table(header: list[str], rows: list[list[str]]) -> str:
+    """A plain table of text cells, escaped."""
+    head = "".join(f"<th>{escape(h)}</th>" for h in header)
+    body = "".join("<tr>" + "".join(f"<td>{escape(c)}</td>" for c in row) + "</tr>" for row in rows)
+    return f"<table><tr>{head}</tr>{body}</table>"
 
 
 def render(report: Report) -> str:
@@ -96,6 +162,8 @@ def render(report: Report) -> str:
             rows.append(f'<tr><th class="cap">{escape(caption)}</th>{cells}</tr>')
         grid = f'<h2>Samples</h2><table class="grid"><tr><th></th>{header}</tr>{"".join(rows)}</table>'
     notes = "".join(f"<li>{escape(n)}</li>" for n in report.notes)
+    # Figure markup comes from line_chart / html_table, which escape every text they draw.
+    figures = "".join(f"<figure><figcaption>{escape(caption)}</figcaption>{markup}</figure>" for caption, markup in report.figures)
     return f"""<!DOCTYPE html>
 <html lang="en"><head><meta charset="utf-8"><title>{escape(report.title)}</title>
 <style>
@@ -113,6 +181,7 @@ img {{ display: block; }}
 <table><tr><th>checkpoint</th>{head}</tr>{''.join(body)}</table>
 <ul>{legend}</ul>
 <ul>{notes}</ul>
+{figures}
 {grid}
 </body></html>
 """

@@ -184,3 +184,44 @@ def test_colorize_with_points_and_scribbles_at_full_resolution(trained, tmp_path
         assert exit_info.value.code != 0
         errors = [line for line in capsys.readouterr().err.splitlines() if line.startswith("gancolor: error")]
         assert len(errors) == 1 and message in errors[0], errors
+
+
+def test_evaluate_reports_metrics_against_hints_sampled_from_the_truth(trained, tmp_path, capsys):
+    """The paper's PSNR-vs-points curve (Zhang et al. 2017, fig. 4): with more hints taken
+    from the photos' own colours, the colours come closer to the truth; the curve is in
+    metrics.json, the terminal table, and plotted in report.html."""
+    import gancolor.evaluate as evaluate
+
+    _, ckpt = trained
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    for i, rgb in enumerate(color.float_to_uint8(halves(np.random.default_rng(7), 6, 24, 32))):
+        Image.fromarray(rgb.permute(1, 2, 0).numpy()).save(photos / f"{i}.png")
+    out = tmp_path / "eval"
+    args = [f"ckpt={ckpt}", f"data.root={photos}", "data.image_size=null", f"output={out}", "progress_bar=false", "lpips.weights=null", "fid.weights=null"]
+    assert evaluate.main([*args, "hints.points=[16,0,4,1]"]) == 0
+    terminal = capsys.readouterr().out
+    curve = json.loads((out / "metrics.json").read_text())["checkpoints"][0]["hint_curve"]
+    assert [row["points"] for row in curve] == [0, 1, 4, 16]
+    automatic = json.loads((out / "metrics.json").read_text())["checkpoints"][0]["metrics"]
+    assert curve[0]["psnr"] == automatic["psnr"]  # N = 0 is the automatic pass
+    psnr = [row["psnr"] for row in curve]
+    assert psnr[3] > psnr[0] + 1.0 and psnr[2] > psnr[0], psnr
+    assert "hints sampled from the truth" in terminal and f"{psnr[3]:.4g}" in terminal
+    html = (out / "report.html").read_text()
+    assert html.count("<svg") == 1 and html.count('class="series"') == 1 and "number of hints" in html
+    plotted = html.split('class="series" points="')[0].rsplit("<polyline", 1)[0]  # the chart's four x ticks
+    assert all(f">{n}</text>" in plotted for n in (0, 1, 4, 16))
+
+    # The same seed gives the same curve; mistakes are one line each.
+    assert evaluate.main([*args, f"output={tmp_path / 'again'}", "hints.points=[0,1,4,16]"]) == 0
+    assert json.loads((tmp_path / "again" / "metrics.json").read_text())["checkpoints"][0]["hint_curve"] == curve
+    tiny = tiny_checkpoint(tmp_path / "plain.pt")
+    capsys.readouterr()
+    for extra, message in (([f"ckpt={tiny}", "hints.points=[0,2]"], "trained without hints"),
+                           (["hints.points=[0,-1]"], "hints.points must be")):
+        with pytest.raises(SystemExit) as exit_info:
+            evaluate.main([*args, *extra])
+        assert exit_info.value.code == 2
+        errors = [line for line in capsys.readouterr().err.splitlines() if line.startswith("gancolor: error")]
+        assert len(errors) == 1 and message in errors[0], errors
