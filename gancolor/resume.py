@@ -19,8 +19,9 @@ from pathlib import Path
 from omegaconf import DictConfig, OmegaConf
 
 from gancolor.build import build_recipe, config_for_rebuilding
-from gancolor.checkpoint import find_resume_checkpoint, load_checkpoint, load_nets
+from gancolor.checkpoint import find_resume_checkpoint, load_checkpoint, load_ema_weights, load_nets
 from gancolor.errors import CheckpointError, ConfigError, UserError, fail
+from gancolor.options import bool_option
 
 log = logging.getLogger("gancolor")
 
@@ -161,17 +162,24 @@ def recipe_for_run(cfg: DictConfig, resume: dict | None):
     else:  # its weights come from the checkpoint, not from pretrained or bins files
         recipe = build_recipe(OmegaConf.create(config_for_rebuilding(OmegaConf.to_container(cfg), resume["nets"])))
     if cfg.get("init_from"):
-        init_weights_from(recipe, cfg.init_from)
+        init_weights_from(recipe, cfg.init_from, bool_option("init_from_ema", cfg.get("init_from_ema", False)))
     return recipe
 
 
-def init_weights_from(recipe, path: str) -> None:
-    """init_from=PATH: another run's weights, nothing else (fresh optimisers, step 0)."""
+def init_weights_from(recipe, path: str, ema: bool = False) -> None:
+    """init_from=PATH: another run's weights, nothing else (fresh optimisers, step 0).
+    ema: its generators' EMA in place of their raw weights (BasicSR's param_key_g:
+    params_ema); the discriminators' weights are the raw ones either way."""
     ckpt = load_checkpoint(path)
     if ckpt.get("recipe") != recipe.name:
         raise CheckpointError(f"init_from: {path} is a {ckpt.get('recipe')} checkpoint; this run trains {recipe.name}")
     load_nets(recipe, ckpt["nets"], f"init_from: {path}")
-    log.info("initialised the nets from %s (step %d of its run)", path, ckpt.get("global_step", 0))
+    if ema:
+        if not ckpt.get("ema"):
+            raise CheckpointError(f"init_from_ema: {path} holds no EMA weights (its run had no model.ema_decay); drop init_from_ema")
+        load_ema_weights({name: getattr(recipe, name) for name in recipe.generator_names()}, ckpt["ema"], f"init_from: {path}")
+    log.info("initialised the nets from %s (step %d of its run%s)", path, ckpt.get("global_step", 0),
+             ", the generators' EMA" if ema else "")
 
 
 def drop_metrics_after(path: Path, step: int) -> None:

@@ -151,3 +151,24 @@ def test_a_bad_ema_decay_is_one_line(value):
     cfg.model.ema_decay = value
     with pytest.raises(ConfigError, match=r"model.ema_decay must be"):
         build_recipe(shrink(cfg))
+
+
+def test_init_from_ema_starts_the_generators_from_the_average(ema_run, tmp_path):
+    from gancolor.errors import CheckpointError
+    from gancolor.resume import init_weights_from
+
+    ckpt = load_checkpoint(ema_run)
+    for ema in (False, True):
+        recipe, _ = load_recipe(ema_run, use_ema=False)
+        with torch.no_grad():  # the same nets with other weights, for init_from to replace
+            for parameter in recipe.parameters():
+                parameter.zero_()
+        init_weights_from(recipe, str(ema_run), ema=ema)
+        expected = ckpt["ema"]["generator"] if ema else generator_weights(ckpt)
+        assert all(torch.equal(v, expected[k]) for k, v in recipe.generator.state_dict().items())
+        discriminator = {k.removeprefix("discriminator."): v for k, v in ckpt["nets"].items() if k.startswith("discriminator.")}
+        assert all(torch.equal(v, discriminator[k]) for k, v in recipe.discriminator.state_dict().items())
+    assert not all(torch.equal(v, generator_weights(ckpt)[k]) for k, v in ckpt["ema"]["generator"].items())
+    plain = tiny_checkpoint(tmp_path / "no-ema.pt")
+    with pytest.raises(CheckpointError, match="holds no EMA weights"):
+        init_weights_from(load_recipe(plain)[0], str(plain), ema=True)
