@@ -390,6 +390,14 @@ def test_skip_step_drops_non_finite_updates_counts_them_and_stops_after_too_many
         fit(tmp_path / "b", recipe=Diverging({5, 6, 7}), on_nonfinite="skip_step", max_skipped_steps=3, **DIVERGES)
 
 
+def test_a_skipped_step_leaves_the_generator_ema_alone(tmp_path):
+    recipe = Diverging({3, 4, 9})
+    recipe.ema_decay = 0.5
+    trainer, logger = fit(tmp_path, recipe=recipe, on_nonfinite="skip_step", **DIVERGES)
+    assert trainer.ema.updates() == 12 - 3, "one average update per optimiser step taken, none for the 3 dropped"
+    assert all(torch.isfinite(v).all() for v in trainer.ema.state_dict()["generator"].values())
+
+
 class CtrlCTwice(TinyRecipe):
     """Ctrl-C (a real SIGINT) during step 3, and again while that stop's checkpoint is
     being written (as the recipe's weights are gathered for it)."""
