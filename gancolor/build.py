@@ -39,15 +39,18 @@ def build(node: DictConfig, where: str, **kwargs: Any):
 
 
 # Keys of the model node that are the trainer's business, not the recipe constructor's.
-TRAINER_MODEL_KEYS = ("ema_decay",)
+TRAINER_MODEL_KEYS = ("ema_decay", "ema_warmup")
 
 
 def build_recipe(cfg: DictConfig):
     """The recipe with the nets and loss its yaml picked (cfg.generator, ...), and
-    `recipe.ema_decay` from model.ema_decay (None: no generator EMA)."""
+    `recipe.ema_decay` from model.ema_decay (None: no generator EMA) and
+    `recipe.ema_warmup` from model.ema_warmup (absent, as in older runs' configs: off)."""
     from gancolor.ema import ema_decay_option
+    from gancolor.options import bool_option
 
     ema_decay = ema_decay_option(cfg.model.get("ema_decay"))
+    ema_warmup = bool_option("model.ema_warmup", cfg.model.get("ema_warmup") or False)
     if any(k in cfg.model for k in TRAINER_MODEL_KEYS):
         cfg = copy.deepcopy(cfg)  # the caller's config keeps them; interpolations still resolve
         with open_dict(cfg.model):
@@ -55,7 +58,7 @@ def build_recipe(cfg: DictConfig):
                 cfg.model.pop(key, None)
     parts = {k: cfg[k] for k in RECIPE_PARTS if k in cfg and cfg[k] is not None}
     recipe = build(cfg.model, "model", **parts)
-    recipe.ema_decay = ema_decay
+    recipe.ema_decay, recipe.ema_warmup = ema_decay, ema_warmup
     return recipe
 
 

@@ -227,7 +227,8 @@ class Trainer:
     def setup_ema(self, recipe: Recipe) -> None:
         """model.ema_decay: averaged copies of the recipe's generators (they start equal)."""
         decay = getattr(recipe, "ema_decay", None)
-        self.ema = None if not decay else GeneratorEMA({n: getattr(recipe, n) for n in recipe.generator_names()}, decay)
+        nets = {n: getattr(recipe, n) for n in recipe.generator_names()}
+        self.ema = None if not decay else GeneratorEMA(nets, decay, warmup=bool(getattr(recipe, "ema_warmup", False)))
 
     def update_ema(self) -> None:
         self.ema.update({name: self.nets.plain(name) for name in self.ema.averaged})

@@ -52,8 +52,9 @@ def test_the_average_follows_the_generator_by_the_decay(small_photo_folder, tmp_
     """After the first G step the average is G (it tracks G from the start, in generator
     pretraining too); after the second, decay * G_1 + (1 - decay) * G_2, with the
     buffers (BatchNorm's running statistics) copied from G_2."""
-    fit(small_photo_folder, tmp_path / "one", "model.ema_decay=0.75", "trainer.max_steps=1", "trainer.val_every_n_epochs=0")
-    fit(small_photo_folder, tmp_path / "two", "model.ema_decay=0.75", "trainer.max_steps=2", "trainer.val_every_n_epochs=0")
+    plain = ("model.ema_decay=0.75", "model.ema_warmup=false", "trainer.val_every_n_epochs=0")
+    fit(small_photo_folder, tmp_path / "one", *plain, "trainer.max_steps=1")
+    fit(small_photo_folder, tmp_path / "two", *plain, "trainer.max_steps=2")
     one, two = (load_checkpoint(tmp_path / run / "checkpoints" / "last.pt") for run in ("one", "two"))
     assert one["phase"] == two["phase"] == "pretrain"
     assert (one["ema_updates"], two["ema_updates"]) == (1, 2)
@@ -95,6 +96,26 @@ def ema_run(small_photo_folder, tmp_path_factory) -> Path:
     run = tmp_path_factory.mktemp("ema-run")
     fit(small_photo_folder, run, "model.ema_decay=0.5", "trainer.max_steps=4", "trainer.val_every_n_epochs=0")
     return run / "checkpoints" / "last.pt"
+
+
+def test_warmup_shortens_the_horizon_of_the_first_updates():
+    """model.ema_warmup: the update after t of them uses min(decay, (1 + t) / (10 + t)),
+    so after a few hundred steps the average no longer holds the starting weights."""
+    from gancolor.ema import GeneratorEMA
+
+    net = torch.nn.Linear(1, 1, bias=False)
+    ema = GeneratorEMA({"generator": net}, 0.999, warmup=True)
+    assert [round(ema.decay_at(t), 4) for t in (0, 1, 10, 100, 20000)] == [0.1, 0.1818, 0.55, 0.9182, 0.999]
+    assert GeneratorEMA({"generator": net}, 0.999).decay_at(1) == 0.999
+    history = []
+    for step in range(400):
+        with torch.no_grad():
+            net.weight.fill_(0.0 if step == 0 else 1.0)  # one step from 0, then 1 for good
+        ema.update({"generator": net})
+        history.append(float(ema.nets()["generator"].weight))
+    assert history[0] == 0.0 and history[1] == pytest.approx(1 - 2 / 11)  # the first update copies
+    assert history[-1] > 0.98, "without warm-up 0.999^399 = 67% of the first weights would remain"
+    assert ema.updates() == 400
 
 
 def test_colorize_and_evaluate_load_the_average_unless_use_ema_is_false(ema_run, photos, tmp_path):
