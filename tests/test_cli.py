@@ -60,12 +60,12 @@ def test_default_training_leaves_a_complete_run_folder(tmp_path, cache):
         (["loss.gan_mode=wgan"], "loss.gan_mode must be one of vanilla, lsgan, hinge"),
         (["trainer.precison=bf16"], "precison"),
         (["model=nonexistent"], "nonexistent"),
-        (["trainer.max_epochs=zero"], "trainer.max_epochs must be an integer"),
-        (["trainer.precision=64"], "trainer.precision must be one of"),
         (["data=folder", "data.root=/no/such/folder"], "/no/such/folder"),
     ],
 )
 def test_user_mistakes_give_one_line_and_no_run_folder(tmp_path, cache, args, expected):
+    # One command per kind of refusal; every value check itself is tested in-process
+    # (test_newuser.test_config_mistakes_are_named_in_one_line, test_options).
     result = run_gancolor(args, cwd=tmp_path, cache=cache, timeout=120)
     assert result.returncode == 2
     assert expected in one_error_line(result)
