@@ -19,7 +19,7 @@ iterations each, timed with the device synchronised at both ends; median and spr
 MFU: FLOPs of one iteration as torch.utils.flop_counter counts them analytically from
 the shapes of every matmul and convolution (forward and backward of G and D: pix2pix's
 D step runs D on a real and a fake pair, its G step runs G and D once more), divided by
-the step time and by the chip's dense bf16 peak (PEAK_BF16 below). fp32 rows are
+the step time and by the chip's dense bf16 peak (PEAK_BF16 in bench/common.py). fp32 rows are
 reported against the same bf16 peak, so they read low by design.
 
 --reference DIR runs the reference's train.py (its colorization model at its defaults:
@@ -51,18 +51,7 @@ sys.path.insert(0, str(ROOT))
 from gancolor.build import build, build_recipe  # noqa: E402
 from gancolor.trainer import Trainer  # noqa: E402
 
-# Dense bf16 peak: the H200 figure was measured on this workplace's machine (a large
-# bf16 matmul, ~790 TFLOP/s); the others are datasheet figures.
-PEAK_BF16 = {"H200": 790e12, "H100": 989e12, "A100": 312e12, "L4": 121e12}
-
-
-def compose(overrides: list[str]):
-    from hydra import compose as hydra_compose
-    from hydra import initialize_config_dir
-
-    with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
-        return hydra_compose(config_name="config", overrides=overrides)
-
+from common import compose, device_peak  # noqa: E402
 
 def sync(device: torch.device) -> None:
     if device.type == "cuda":
@@ -143,7 +132,7 @@ def gancolor_case(name: str, overrides: list[str], args) -> dict:
     }
     if device.type == "cuda":
         row["peak_memory_mb"] = torch.cuda.max_memory_allocated(device) / 2**20
-        peak = next((p for key, p in PEAK_BF16.items() if key in torch.cuda.get_device_name(device)), None)
+        peak = device_peak(device)
         flops = iteration_flops(cfg, device, raws[0], data)
         row["flops_per_step"] = flops
         if peak is not None:

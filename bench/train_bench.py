@@ -31,24 +31,7 @@ sys.path.insert(0, str(ROOT))
 from gancolor.build import build, build_recipe  # noqa: E402
 from gancolor.trainer import Trainer  # noqa: E402
 
-# Dense bf16 tensor-core peak (no sparsity), from the vendors' datasheets.
-PEAK_BF16_FLOPS = {"H100": 989e12, "H200": 989e12, "A100": 312e12, "L4": 121e12}
-
-
-def compose(overrides: list[str]):
-    from hydra import compose as hydra_compose
-    from hydra import initialize_config_dir
-
-    with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
-        return hydra_compose(config_name="config", overrides=overrides)
-
-
-def device_peak(device: torch.device) -> float | None:
-    if device.type != "cuda":
-        return None
-    name = torch.cuda.get_device_name(device)
-    return next((peak for key, peak in PEAK_BF16_FLOPS.items() if key in name), None)
-
+from common import compose, device_peak  # noqa: E402
 
 def peak_memory_mb(device: torch.device) -> float:
     if device.type == "cuda":
