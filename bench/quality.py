@@ -11,6 +11,10 @@ and the all-gray baseline, on held-out real photos, at full resolution.
 
 Several --config (each a list of overrides; an empty one is the default pix2pix) train in one
 run beside ONE reference run, --jobs of them at a time; every row has the same data and budget.
+--reuse-reference WORKDIR scores an earlier run's reference outputs instead of training the
+reference again, after checking that it ran on the same split at the same budget (its
+reference_run.json); meant for settings checks with --select, where a second reference run
+would cost as much as the config being checked.
 
 Data: --photos (default ../shared/data/photos-train) is split ONCE by the fixed rule of
 `split_photos`: sorted file names, every 8th held out. The held-out part is never trained
@@ -39,6 +43,7 @@ from __future__ import annotations
 
 import argparse
 import concurrent.futures
+import json
 import os
 import platform
 import queue
@@ -69,6 +74,7 @@ IMAGE_SIZE, BATCH_SIZE = 128, 4
 SAVE_EVERY = 20  # reference: images between weight snapshots (a multiple of BATCH_SIZE)
 SHEET_PHOTOS, SHEET_HEIGHT = 4, 96
 RESULTS = ROOT / "bench" / "results"
+REFERENCE_RUN = "reference_run.json"  # what a later --reuse-reference checks and reports
 BENCHMARKS = ROOT / "BENCHMARKS.md"
 SECTION = "## Quality"
 SUFFIXES = {".jpg", ".jpeg", ".png"}
@@ -200,6 +206,19 @@ def train_reference(reference: Path, split_dir: Path, work: Path, budget: dict, 
     if not snapshot.is_file():
         raise SystemExit(f"quality: the reference saved no weights within the budget; see {work / 'reference_train.out'}")
     return {"ckpt": snapshot, "images": images, "seconds": seconds, "cpu": cpu, "copy": copy}
+
+
+def reused_reference(workdir: Path, budget: dict, names: list[str]) -> dict:
+    """An earlier run's reference side, when it was trained on the same split at the same budget:
+    a reference row costs as much as a gancolor one, and a settings check need not pay it twice."""
+    try:
+        run = json.loads((workdir / REFERENCE_RUN).read_text())
+    except (OSError, ValueError) as error:
+        raise SystemExit(f"quality: error: --reuse-reference: {workdir / REFERENCE_RUN} unreadable ({error})")
+    if run["budget"] != budget or run["held_out"] != names:
+        raise SystemExit(f"quality: error: --reuse-reference: {workdir} ran with budget {run['budget']} on "
+                         f"{len(run['held_out'])} scored photos, not {budget} on these {len(names)}")  # fmt: skip
+    return {**run, "out": workdir / "out_reference"}
 
 
 def forward_lines(stream, lines: queue.Queue) -> None:
@@ -357,6 +376,9 @@ def main() -> None:
     parser.add_argument("--reference", type=Path, default=ROOT.parent / "shared" / "peers" / "pix2pix-reference")
     parser.add_argument("--workdir", type=Path, default=Path("/tmp/gancolor-quality"))
     parser.add_argument("--no-record", action="store_true", help="print the table; leave BENCHMARKS.md alone")
+    parser.add_argument("--reuse-reference", type=Path, metavar="WORKDIR",
+                        help="score the reference run of an earlier --workdir (same photos, split and budget: checked) "
+                        "instead of training it again; the row says so")  # fmt: skip
     args = parser.parse_args()
     configs = args.config or [[]]
     for path, flag in ((args.photos, "--photos"), (args.reference / "train.py", "--reference")):
@@ -387,10 +409,17 @@ def main() -> None:
         run["out"] = colorize_gancolor(run["ckpt"], held_dir, args.workdir / f"out_gancolor_{index}", env)
         return run
 
+    reused = reused_reference(args.reuse_reference, run_budget, names) if args.reuse_reference else None
+
     def theirs() -> dict:
+        if reused:
+            return reused
         run = train_reference(args.reference, train_dir.parent, args.workdir, run_budget, env, log)
         log(f"reference: {run['images']} images in {run['seconds']:.0f} s")
         run["out"] = colorize_reference(run["copy"], run["ckpt"], held_dir, args.workdir / "out_reference", env, args.threads)
+        (args.workdir / REFERENCE_RUN).write_text(json.dumps(
+            {"budget": run_budget, "held_out": names, **{key: run[key] for key in ("images", "seconds", "cpu")}}
+        ))  # fmt: skip
         return run
 
     with concurrent.futures.ThreadPoolExecutor(max_workers=max(1, args.jobs)) as pool:
@@ -406,7 +435,8 @@ def main() -> None:
     labels = ["gancolor " + (" ".join(config) or "pix2pix (default)") for config in configs]
     text = table([
         ("all-gray baseline (truth L, a=b=0)", None, score(grays, truths)),
-        ("reference (colorization, unet_128)", reference, score(their_images, truths)),
+        ("reference (colorization, unet_128)" + (f", reused from {args.reuse_reference}" if args.reuse_reference else ""),
+         reference, score(their_images, truths)),
         *((label, run, score(images, truths)) for label, run, images in zip(labels, runs, our_images)),
     ])  # fmt: skip
     budget_words = f"{args.minutes:g} min per side" if args.minutes else f"{run_budget['images']} images per side"
