@@ -18,6 +18,7 @@ strips of rows, so their temporaries stay a few megabytes whatever the photo's s
 from __future__ import annotations
 
 import os
+import threading
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -166,6 +167,7 @@ class Colorizer:
         self.strip_pixels = _STRIP_PIXELS.get(self.device.type, 1 << 20)
         self._luts: dict[int, np.ndarray] = {}
         self._cpu_twin: Colorizer | None = None
+        self._twin_lock = threading.Lock()  # colorize's writer threads may all run out of memory at once
         self._pool = None
         if self.device.type == "cpu" and torch.get_num_threads() > 1:
             self._pool = ThreadPoolExecutor(
@@ -352,6 +354,10 @@ class Colorizer:
     def cpu_twin(self) -> "Colorizer":
         """This colorizer with a copy of its net on the CPU, made on first use without
         allocating anything on the device (which has just run out of memory)."""
+        with self._twin_lock:
+            return self._make_cpu_twin()
+
+    def _make_cpu_twin(self) -> Colorizer:
         if self._cpu_twin is None:
             import copy
 
