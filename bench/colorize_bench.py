@@ -2,6 +2,7 @@
 
     python bench/colorize_bench.py                      # 12 MP and 24 MP, 2 cores, render_size 256
     python bench/colorize_bench.py --photo ~/some.jpg --cores 2 --repeat 3
+    python bench/colorize_bench.py --workers 1,8 --device cuda --cores 16 --sizes "12 MP"   # photos/s of a folder
 
 The photos are made here: a real photo (scikit-image's astronaut unless --photo is
 given) resized to 4000x3000 and 6000x4000, with film grain added so the JPEGs are as
@@ -21,6 +22,11 @@ Two measurements per photo, each in a fresh process pinned to --cores CPUs:
   end to end   the whole command, interpreter start and model loading included, and its
                peak resident memory (max RSS from wait4: tracemalloc misses torch's
                allocations)
+With --workers (e.g. 1,8), instead of those two:
+  photos/s     `colorize.process` over a folder of --folder-photos copies of the photo
+               with the model loaded (after one warm-up photo), for each number of
+               colorize's `workers`: how far the decoding and encoding threads keep a
+               GPU fed (on the CPU, workers=1 is colorize's choice)
 Prints a Markdown table for BENCHMARKS.md.
 """
 
@@ -41,7 +47,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-SIZES = {"12 MP": (4000, 3000), "24 MP": (6000, 4000)}
+SIZES = {"12 MP": (4000, 3000), "24 MP": (6000, 4000), "2 MP": (1600, 1200)}  # 2 MP: a quick check of the script
 
 
 GENERATORS = {
@@ -144,16 +150,53 @@ def child_per_photo(ckpt: str, photo: str, out: str, render_size: str, precision
     warm.parent.mkdir(parents=True, exist_ok=True)
     Image.open(photo).resize((640, 480)).save(warm)
     options = dict(ckpt=Path(ckpt), output=Path(out) / "result", overwrite=True, progress_bar=False)
-    process(plan(Options(input=str(warm), **options)), colorizer, Options(input=str(warm), **options), log=lambda m: None)
+    warm_options = Options(input=str(warm), **options)
+    process(plan(warm_options)[0], colorizer, warm_options, log=lambda m: None)
     times, cpu = [], []
     for _ in range(int(repeat)):
         started, cpu_started = time.perf_counter(), time.process_time()
         job_options = Options(input=photo, **options)
-        tally = process(plan(job_options), colorizer, job_options, log=lambda m: None)
+        tally = process(plan(job_options)[0], colorizer, job_options, log=lambda m: None)
         times.append(time.perf_counter() - started)
         cpu.append(time.process_time() - cpu_started)
         assert len(tally.written) == 1, tally
     print(json.dumps({"median_s": statistics.median(times), "cpu_s": statistics.median(cpu), "all_s": times}))
+
+
+def photos_per_second(ckpt: Path, photo: Path, count: int, work: Path, args, workers: int) -> float:
+    folder = work / f"folder_{photo.stem}"
+    if not folder.is_dir():
+        folder.mkdir()
+        for i in range(count):
+            shutil.copyfile(photo, folder / f"{i:03d}.jpg")
+    prefix, env = pinned(args.cores)
+    helper = [sys.executable, __file__, "--child-folder", str(ckpt), str(folder), str(work / "out_folder"),
+              str(args.render_size), args.precision, args.device, str(workers), str(args.batch_size or "")]
+    return json.loads(run_child(prefix + helper, env, work).strip().splitlines()[-1])["photos_per_s"]
+
+
+def child_folder(ckpt: str, folder: str, out: str, render_size: str, precision: str, device: str, workers: str, batch_size: str) -> None:
+    import torch
+
+    from gancolor.checkpoint import load_recipe
+    from gancolor.colorize import Options, plan, process
+    from gancolor.inference import Colorizer
+
+    torch.set_num_threads(int(os.environ.get("OMP_NUM_THREADS", "2")))
+    recipe, _ = load_recipe(ckpt, device)
+    colorizer = Colorizer(recipe, int(render_size), device, precision)
+    options = {"ckpt": Path(ckpt), "output": Path(out), "overwrite": True, "progress_bar": False,
+               "workers": int(workers), "batch_size": int(batch_size) if batch_size else None}
+    photos = sorted(Path(folder).iterdir())
+    warm_options = Options(input=str(photos[0]), **options)  # CUDA start-up, cuDNN's choice of kernels
+    process(plan(warm_options)[0], colorizer, warm_options, log=lambda m: None)
+    run_options = Options(input=folder, **options)
+    jobs = plan(run_options)[0]
+    started = time.perf_counter()
+    tally = process(jobs, colorizer, run_options, log=lambda m: None)
+    seconds = time.perf_counter() - started
+    assert len(tally.written) == len(jobs), tally
+    print(json.dumps({"photos_per_s": len(jobs) / seconds, "seconds": seconds}))
 
 
 def machine(cores: int) -> str:
@@ -182,16 +225,24 @@ def main() -> None:
         return child_end_to_end(*sys.argv[2:])
     if len(sys.argv) > 1 and sys.argv[1] == "--child-per-photo":
         return child_per_photo(*sys.argv[2:])
+    if len(sys.argv) > 1 and sys.argv[1] == "--child-folder":
+        return child_folder(*sys.argv[2:])
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--photo", type=Path, default=None, help="a colour photo to scale up (default: scikit-image's astronaut)")
     parser.add_argument("--cores", type=int, default=2)
     parser.add_argument("--render-size", type=int, default=256)
     parser.add_argument("--repeat", type=int, default=3)
-    parser.add_argument("--sizes", default=",".join(SIZES), help=f"comma-separated, from: {', '.join(SIZES)}")
+    parser.add_argument("--sizes", default="12 MP,24 MP", help=f"comma-separated, from: {', '.join(SIZES)}")
     parser.add_argument("--color-input", action="store_true", help="also time colour (RGB) JPEG inputs")
     parser.add_argument("--generator", choices=sorted(GENERATORS), default="unet")
     parser.add_argument("--precision", choices=["32", "bf16"], default="32")
+    parser.add_argument("--workers", default=None, help="comma-separated colorize workers= values (e.g. 1,8): measure photos/s of a folder instead")
+    parser.add_argument("--folder-photos", type=int, default=16, help="photos in the folder --workers times")
+    parser.add_argument("--device", default="cpu", help="for --workers: cpu, cuda, cuda:N")
+    parser.add_argument("--batch-size", type=int, default=None, help="for --workers: colorize's batch_size (default: its own)")
     args = parser.parse_args()
+    if args.workers is not None:
+        return folder_table(args)
 
     load_before = _load()
     work = Path(tempfile.mkdtemp(prefix="gancolor-bench-"))
@@ -215,6 +266,35 @@ def main() -> None:
         print(f"Load average before / after: {load_before} / {_load()}")
         print("| photo | input | generator | render_size | precision | per photo | its CPU time | end to end | peak RSS |")
         print("|---|---|---|---|---|---|---|---|---|")
+        print("\n".join(rows))
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+
+
+def folder_table(args) -> None:
+    workers = [int(w) for w in args.workers.split(",")]
+    load_before = _load()
+    work = Path(tempfile.mkdtemp(prefix="gancolor-bench-"))
+    try:
+        ckpt = work / f"{args.generator}.pt"
+        make_checkpoint(ckpt, 256, args.generator)
+        rows = []
+        kinds = [("gray JPEG", True)] + ([("RGB JPEG", False)] if args.color_input else [])
+        for label in args.sizes.split(","):
+            label = label.strip()
+            for kind, gray in kinds:
+                photo = work / f"{label.replace(' ', '')}_{'gray' if gray else 'rgb'}.jpg"
+                make_photo(photo, SIZES[label], args.photo, gray)
+                for n in workers:
+                    rate = photos_per_second(ckpt, photo, args.folder_photos, work, args, n)
+                    rows.append(f"| {label} | {kind} | {args.generator} | {args.render_size} | {args.precision} | {args.device} | {n} | {rate:.2f} |")
+                    print(rows[-1], flush=True)
+        print()
+        print(f"Machine: {machine(args.cores)}")
+        print(f"Load average before / after: {load_before} / {_load()}")
+        print(f"{args.folder_photos} photos a folder")
+        print("| photo | input | generator | render_size | precision | device | workers | photos/s |")
+        print("|---|---|---|---|---|---|---|---|")
         print("\n".join(rows))
     finally:
         shutil.rmtree(work, ignore_errors=True)

@@ -18,6 +18,7 @@ strips of rows, so their temporaries stay a few megabytes whatever the photo's s
 from __future__ import annotations
 
 import os
+import threading
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -166,6 +167,7 @@ class Colorizer:
         self.strip_pixels = _STRIP_PIXELS.get(self.device.type, 1 << 20)
         self._luts: dict[int, np.ndarray] = {}
         self._cpu_twin: Colorizer | None = None
+        self._twin_lock = threading.Lock()  # colorize's writer threads may all run out of memory at once
         self._pool = None
         if self.device.type == "cpu" and torch.get_num_threads() > 1:
             self._pool = ThreadPoolExecutor(
@@ -201,7 +203,7 @@ class Colorizer:
             if pixels.dtype not in (np.uint8, np.uint16):
                 raise ValueError(f"gray pixels must be uint8 or uint16, got {pixels.dtype}")
             lut = self._lut(65536 if pixels.dtype == np.uint16 else 256)
-            return torch.from_numpy(lut[pixels]).to(self.device).view(1, 1, *pixels.shape)
+            return _to_device(torch.from_numpy(lut[pixels]), self.device).view(1, 1, *pixels.shape)
         if pixels.ndim != 3 or pixels.shape[2] != 3 or pixels.dtype != np.uint8:
             raise ValueError(f"expected (H, W) gray or (H, W, 3) uint8 RGB, got {pixels.shape} {pixels.dtype}")
         height, width = pixels.shape[:2]
@@ -211,7 +213,7 @@ class Colorizer:
         def strip(r0: int, r1: int) -> None:
             # Channel-first and contiguous before converting: kornia on a strided HWC
             # view runs several times slower.
-            rgb = source[r0:r1].to(self.device, non_blocking=True).permute(2, 0, 1).contiguous().unsqueeze(0)
+            rgb = _to_device(source[r0:r1], self.device).permute(2, 0, 1).contiguous().unsqueeze(0)
             L[..., r0:r1, :] = color.rgb_to_lightness(color.uint8_to_float(rgb))
 
         self._each_strip(height, width, strip)
@@ -352,6 +354,10 @@ class Colorizer:
     def cpu_twin(self) -> "Colorizer":
         """This colorizer with a copy of its net on the CPU, made on first use without
         allocating anything on the device (which has just run out of memory)."""
+        with self._twin_lock:
+            return self._make_cpu_twin()
+
+    def _make_cpu_twin(self) -> Colorizer:
         if self._cpu_twin is None:
             import copy
 
@@ -390,6 +396,14 @@ def _predict(colorizer: Colorizer, smalls: list[torch.Tensor], hints: list) -> l
     if any(h is not None for h in hints):
         return colorizer.predict(smalls, hints)
     return colorizer.predict(smalls)
+
+
+def _to_device(host: torch.Tensor, device: torch.device) -> torch.Tensor:
+    # From pinned memory a copy to the GPU is asynchronous: the thread preparing the next
+    # photos goes on instead of waiting for the copy (and for the net's queued work).
+    if device.type == "cuda":
+        host = host.pin_memory()
+    return host.to(device, non_blocking=True)
 
 
 def _release_cached_memory(device: torch.device) -> None:

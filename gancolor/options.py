@@ -27,6 +27,16 @@ def int_option(name: str, value, minimum: int, allow_none: bool = False) -> int 
     return number
 
 
+def int_or_auto_option(name: str, value, minimum: int) -> int | None:
+    """`value` as an int >= `minimum`, or None for `auto` (the command picks, knowing the
+    device); null is refused, so that there is one way to say "you choose"."""
+    if isinstance(value, str) and value.strip() == "auto":
+        return None
+    if _whole_number(value) is None:
+        raise ConfigError(f"{name} must be an integer or auto, got {value!r}")
+    return int_option(name, value, minimum)
+
+
 def _whole_number(value) -> int | None:
     if isinstance(value, bool):
         return None

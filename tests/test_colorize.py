@@ -261,6 +261,111 @@ def test_batching_changes_nothing(tmp_path, ckpt):
         np.testing.assert_array_equal(np.asarray(Image.open(tmp_path / "one" / name)), np.asarray(Image.open(tmp_path / "four" / name)))
 
 
+def write_mixed_folder(folder: Path, photos) -> None:
+    """Real photos of four sizes and formats, two of one shape (they share a batch), a
+    16-bit scan, a file that is no image and one whose output cannot be written."""
+    folder.mkdir()
+    astronaut, chelsea, coffee, rocket = photos
+    Image.fromarray(astronaut[::2, ::2]).save(folder / "astronaut.jpg", quality=90)
+    Image.fromarray(chelsea).convert("L").save(folder / "chelsea.png")
+    Image.fromarray(np.dstack([coffee[::2, ::2], np.full(coffee[::2, ::2].shape[:2], 180, np.uint8)])).save(folder / "coffee.png")
+    Image.fromarray(rocket[::3, ::3]).save(folder / "rocket.webp", quality=90)
+    for i in range(2):
+        Image.fromarray(texture(60, 80, seed=i)).save(folder / f"same_shape_{i}.png")
+    Image.fromarray(texture(50, 70).astype(np.uint16) * 257).save(folder / "scan16.tif")
+    (folder / "empty.jpg").write_bytes(b"")
+    (folder / "blocked").mkdir()
+    Image.fromarray(texture(20, 30)).save(folder / "blocked" / "x.png")
+    Image.fromarray(texture(20, 30)).save(folder / "kept.png")
+
+
+def occupy_output(out: Path) -> None:
+    """An existing result (kept) and a file where a result's folder belongs (not written)."""
+    out.mkdir()
+    (out / "kept.png").write_bytes(b"an earlier result")
+    (out / "blocked").write_text("a file where the folder blocked/ must go")
+
+
+def test_workers_change_nothing_but_where_the_writing_runs(tmp_path, ckpt, photos, monkeypatch):
+    import threading
+
+    import gancolor.colorize as colorize_module
+    from gancolor.colorize import Options, run
+
+    source, out = tmp_path / "in", tmp_path / "out"
+    write_mixed_folder(source, photos)
+    real_write = colorize_module.write_image
+    threads: set[str] = set()
+
+    def noting_thread(pixels, path, *args, **kwargs):
+        threads.add(threading.current_thread().name)
+        return real_write(pixels, path, *args, **kwargs)
+
+    def colourised(workers: int) -> tuple:
+        said: list[str] = []
+        options = Options(ckpt=ckpt, input=str(source), output=out, batch_size=2, workers=workers, progress_bar=False)
+        return run(options, log=said.append), said
+
+    occupy_output(out)
+    monkeypatch.setattr(colorize_module, "write_image", noting_thread)
+    one, said_one = colourised(1)
+    assert threads == {"MainThread"}
+    out.rename(tmp_path / "out_1")
+
+    # The first write to start waits until two later ones are done: outcomes come back
+    # out of order, and must still be recorded in the order of workers=1.
+    first: list[Path] = []
+    finished: list[Path] = []
+    others_done = threading.Event()
+    lock = threading.Lock()
+
+    def first_one_late(pixels, path, *args, **kwargs):
+        with lock:
+            late = not first
+            first.append(path) if late else None
+        if late:
+            assert others_done.wait(60)
+        try:
+            return noting_thread(pixels, path, *args, **kwargs)
+        finally:
+            with lock:
+                finished.append(path)
+                if len(finished) >= 2:
+                    others_done.set()
+
+    threads.clear()
+    occupy_output(out)
+    monkeypatch.setattr(colorize_module, "write_image", first_one_late)
+    three, said_three = colourised(3)
+    assert threads and all(name.startswith("gancolor-write") for name in threads)
+    assert finished.index(first[0]) >= 2
+
+    assert three == one  # written (in the same order), kept, failed, counts
+    assert three.exit_code() == one.exit_code() == 2
+    assert said_three == said_one
+    assert len(one.written) == 7 and [kind for _, _, kind in one.failed] == ["not written", "unreadable"]
+    blocked = f"cannot write {out / 'blocked' / 'x.png'}: [Errno 17] File exists: '{out / 'blocked'}'"
+    assert [line for line in said_one if line.startswith("gancolor: skipped")] == [
+        f"gancolor: skipped {source / 'blocked' / 'x.png'}: {blocked}",
+        f"gancolor: skipped {source / 'empty.jpg'}: empty file (0 bytes)",
+    ]
+    results = sorted(p.relative_to(out) for p in out.rglob("*") if p.is_file())
+    assert results == sorted(p.relative_to(tmp_path / "out_1") for p in (tmp_path / "out_1").rglob("*") if p.is_file())
+    for rel in results:
+        assert (out / rel).read_bytes() == (tmp_path / "out_1" / rel).read_bytes(), rel
+
+
+@pytest.mark.parametrize("value, message", [("0", "workers must be >= 1, got 0"), ("x", "workers must be an integer or auto, got 'x'"),
+                                            ("null", "workers must be an integer or auto, got None")])
+def test_a_bad_workers_value_is_one_error_line_before_any_work(tmp_path, ckpt, capsys, value, message):
+    Image.fromarray(texture(16, 16)).save(tmp_path / "a.png")
+    with pytest.raises(SystemExit) as info:
+        colorize(ckpt, f"input={tmp_path / 'a.png'}", f"output={tmp_path / 'out'}", f"workers={value}")
+    assert info.value.code == 2
+    assert [line for line in capsys.readouterr().err.splitlines() if line.strip()] == [f"gancolor: error: {message}"]
+    assert not (tmp_path / "out").exists()
+
+
 def test_interrupted_write_leaves_no_partial_file(tmp_path, ckpt, monkeypatch):
     Image.fromarray(texture(20, 20)).save(tmp_path / "a.png")
     real_save = Image.Image.save
@@ -441,7 +546,8 @@ def complete_outputs(out: Path) -> list[str]:
     return names
 
 
-def test_sigterm_and_ctrl_c_leave_complete_outputs_and_the_next_run_continues(tmp_path, ckpt, capsys):
+@pytest.mark.parametrize("workers", [1, 3])
+def test_sigterm_and_ctrl_c_leave_complete_outputs_and_the_next_run_continues(tmp_path, ckpt, capsys, workers):
     import signal
 
     source = tmp_path / "in"
@@ -451,7 +557,7 @@ def test_sigterm_and_ctrl_c_leave_complete_outputs_and_the_next_run_continues(tm
     out = tmp_path / "out"
     seen = 0
     for sig in (signal.SIGTERM, signal.SIGINT):
-        process = start_colorize(ckpt, source, out)
+        process = start_colorize(ckpt, source, out, f"workers={workers}")
         stdout, stderr = stop_after(process, out, seen + 5, sig)
         assert process.returncode == 128 + sig, stderr
         assert "Traceback" not in stderr
@@ -461,7 +567,7 @@ def test_sigterm_and_ctrl_c_leave_complete_outputs_and_the_next_run_continues(tm
         assert f"gancolor: stopped by {signal.Signals(sig).name} after {done} of {60 - seen} inputs" in stderr
         assert 0 < done < 60 - seen
         seen = len(names)
-    assert colorize(ckpt, f"input={source}", f"output={out}") == 0
+    assert colorize(ckpt, f"input={source}", f"output={out}", f"workers={workers}") == 0
     assert f"{60 - seen} colourised, {seen} already there" in capsys.readouterr().out
     assert len(complete_outputs(out)) == 60
 

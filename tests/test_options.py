@@ -45,3 +45,15 @@ def test_bool_and_temperature_options():
         temperature_option("warm")
     with pytest.raises(ConfigError, match="temperature must be >= 0"):
         temperature_option(-0.1)
+
+
+def test_int_or_auto_option():
+    from gancolor.options import int_or_auto_option
+
+    assert int_or_auto_option("workers", "auto", 1) is None
+    assert int_or_auto_option("workers", 3, 1) == 3 and int_or_auto_option("workers", "4", 1) == 4
+    with pytest.raises(ConfigError, match=r"^workers must be >= 1, got 0$"):
+        int_or_auto_option("workers", 0, 1)
+    for value in ("x", None, True, 2.5, "Auto"):
+        with pytest.raises(ConfigError, match=rf"^workers must be an integer or auto, got {value!r}$".replace(".", r"\.")):
+            int_or_auto_option("workers", value, 1)
