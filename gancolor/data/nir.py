@@ -23,6 +23,7 @@ import logging
 import os
 from collections import defaultdict
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -34,7 +35,7 @@ from gancolor import color
 from gancolor.data.datamodule import FolderDataModule, report_scan, seeded_split
 from gancolor.data.datasets import DEFAULT_MAX_UNREADABLE_SHARE, Transform, _SkippingDataset, hwc_to_chw
 from gancolor.data.images import UnreadableImage, find_images, is_grayscale, load_image, load_rgb, skipped_summary
-from gancolor.data.scan import scan_color_images
+from gancolor.data.scan import ScanResult, scan_color_images
 from gancolor.data.transforms import PAIRED_TARGET, eval_transform, train_transform
 from gancolor.errors import ConfigError, DataError
 
@@ -123,8 +124,88 @@ def _rel(path: Path, folder: Path | None) -> str:
 
 def report_unpaired(notes: list[str], where: str) -> None:
     if notes:
-        named = "; ".join(notes[:_NAMED_UNPAIRED]) + (f"; and {len(notes) - _NAMED_UNPAIRED} more" if len(notes) > _NAMED_UNPAIRED else "")
-        log.warning("data: %d file(s) under %s without a partner, not used: %s", len(notes), where, named)
+        log.warning("data: %s", unpaired_line(notes, where))
+
+
+def unpaired_line(notes: list[str], where: str) -> str:
+    named = "; ".join(notes[:_NAMED_UNPAIRED]) + (f"; and {len(notes) - _NAMED_UNPAIRED} more" if len(notes) > _NAMED_UNPAIRED else "")
+    return f"{len(notes)} file(s) under {where} without a partner, not used: {named}"
+
+
+def check_layout(root, nir_root, rgb_root) -> None:
+    """One of the two layouts, whole: data.root, or data.nir_root with data.rgb_root
+    (training's data=nir and evaluate take the same options)."""
+    if (nir_root is None) != (rgb_root is None):
+        raise ConfigError("data.nir_root and data.rgb_root go together: give both (or data.root=DIR of NAME_nir.* / NAME_rgb.* files)")
+    if root is not None and nir_root is not None:
+        raise ConfigError("NIR/RGB pairs: give data.root=DIR (NAME_nir.* next to NAME_rgb.*) or data.nir_root with data.rgb_root, not both")
+
+
+def find_pairs(nir_folder: Path, rgb_folder: Path | None = None) -> tuple[list[tuple[Path, Path]], list[str]]:
+    """The pairs of one layout and the notes on files left over: NAME_nir.* next to
+    NAME_rgb.* under `nir_folder` when there is no `rgb_folder`, else the same relative
+    names under both folders."""
+    if rgb_folder is None:
+        return pair_side_by_side(nir_folder)
+    return pair_folders(nir_folder, rgb_folder)
+
+
+def no_pairs_message(notes: list[str], where: str, side_by_side: bool) -> str:
+    """The one line for folders where nothing pairs up: it names a file, so the user
+    sees which naming was expected of it."""
+    left = f": {len(notes)} file(s) without a partner, e.g. {notes[0]}" if notes else ""
+    layout = "NAME_nir.* next to NAME_rgb.*" if side_by_side else "the same file names in both folders"
+    return f"data: no NIR/RGB pairs ({layout}) under {where}{left}"
+
+
+@dataclass
+class PairCheck:
+    """What `check_pairs` made of a list of pairs."""
+
+    kept: list[tuple[Path, Path]]
+    left_out: list[tuple[Path, str, str]]  # (the file at fault, kind, why): a gray RGB, an NIR in colour, two sizes
+    rgb_scan: ScanResult
+    nir_scan: ScanResult  # its unreadable / unsupported files are NIR files that do not decode
+
+    @property
+    def unreadable(self) -> list[tuple[Path, str]]:
+        """(path, reason) of every file of a pair that does not decode."""
+        return self.rgb_scan.unreadable + self.rgb_scan.unsupported + self.nir_scan.unreadable + self.nir_scan.unsupported
+
+
+def check_pairs(pairs: Sequence[tuple[Path, Path]]) -> PairCheck:
+    """The pairs whose files decode (the scan of every data module), whose RGB is in
+    colour, whose NIR is not, and whose two images have one size; training and
+    evaluate both take exactly these."""
+    rgb_scan = scan_color_images([rgb for _, rgb in pairs])
+    nir_scan = scan_color_images([nir for nir, _ in pairs])
+    good_rgb, gray_rgb = set(rgb_scan.good), set(rgb_scan.grayscale)
+    gray_nir, colour_nir = set(nir_scan.grayscale), set(nir_scan.good)
+    kept, left_out = [], []
+    for nir, rgb in pairs:
+        if (rgb not in good_rgb and rgb not in gray_rgb) or (nir not in gray_nir and nir not in colour_nir):
+            continue  # a file that does not decode: the scans name it
+        if rgb in gray_rgb:
+            left_out.append((rgb, "gray RGB", "gray, where the colour photo is expected"))
+        elif nir in colour_nir:
+            left_out.append((nir, "NIR in colour", "NIR in colour"))
+        elif _size(nir) != _size(rgb):
+            left_out.append((nir, "sizes differ", f"{_size(nir)} px, its RGB partner {_size(rgb)} px"))
+        else:
+            kept.append((nir, rgb))
+    return PairCheck(kept, left_out, rgb_scan, nir_scan)
+
+
+def left_out_line(left_out: list[tuple[Path, str, str]], where: str) -> str:
+    named = "; ".join(f"{p.name} ({why})" for p, _, why in left_out[:_NAMED_UNPAIRED])
+    more = f"; and {len(left_out) - _NAMED_UNPAIRED} more" if len(left_out) > _NAMED_UNPAIRED else ""
+    return f"{len(left_out)} pair(s) under {where} not used: {named}{more}"
+
+
+def no_usable_message(checked: PairCheck, where: str) -> str:
+    skipped = skipped_summary([(p, kind) for p, kind, _ in checked.left_out]
+                              + [(p, UnreadableImage.kind) for p, _ in checked.unreadable])
+    return f"data: no usable NIR/RGB pairs under {where} ({skipped or 'no files'})"
 
 
 # -- the dataset -------------------------------------------------------------------------
@@ -177,10 +258,7 @@ class NIRDataModule(FolderDataModule):
     ) -> None:
         # The other options are FolderDataModule's (image_size, batch_size, ...).
         super().__init__(root, **options)
-        if (nir_root is None) != (rgb_root is None):
-            raise ConfigError("data.nir_root and data.rgb_root go together: give both (or data.root=DIR of NAME_nir.* / NAME_rgb.* files)")
-        if root is not None and nir_root is not None:
-            raise ConfigError("data=nir: give data.root=DIR (NAME_nir.* next to NAME_rgb.*) or data.nir_root with data.rgb_root, not both")
+        check_layout(root, nir_root, rgb_root)
         self.nir_root, self.rgb_root = nir_root, rgb_root
         self._pairs: dict[str, str] = {}
 
@@ -226,17 +304,12 @@ class NIRDataModule(FolderDataModule):
     def _usable_pairs(self, nir_folder: Path, rgb_folder: Path, required: bool = True) -> list[Path]:
         """The NIR paths of the pairs under these folders that decode, with the RGB in
         colour, the NIR single-channel and both of one size (the rest said in the log)."""
-        if self.nir_root is None:
-            pairs, notes = pair_side_by_side(nir_folder)
-        else:
-            pairs, notes = pair_folders(nir_folder, rgb_folder)
+        pairs, notes = find_pairs(nir_folder, None if self.nir_root is None else rgb_folder)
         where = str(nir_folder) if self.nir_root is None else f"{nir_folder} and {rgb_folder}"
         if not pairs:
             if not required:
                 return []
-            left = f": {len(notes)} file(s) without a partner, e.g. {notes[0]}" if notes else ""
-            layout = "NAME_nir.* next to NAME_rgb.*" if self.nir_root is None else "the same file names in both folders"
-            raise DataError(f"data: no NIR/RGB pairs ({layout}) under {where}{left}")
+            raise DataError(no_pairs_message(notes, where, side_by_side=self.nir_root is None))
         report_unpaired(notes, where)
         keep = self._cap_pairs(pairs)
         keep = self._scanned(keep, where)
@@ -249,30 +322,16 @@ class NIRDataModule(FolderDataModule):
         return [pair for pair in pairs if pair[0] in wanted]
 
     def _scanned(self, pairs: list[tuple[Path, Path]], where: str) -> list[tuple[Path, Path]]:
-        """Pairs whose files decode (the scan of every data module), whose RGB is in
-        colour, whose NIR is not, and whose two images have one size."""
-        rgb_scan = scan_color_images([rgb for _, rgb in pairs])
-        report_scan(rgb_scan)
-        nir_scan = scan_color_images([nir for nir, _ in pairs])
-        for path, reason in nir_scan.unreadable + nir_scan.unsupported:
+        """The pairs check_pairs keeps, what it leaves out said in the log."""
+        checked = check_pairs(pairs)
+        report_scan(checked.rgb_scan)
+        for path, reason in checked.nir_scan.unreadable + checked.nir_scan.unsupported:
             log.warning("skipping unreadable NIR image %s: %s", path, reason)
-        good_rgb, good_nir = set(rgb_scan.good), set(nir_scan.grayscale)
-        refused = [(nir, "NIR in colour") for nir in nir_scan.good]
-        kept = []
-        for nir, rgb in pairs:
-            if nir in good_nir and rgb in good_rgb:
-                if _size(nir) == _size(rgb):
-                    kept.append((nir, rgb))
-                else:
-                    refused.append((nir, f"{_size(nir)} px, its RGB partner {_size(rgb)} px"))
-        if refused:
-            named = "; ".join(f"{p.name} ({why})" for p, why in refused[:_NAMED_UNPAIRED])
-            log.warning("data: %d pair(s) under %s not used: %s%s", len(refused), where, named,
-                        f"; and {len(refused) - _NAMED_UNPAIRED} more" if len(refused) > _NAMED_UNPAIRED else "")
-        if not kept:
-            skipped = skipped_summary(rgb_scan.skipped + [(p, "unusable NIR") for p, _ in refused])
-            raise DataError(f"data: no usable NIR/RGB pairs under {where} ({skipped or 'no files'})")
-        return kept
+        if checked.left_out:
+            log.warning("data: %s", left_out_line(checked.left_out, where))
+        if not checked.kept:
+            raise DataError(no_usable_message(checked, where))
+        return checked.kept
 
     def _make_dataset(self, paths: Sequence[Path], train: bool) -> _SkippingDataset:
         if train:
