@@ -14,17 +14,22 @@ Options (key=value; defaults in conf/export.yaml):
   opset=17                  ONNX opset
 
 The graph is the recipe's whole `colorize`: normalised L (N, 1, H, W) in, normalised ab
-(N, 2, H, W) out, for any N, H and W. What each recipe needs is inside it: CIC's
+(N, 2, H, W) out, for any N, H and W. An NIR checkpoint (model.target=lab / rgb) gives
+an NIR graph instead: the NIR image (N, 1, H, W) in [-1, 1] in (as
+gancolor.color.nir_to_net scales it), the whole colour image (N, 3, H, W) in the
+recipe's target space out (normalised Lab, or sRGB in [-1, 1]); its metadata says
+input_kind: nir and the target. What each recipe needs is inside it: CIC's
 decoding of its bin distribution (annealed mean at the temperature), CycleGAN's
 gray -> colour generator (with its sRGB <-> Lab conversions when it works in RGB),
 StarGAN's target-domain code, and every net's padding to its stride. The file's
 metadata (ONNX metadata_props; TorchScript extra file gancolor.json) says how L and ab
 are scaled and how colorize uses the graph. The export is checked before it is
 written: on two sizes the exporter did not trace at, the file must give what PyTorch
-gives (to 1e-3 max abs in normalised ab), or nothing is written.
+gives (to 1e-3 max abs in the output's normalised units), or nothing is written.
 
 `python -m gancolor.colorize ckpt=model.onnx ...` runs an ONNX export through
-onnxruntime with the same pre- and post-processing as the checkpoint.
+onnxruntime with the same pre- and post-processing as the checkpoint (for an NIR
+export: on NIR files, as the NIR checkpoint).
 
 Exit status 0, or 2 with one line for a bad argument or a model that cannot be exported.
 """
@@ -49,8 +54,7 @@ from torch import nn
 from gancolor import __version__
 from gancolor.commandline import compose_command
 from gancolor.errors import ConfigError, UserError, fail
-from gancolor.models.base import check_gray_input
-from gancolor.onnx_runtime import INPUT_NAME, METADATA_FORMAT, OUTPUT_NAME, load_model
+from gancolor.onnx_runtime import METADATA_FORMAT, graph_names, load_model
 from gancolor.options import bool_option, int_option, temperature_option
 
 FORMATS = ("onnx", "torchscript")
@@ -59,7 +63,7 @@ TRACE_SHAPE = (1, 1, 37, 53)
 # Checked after export: another batch size and sizes the trace did not see, odd, so
 # every net pads (and a size baked into the graph by the trace would show).
 CHECK_SHAPES = ((2, 1, 45, 71), (1, 1, 83, 30))
-TOLERANCE = 1e-3  # max abs in normalised ab (1e-3 is 0.1 of a Lab unit: invisible)
+TOLERANCE = 1e-3  # max abs in normalised ab or Lab (1e-3 is 0.1 of a Lab unit: invisible), or sRGB in [-1, 1]
 
 INPUT_DOC = (
     "L: float32 (N, 1, H, W), any N, H, W; CIE L* scaled as L/50 - 1 ([0, 100] -> [-1, 1]). "
@@ -72,6 +76,26 @@ USE_DOC = (
     "when enlarging) so its short side is render_size goes through the graph; the ab it gives is upsampled "
     "bilinearly (align_corners=false) to full size and joined with the full-resolution L; Lab -> sRGB, clipped"
 )
+
+# An NIR recipe's graph (model.target=lab / rgb): what gancolor.color.nir_to_net makes
+# of an NIR file in, the whole colour image in the target's space (color.encode) out.
+NIR_INPUT_DOC = (
+    "nir: float32 (N, 1, H, W), any N, H, W; a near-infrared image v over its depth's full range "
+    "(8-bit v/255, 16-bit v/65535; an RGB file with equal channels: their mean/255), scaled as 2v - 1 "
+    "([0, 1] -> [-1, 1])"
+)
+NIR_OUTPUT_DOCS = {
+    "lab": "lab: float32 (N, 3, H, W), the size of the input; CIE L*, a*, b* scaled as L/50 - 1, a/110, b/110, "
+           "clamped to [-1, 1]",
+    "rgb": "rgb: float32 (N, 3, H, W), the size of the input; sRGB (IEC 61966-2-1 transfer curve) v in [0, 1] "
+           "scaled as 2v - 1, clamped to [-1, 1]",
+}
+NIR_USE_DOC = (
+    "gancolor.colorize: an NIR file (single-channel 8- or 16-bit) at full resolution, scaled as the input says; a copy "
+    "resized (area when shrinking, bilinear when enlarging) so its short side is render_size goes through the graph; "
+    "the colour image it gives is upsampled bilinearly (align_corners=false) to full size, {decode}, clipped to [0, 1]"
+)
+NIR_DECODE = {"lab": "Lab -> sRGB", "rgb": "sRGB = (v + 1) / 2"}
 
 
 @dataclass
@@ -104,8 +128,8 @@ class Options:
 
 
 class ColorizeGraph(nn.Module):
-    """A recipe's `colorize` as a module to trace: normalised L -> normalised ab, clamped
-    as colorize's Colorizer clamps it.
+    """A recipe's `colorize` as a module to trace: normalised L -> normalised ab (an NIR
+    recipe: NIR -> the colour image), clamped as colorize's Colorizer clamps it.
 
     Only the generator nets are registered (the traced weights); the recipe itself is
     held outside the module tree, so what else it owns (discriminators, CycleGAN's
@@ -149,19 +173,35 @@ def metadata(recipe, ckpt: dict, source: Path) -> dict[str, str]:
         "gancolor_version": __version__,
         "recipe": str(recipe.name),
         "generator": ", ".join(type(net).__name__ for net in recipe.generator_modules()),
-        "input": INPUT_DOC,
-        "output": OUTPUT_DOC,
-        "lab": LAB_DOC,
+        **_contract(recipe),
         "render_size": str(trained_size(ckpt)),
         "stride": str(net_stride(recipe)),
         "padding": "inside the graph: reflected at the bottom/right to a multiple of stride, cropped back",
-        "use": USE_DOC,
         "source": source.name,
     }
     if ckpt.get("global_step") is not None:
         meta["global_step"] = str(ckpt["global_step"])
     meta.update(_recipe_metadata(recipe))
     return meta
+
+
+def _contract(recipe) -> dict[str, str]:
+    """What goes in and comes out, and how colorize uses it: gray L -> ab, or for an NIR
+    recipe NIR -> the colour image in its target space (input_kind and target say which,
+    for OnnxRecipe to rebuild the NIR path)."""
+    if getattr(recipe, "input_kind", "gray") != "nir":
+        return {"input_kind": "gray", "input": INPUT_DOC, "output": OUTPUT_DOC, "lab": LAB_DOC, "use": USE_DOC}
+    target = recipe.target
+    contract = {"input_kind": "nir", "target": target, "input": NIR_INPUT_DOC, "output": NIR_OUTPUT_DOCS[target]}
+    if target == "lab":
+        contract["lab"] = LAB_DOC
+    contract["use"] = NIR_USE_DOC.format(decode=NIR_DECODE[target])
+    return contract
+
+
+def _io_names(meta: dict[str, str]) -> tuple[str, str]:
+    """The graph's (input, output) names for its metadata's input kind."""
+    return graph_names(meta.get("input_kind", "gray"), meta.get("target"))
 
 
 def _recipe_metadata(recipe) -> dict[str, str]:
@@ -224,12 +264,13 @@ def onnx_bytes(traced: torch.jit.ScriptModule, meta: dict[str, str], opset: int 
     the nets' padding arithmetic, where the torch.export-based one specialises them."""
     buffer = io.BytesIO()
     axes = {0: "batch", 2: "height", 3: "width"}
+    input_name, output_name = _io_names(meta)
     with warnings.catch_warnings(), _native_stdout_silenced():
         warnings.simplefilter("ignore")  # its own deprecation notice
         torch.onnx.export(
             traced, (torch.zeros(TRACE_SHAPE),), buffer, dynamo=False, opset_version=opset,
-            input_names=[INPUT_NAME], output_names=[OUTPUT_NAME],
-            dynamic_axes={INPUT_NAME: axes, OUTPUT_NAME: axes},
+            input_names=[input_name], output_names=[output_name],
+            dynamic_axes={input_name: axes, output_name: axes},
         )
     return _with_onnx_metadata(buffer.getvalue(), meta)
 
@@ -264,14 +305,14 @@ def _with_onnx_metadata(data: bytes, meta: dict[str, str]) -> bytes:
     for key, value in meta.items():
         entry = model.metadata_props.add()
         entry.key, entry.value = key, value
-    model.doc_string = f"gancolor {meta['recipe']} colouriser: {INPUT_DOC} -> {OUTPUT_DOC}"
+    model.doc_string = f"gancolor {meta['recipe']} colouriser: {meta['input']} -> {meta['output']}"
     model.producer_name, model.producer_version = "gancolor", __version__
     return model.SerializeToString()
 
 
 def exported_runner(data: bytes, fmt: str):
-    """A function running the exported file on L (N, 1, H, W) with its own runtime:
-    onnxruntime, or torch.jit."""
+    """A function running the exported file on its input (N, 1, H, W) with its own
+    runtime: onnxruntime, or torch.jit."""
     if fmt == "torchscript":
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", FutureWarning)  # "torch.jit is deprecated": it still works
@@ -287,7 +328,9 @@ def exported_runner(data: bytes, fmt: str):
     import onnxruntime
 
     session = onnxruntime.InferenceSession(data, providers=["CPUExecutionProvider"])
-    return lambda L: torch.from_numpy(session.run([OUTPUT_NAME], {INPUT_NAME: L.numpy()})[0])
+    # By the file's own names: "L" -> "ab", or for an NIR graph "nir" -> "lab" / "rgb".
+    input_name, output_name = session.get_inputs()[0].name, session.get_outputs()[0].name
+    return lambda L: torch.from_numpy(session.run([output_name], {input_name: L.numpy()})[0])
 
 
 def run_exported(data: bytes, fmt: str, L: torch.Tensor) -> torch.Tensor:
@@ -359,7 +402,6 @@ def export(options: Options, say=print) -> str:
         _needs_onnx()
     source = run_checkpoint(options.ckpt, say)
     recipe, ckpt = load_model(source, "cpu", exported=False)
-    check_gray_input(recipe, "export", "the graph's input and output are documented as gray L in, ab out")
     apply_temperature(recipe, options.temperature)
     graph = ColorizeGraph(recipe).eval()
     name = f"{recipe.name} ({', '.join(type(n).__name__ for n in recipe.generator_modules())})"

@@ -4,7 +4,10 @@ onnxruntime behind the interface a recipe gives the Colorizer.
 The Colorizer asks a recipe for `colorize(L) -> ab` and `generator_modules()` (whose
 `stride` it pads to); `OnnxRecipe` answers both from the file gancolor.export wrote,
 so an ONNX export goes through exactly the same colour conversion, render size,
-padding, resizing back to full resolution and output writing as the checkpoint.
+padding, resizing back to full resolution and output writing as the checkpoint. An
+export of an NIR recipe (metadata input_kind: nir, target: lab / rgb) gives the
+Colorizer the same `input_kind` and `target` the recipe has, so NIR files go through
+the checkpoint's NIR path.
 
 A TorchScript export is refused here: it is a program, and gancolor never runs code
 from a file it is given (checkpoints load with weights_only=True for the same reason).
@@ -24,7 +27,17 @@ from gancolor.errors import CheckpointError, ConfigError
 
 # The contract between gancolor.export and this runtime.
 METADATA_FORMAT = "gancolor-colorize-graph/1"  # metadata key gancolor_format of every export
-INPUT_NAME, OUTPUT_NAME = "L", "ab"
+INPUT_NAME, OUTPUT_NAME = "L", "ab"  # a gray recipe's graph: normalised L in, ab out
+NIR_INPUT_NAME = "nir"  # an NIR recipe's graph: NIR in, the colour image in its target space ("lab" / "rgb") out
+NIR_TARGETS = ("lab", "rgb")
+
+
+def graph_names(input_kind: str = "gray", target: str | None = None) -> tuple[str, str]:
+    """(input, output) names of an exported graph: what it takes and what it gives, so
+    a reader of the file sees at once whether it is a gray or an NIR colouriser."""
+    if input_kind == "nir":
+        return NIR_INPUT_NAME, str(target)
+    return INPUT_NAME, OUTPUT_NAME
 
 
 def load_model(path: str | os.PathLike, device: str | torch.device = "cpu", exported: bool = True, use_ema: bool = True):
@@ -90,11 +103,18 @@ class OnnxRecipe(nn.Module):
         self.metadata = dict(self.session.get_modelmeta().custom_metadata_map)
         if self.metadata.get("gancolor_format") != METADATA_FORMAT:
             raise CheckpointError(f"{self.path} is an ONNX file that python -m gancolor.export did not write (no gancolor metadata)")
+        self.input_kind = self.metadata.get("input_kind", "gray")  # exports written before NIR ones say nothing: gray
+        if self.input_kind == "nir":
+            self.target = self.metadata.get("target")
+            if self.target not in NIR_TARGETS:
+                raise CheckpointError(f"{self.path}: an NIR export with target {self.target!r}, not one of {', '.join(NIR_TARGETS)}")
+        elif self.input_kind != "gray":
+            raise CheckpointError(f"{self.path}: input_kind {self.input_kind!r} is not one this gancolor knows (gray, nir)")
+        self.input_name, self.output_name = graph_names(self.input_kind, getattr(self, "target", None))
         inputs = [i.name for i in self.session.get_inputs()]
         outputs = [o.name for o in self.session.get_outputs()]
-        if inputs != [INPUT_NAME] or OUTPUT_NAME not in outputs:
-            raise CheckpointError(f"{self.path}: expected input {INPUT_NAME!r} and output {OUTPUT_NAME!r}, got {inputs} and {outputs}")
-        self.input_name, self.output_name = INPUT_NAME, OUTPUT_NAME
+        if inputs != [self.input_name] or self.output_name not in outputs:
+            raise CheckpointError(f"{self.path}: expected input {self.input_name!r} and output {self.output_name!r}, got {inputs} and {outputs}")
         self.name = self.metadata.get("recipe", "onnx")
         self.stride = int(self.metadata.get("stride", 1))
         self.render_size = int(self.metadata.get("render_size", 256))
@@ -114,7 +134,8 @@ class OnnxRecipe(nn.Module):
 
     @torch.no_grad()
     def colorize(self, L: torch.Tensor) -> torch.Tensor:
-        """Normalised L (N, 1, H, W) -> normalised ab (N, 2, H, W), on L's device."""
+        """Normalised L (N, 1, H, W) -> normalised ab (N, 2, H, W), on L's device; for an
+        NIR export, NIR (N, 1, H, W) -> the colour image (N, 3, H, W) in its target space."""
         array = np.ascontiguousarray(L.detach().float().cpu().numpy())
         ab = self.session.run([self.output_name], {self.input_name: array})[0]
         return torch.from_numpy(ab).to(L.device)

@@ -2,11 +2,17 @@
 real photos (helpers.synthetic_nir: a fixed channel mix under a gamma) and the photos
 themselves. The loader pairs and crops both alike, a file without its partner is named,
 a tiny pix2pix trains on NIR in this process and its checkpoint colourises an NIR file
-of odd size into an RGB image of that size; a colour photo given to it is one line."""
+of odd size into an RGB image of that size; a colour photo given to it is one line.
+Its ONNX and TorchScript exports colour NIR files as the checkpoint does."""
 
 from __future__ import annotations
 
+import io
+import json
 import logging
+import shutil
+import warnings
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -16,9 +22,12 @@ from PIL import Image
 
 from gancolor.build import build, build_recipe
 from gancolor.colorize import main as colorize
+from gancolor.data.images import load_image
 from gancolor.data.nir import NIRDataModule, load_nir
 from gancolor.errors import ConfigError, DataError
+from gancolor.export import TORCHSCRIPT_METADATA
 from gancolor.export import main as export
+from gancolor.inference import Colorizer
 from gancolor.loggers import Logger
 from gancolor.models.base import check_input_kind
 from helpers import compose, save_checkpoint, shrink, synthetic_nir, write_nir_pairs
@@ -104,7 +113,11 @@ class Rows(Logger):
         self.rows.append(dict(metrics, step=step))
 
 
-def test_pix2pix_trains_on_nir_and_colourises_an_odd_sized_nir_file(pairs, tmp_path, photos, capsys):
+@pytest.fixture(scope="module")
+def trained(pairs, tmp_path_factory, one_thread):
+    """A tiny pix2pix trained on NIR in this process: (its config, data, recipe, run
+    folder, the metrics it logged)."""
+    run = tmp_path_factory.mktemp("nir_run") / "run"
     cfg = shrink(compose("experiment=nir_pix2pix", f"data.root={pairs}", "logger=none", "trainer.log_every_n_steps=1",
                          "trainer.num_samples=2", "trainer.pretrain_epochs=1", "trainer.max_epochs=2", "data.repeats=2"))
     trainer, data, recipe = build(cfg.trainer, "trainer"), build(cfg.data, "data"), build_recipe(cfg)
@@ -112,19 +125,23 @@ def test_pix2pix_trains_on_nir_and_colourises_an_odd_sized_nir_file(pairs, tmp_p
     check_input_kind(recipe, data)
     torch.manual_seed(0)
     logger = Rows()
-    trainer.fit(recipe, data, tmp_path / "run", logger, OmegaConf.to_container(cfg, resolve=True))
-    logged = {key for row in logger.rows for key in row}
+    trainer.fit(recipe, data, run, logger, OmegaConf.to_container(cfg, resolve=True))
+    return SimpleNamespace(cfg=cfg, data=data, recipe=recipe, run=run, rows=logger.rows, ckpt=run / "checkpoints" / "last.pt")
+
+
+def test_pix2pix_trains_on_nir_and_colourises_an_odd_sized_nir_file(trained, tmp_path, photos, capsys):
+    logged = {key for row in trained.rows for key in row}
     assert {"train/G/pixel", "train/D/loss", "train/G/L1", "val/psnr", "val/ssim", "val/colorfulness_ratio"} <= logged
     assert any(key.startswith("val/hist") for key in logged)
-    assert (tmp_path / "run" / "samples" / "epoch_0002.png").is_file()
+    assert (trained.run / "samples" / "epoch_0002.png").is_file()
 
     # A gray recipe refuses NIR data, and the NIR recipe gray data, before any work.
     with pytest.raises(ConfigError, match="data=nir"):
-        check_input_kind(build_recipe(shrink(compose("model=pix2pix"))), data)
+        check_input_kind(build_recipe(shrink(compose("model=pix2pix"))), trained.data)
     with pytest.raises(ConfigError, match="model.target=lab"):
-        check_input_kind(recipe, build(shrink(compose("data=folder", "data.root=x")).data, "data"))
+        check_input_kind(trained.recipe, build(shrink(compose("data=folder", "data.root=x")).data, "data"))
 
-    ckpt = tmp_path / "run" / "checkpoints" / "last.pt"
+    ckpt = trained.ckpt
     odd = np.asarray(Image.fromarray(photos[1]).resize((45, 37)))
     Image.fromarray(synthetic_nir(odd, 16)).save(tmp_path / "odd_nir.png")
     assert colorize([f"ckpt={ckpt}", f"input={tmp_path / 'odd_nir.png'}", f"output={tmp_path / 'out'}", "progress_bar=false"]) == 0
@@ -140,9 +157,99 @@ def test_pix2pix_trains_on_nir_and_colourises_an_odd_sized_nir_file(pairs, tmp_p
     assert len(err) == 1 and err[0].startswith("gancolor: skipped") and "single-channel NIR" in err[0]
     assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["odd_nir.png"]
 
-    # export does not know NIR graphs yet: one line, nothing written.
-    with pytest.raises(SystemExit) as stopped:
-        export([f"ckpt={ckpt}", "format=torchscript", f"output={tmp_path / 'nir.ts'}"])
-    assert stopped.value.code == 2 and not (tmp_path / "nir.ts").exists()
-    err = [line for line in capsys.readouterr().err.splitlines() if line.strip()]
-    assert len(err) == 1 and err[0].startswith("gancolor: error: export does not handle NIR checkpoints")
+
+# -- evaluate and export of an NIR checkpoint ------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def val_pairs(tmp_path_factory, photos):
+    """Held-out NIR/RGB pairs of odd sizes, one NIR 16-bit, in the EPFL layout, with one
+    file of each kind the pairing leaves out: a pair of two sizes, a gray RGB, an NIR
+    in colour, an NIR without partner. Returns (folder, the usable (nir, rgb) pairs)."""
+    folder = tmp_path_factory.mktemp("nir_val")
+    usable = []
+    for i, (photo, size, bits) in enumerate(zip(photos[:3], [(45, 37), (52, 33), (39, 48)], [8, 16, 8])):
+        rgb = np.asarray(Image.fromarray(photo[40:, 60:]).resize(size, Image.Resampling.BOX))
+        usable.append((folder / "val" / f"{i:04d}_nir.png", folder / "val" / f"{i:04d}_rgb.png"))
+        usable[-1][0].parent.mkdir(parents=True, exist_ok=True)
+        Image.fromarray(synthetic_nir(rgb, bits)).save(usable[-1][0])
+        Image.fromarray(rgb).save(usable[-1][1])
+    rgb = np.asarray(Image.fromarray(photos[3]).resize((40, 32)))
+    bad = folder / "bad"
+    bad.mkdir()
+    Image.fromarray(rgb).save(bad / "sizes_rgb.png")
+    Image.fromarray(synthetic_nir(rgb[:, :30])).save(bad / "sizes_nir.png")
+    Image.fromarray(rgb.mean(axis=2).astype(np.uint8)).convert("RGB").save(bad / "gray_rgb.png")
+    Image.fromarray(synthetic_nir(rgb)).save(bad / "gray_nir.png")
+    Image.fromarray(rgb).save(bad / "colour_rgb.png")
+    Image.fromarray(rgb[:, ::-1]).save(bad / "colour_nir.png")
+    Image.fromarray(synthetic_nir(rgb)).save(bad / "lonely_nir.png")
+    return folder, usable
+
+
+def colourised(ckpt, nir_files, folder) -> list[np.ndarray]:
+    """What `colorize ckpt=CKPT` writes for each NIR file, one call for all of them."""
+    inputs = folder / "in"
+    inputs.mkdir(parents=True, exist_ok=True)
+    for i, path in enumerate(nir_files):
+        shutil.copy(path, inputs / f"{i:04d}_{path.name}")
+    assert colorize([f"ckpt={ckpt}", f"input={inputs}", f"output={folder / 'out'}", "progress_bar=false"]) == 0
+    return [np.asarray(Image.open(folder / "out" / f"{i:04d}_{p.name}")) for i, p in enumerate(nir_files)]
+
+
+def ts_recipe(data: bytes):
+    """A TorchScript NIR export as a recipe for the Colorizer, from its metadata alone
+    (colorize itself never runs TorchScript files: they are programs)."""
+    extra = {TORCHSCRIPT_METADATA: ""}
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", FutureWarning)  # "torch.jit is deprecated": it still works
+        module = torch.jit.load(io.BytesIO(data), _extra_files=extra)
+    meta = json.loads(extra[TORCHSCRIPT_METADATA])
+
+    class Exported(torch.nn.Module):
+        input_kind, target, stride = meta["input_kind"], meta["target"], int(meta["stride"])
+
+        def colorize(self, x):
+            return module(x)
+
+        def generator_modules(self):
+            return [self]
+
+    return Exported(), meta
+
+
+@pytest.mark.parametrize("target", ["lab", "rgb"])
+def test_nir_exports_colourise_nir_files_as_the_checkpoint(target, val_pairs, tmp_path, capsys):
+    import onnx
+
+    # Untrained, its weights drawn wider than training's init: a few steps of training
+    # give an almost flat image, where a wrong scaling of the NIR input could hide.
+    cfg = shrink(compose("experiment=nir_pix2pix", f"model.target={target}", "data.root=x", "generator.init_gain=0.1"))
+    torch.manual_seed(0)
+    ckpt = save_checkpoint(tmp_path / f"{target}.pt", cfg, build_recipe(cfg))
+    nir_files = [nir for nir, _ in val_pairs[1]]
+    reference = colourised(ckpt, nir_files, tmp_path / "pt")
+
+    assert export([f"ckpt={ckpt}", f"output={tmp_path / 'nir.onnx'}"]) == 0
+    assert export([f"ckpt={ckpt}", "format=torchscript", f"output={tmp_path / 'nir.ts'}"]) == 0
+    assert "matches PyTorch" in capsys.readouterr().out
+    meta = {p.key: p.value for p in onnx.load(str(tmp_path / "nir.onnx")).metadata_props}
+    graph = onnx.load(str(tmp_path / "nir.onnx")).graph
+    assert ([i.name for i in graph.input], [o.name for o in graph.output]) == (["nir"], [target])
+    assert (meta["input_kind"], meta["target"]) == ("nir", target)
+    assert meta["input"].startswith("nir: float32 (N, 1, H, W)") and "2v - 1" in meta["input"]
+    assert meta["output"].startswith(f"{target}: float32 (N, 3, H, W)")
+    assert ("L/50 - 1, a/110, b/110" if target == "lab" else "scaled as 2v - 1") in meta["output"]
+
+    # colorize runs the ONNX file as it runs the checkpoint.
+    onnx_out = colourised(tmp_path / "nir.onnx", nir_files, tmp_path / "onnx")
+    # The TorchScript file, through the same Colorizer with what its metadata says.
+    recipe, ts_meta = ts_recipe((tmp_path / "nir.ts").read_bytes())
+    assert {k: ts_meta[k] for k in ("input_kind", "target", "input", "output")} == {k: meta[k] for k in ("input_kind", "target", "input", "output")}
+    colorizer = Colorizer(recipe, int(ts_meta["render_size"]))
+    ts_out = [colorizer(load_image(path).pixels) for path in nir_files]
+    for ref, via_onnx, via_ts in zip(reference, onnx_out, ts_out):
+        assert ref.shape == via_onnx.shape == via_ts.shape
+        assert np.abs(ref.astype(int) - via_onnx).max() <= 1 and np.abs(ref.astype(int) - via_ts).max() <= 1
+    assert min(float(r.std(axis=(0, 1)).max()) for r in reference) > 3  # pictures, not one flat colour
+
