@@ -16,7 +16,20 @@ TF-Inception file (weights-inception-2015-12-05-6726825d.pth); FID needs at leas
 photos unless fid.force=true. Validation during training uses the same functions
 (gancolor.metrics).
 
-Options (key=value; defaults in conf/evaluate.yaml): data.image_size=256,
+An NIR checkpoint (model.target=lab / rgb, experiment=nir_pix2pix) is scored on NIR/RGB
+pairs, found as training finds them (gancolor.data.nir), every pair under the folders:
+
+    python -m gancolor.evaluate ckpt=runs/pix2pix/.../best.pt data.root=datasets/nirscene1_val
+    python -m gancolor.evaluate ckpt=best.pt data.nir_root=~/nir data.rgb_root=~/rgb
+
+data.root: NAME_nir.EXT next to NAME_rgb.EXT, any depth; data.nir_root with data.rgb_root:
+the same relative names in both. A pair of two sizes, with a gray RGB or an NIR in colour
+is left out (said on one line). Each NIR file goes through colorize's NIR path at its full
+size (data.image_size=auto; N: both images resized to short side N first) and the result
+is compared with its RGB partner, with the same metrics. All checkpoints of one call take
+one kind of input; classifier= and hints.points= are for gray checkpoints.
+
+Options (key=value; defaults in conf/evaluate.yaml): data.image_size=auto (256; NIR: full size),
 data.max_images=N, output=DIR, num_samples=8, render_size=N, device=auto,
 precision=32|bf16, lpips.weights=auto|PATH|null, lpips.net=alex|vgg|squeeze,
 fid.weights=auto|PATH|null, fid.force=false, kid.subsets=100, kid.subset_size=1000,
@@ -48,6 +61,7 @@ import os
 import sys
 import time
 from collections import defaultdict
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -69,11 +83,17 @@ PER_IMAGE = ["psnr", "ssim", "mae", "mse", "colorfulness", "colorfulness_true"]
 INCEPTION_COLUMNS = ("fid", "kid", "kid_std")
 
 
+AUTO = "auto"  # data.image_size=auto: GRAY_IMAGE_SIZE for photos, full size for NIR pairs (as colorize writes them)
+GRAY_IMAGE_SIZE = 256
+
+
 @dataclass
 class Options:
     ckpts: list[Path]
-    root: Path
-    image_size: int | None = 256
+    root: Path | None
+    image_size: int | None | str = GRAY_IMAGE_SIZE  # or AUTO
+    nir_root: Path | None = None  # NIR checkpoints: the two-folder layout of data=nir
+    rgb_root: Path | None = None
     max_images: int | None = None
     output: Path | None = None
     num_samples: int = 8
@@ -96,6 +116,8 @@ class Options:
 
     @classmethod
     def from_config(cls, cfg) -> "Options":
+        from gancolor.data.nir import check_layout
+
         raw = cfg.ckpt
         ckpts = [raw] if isinstance(raw, str) else list(raw) if raw is not None else []
         if not ckpts or not all(isinstance(c, str) and c for c in ckpts):
@@ -106,10 +128,17 @@ class Options:
         def weights(value) -> str | None:
             return None if value is None else str(value)
 
+        root, nir_root, rgb_root = (_folder_option(cfg.data.get(key)) for key in ("root", "nir_root", "rgb_root"))
+        if root is None and nir_root is None and rgb_root is None:
+            raise ConfigError("missing argument: data.root=... (or, for an NIR checkpoint, data.nir_root=... data.rgb_root=...; see --help)")
+        check_layout(root, nir_root, rgb_root)  # as training's data=nir: one layout, whole
+        image_size = cfg.data.image_size
         return cls(
             ckpts=[Path(os.path.expanduser(c)) for c in ckpts],
-            root=Path(os.path.expanduser(str(cfg.data.root))),
-            image_size=int_option("data.image_size", cfg.data.image_size, 1, allow_none=True),
+            root=root,
+            nir_root=nir_root,
+            rgb_root=rgb_root,
+            image_size=AUTO if image_size == AUTO else int_option("data.image_size", image_size, 1, allow_none=True),
             max_images=int_option("data.max_images", cfg.data.max_images, 1, allow_none=True),
             output=None if cfg.output is None else Path(os.path.expanduser(str(cfg.output))),
             num_samples=int_option("num_samples", cfg.num_samples, 0),
@@ -128,6 +157,10 @@ class Options:
             use_ema=bool_option("use_ema", cfg.get("use_ema", True)),
             **hint_options(cfg.get("hints")),
         )
+
+
+def _folder_option(value) -> Path | None:
+    return None if value is None else Path(os.path.expanduser(str(value)))
 
 
 def hint_options(node) -> dict:
@@ -176,10 +209,7 @@ def load_photos(options: Options, say) -> tuple[list[Path], list[np.ndarray], di
     from gancolor.data.images import UnreadableImage, find_images, load_rgb, quiet_pillow_warnings, skipped_summary
     from gancolor.data.scan import scan_color_images
 
-    if not options.root.exists():
-        raise DataError(f"data.root not found: {options.root}")
-    if not options.root.is_dir():
-        raise DataError(f"data.root is not a folder: {options.root}")
+    _check_folder("data.root", options.root)
     quiet_pillow_warnings()  # a damaged file gets one line, below
     scan = scan_color_images(find_images(options.root))
     skipped = {"grayscale": [str(p) for p in scan.grayscale], "unreadable": [[str(p), r] for p, r in scan.unreadable],
@@ -207,6 +237,124 @@ def load_photos(options: Options, say) -> tuple[list[Path], list[np.ndarray], di
     return paths, photos, skipped
 
 
+def _check_folder(key: str, folder: Path) -> None:
+    if not folder.exists():
+        raise DataError(f"{key} not found: {folder}")
+    if not folder.is_dir():
+        raise DataError(f"{key} is not a folder: {folder}")
+
+
+class _Decoded(Sequence):
+    """Images decoded each time they are asked for, not held: a set of full-size NIR/RGB
+    pairs would not fit in memory as gray evaluation's resized photos do."""
+
+    def __init__(self, paths: list[Path], decode) -> None:
+        self.paths, self.decode = paths, decode
+
+    def __len__(self) -> int:
+        return len(self.paths)
+
+    def __getitem__(self, index: int) -> np.ndarray:
+        return self.decode(self.paths[index])
+
+
+def nir_folders(options: Options) -> tuple[Path, Path | None, str]:
+    """(folder of the NIR files, folder of the RGB files or None for side by side, and
+    the words that name them)."""
+    if options.nir_root is None:
+        return options.root, None, str(options.root)
+    return options.nir_root, options.rgb_root, f"{options.nir_root} and {options.rgb_root}"
+
+
+def load_pairs(options: Options, say) -> tuple[list[Path], Sequence, Sequence, dict]:
+    """(NIR paths, the NIR inputs, their RGB truths, what was left out) of the usable
+    NIR/RGB pairs: training's pairing and rules (gancolor.data.nir), every pair under
+    the folders. The images are decoded when used: the NIR as colorize decodes it (its
+    stored depth), the RGB as a colour photo."""
+    from gancolor.data.images import load_rgb, quiet_pillow_warnings
+    from gancolor.data.nir import check_pairs, find_pairs, left_out_line, no_pairs_message, no_usable_message, unpaired_line
+
+    nir_folder, rgb_folder, where = nir_folders(options)
+    for key, folder in (("data.root", options.root), ("data.nir_root", options.nir_root), ("data.rgb_root", options.rgb_root)):
+        if folder is not None:
+            _check_folder(key, folder)
+    quiet_pillow_warnings()  # a damaged file gets one line, below
+    pairs, notes = find_pairs(nir_folder, rgb_folder)
+    if not pairs:
+        raise DataError(f"{no_pairs_message(notes, where, side_by_side=rgb_folder is None)} (an NIR checkpoint is scored on NIR/RGB pairs)")
+    if notes:
+        say(f"gancolor: {unpaired_line(notes, where)}")
+    checked = check_pairs(pairs)
+    for path, reason in checked.unreadable:
+        say(f"gancolor: skipped {path}: {reason}")
+    if checked.left_out:
+        say(f"gancolor: {left_out_line(checked.left_out, where)}")
+    if not checked.kept:
+        raise DataError(no_usable_message(checked, where))
+    kept = checked.kept[: options.max_images] if options.max_images else checked.kept
+    skipped = {"unpaired": notes, "left_out": [[str(p), why] for p, _, why in checked.left_out],
+               "unreadable": [[str(p), reason] for p, reason in checked.unreadable]}
+    partner = dict(kept)
+    nir_paths = [nir for nir, _ in kept]
+    inputs = _Decoded(nir_paths, lambda path: _nir_input(path, options.image_size))
+    # Writable: torch warns about a read-only array (what PIL gives) made a tensor.
+    truths = _Decoded(nir_paths, lambda path: np.require(resize_short_side(load_rgb(partner[path]), options.image_size), requirements="W"))
+    return nir_paths, inputs, truths, skipped
+
+
+def _nir_input(path: Path, size: int | None) -> np.ndarray:
+    """The NIR file's pixels as colorize hands them to the Colorizer (8/16-bit, as
+    stored); with a size, resized as its RGB partner is, kept 16-bit."""
+    from gancolor.data.images import load_image
+    from gancolor.data.nir import nir_pixels
+
+    pixels = load_image(path).pixels
+    if size is None:
+        return pixels
+    resized = resize_short_side(nir_pixels(pixels, path), size)
+    return np.rint(np.clip(resized, 0.0, 1.0) * 65535.0).astype(np.uint16)
+
+
+def input_kind(ckpts: list[Path]) -> str:
+    """"gray" or "nir": what all the checkpoints take, read before any photo is decoded;
+    checkpoints of both kinds in one call are one error."""
+    from gancolor.onnx_runtime import load_model
+
+    kinds = {}
+    for path in ckpts:
+        recipe, _ = load_model(path, "cpu", use_ema=False)
+        kinds[path] = getattr(recipe, "input_kind", "gray")
+        del recipe
+    if len(set(kinds.values())) > 1:
+        nir = next(p for p, k in kinds.items() if k == "nir")
+        gray = next(p for p, k in kinds.items() if k != "nir")
+        raise ConfigError(f"ckpt: {nir} takes NIR images and {gray} gray photos: evaluate checkpoints of one kind per call")
+    return next(iter(kinds.values()))
+
+
+def check_data_kind(options: Options, kind: str) -> None:
+    """One line for data or options that do not suit the checkpoints' input kind."""
+    first = options.ckpts[0]
+    if kind == "nir":
+        if options.hint_points:
+            raise ConfigError(f"hints.points: {first} is an NIR checkpoint (model.target=lab / rgb), which takes no hints "
+                              "(they are colour points on a gray photo); evaluate it without hints.points")
+        if options.classifier:
+            raise ConfigError(f"classifier: colourise-then-classify scores gray photos' colourisations; {first} is an NIR "
+                              "checkpoint (model.target=lab / rgb): evaluate it without classifier=")
+        return
+    if options.nir_root is not None:
+        raise ConfigError(f"data.nir_root / data.rgb_root give NIR/RGB pairs, for NIR checkpoints (model.target=lab / rgb); "
+                          f"{first} colourises gray photos: give it data.root=DIR of colour photos")
+    from gancolor.data.nir import find_pairs
+
+    _check_folder("data.root", options.root)
+    pairs, _ = find_pairs(options.root)
+    if pairs:
+        raise DataError(f"data.root {options.root} holds NIR/RGB pairs (e.g. {pairs[0][0].name} with {pairs[0][1].name}), "
+                        f"for NIR checkpoints (model.target=lab / rgb); {first} colourises gray photos: give it a folder of colour photos")
+
+
 def evaluate(options: Options, say=print) -> dict:
     """Run every checkpoint over the photos; returns what metrics.json holds."""
     from tqdm.auto import tqdm
@@ -214,7 +362,6 @@ def evaluate(options: Options, say=print) -> dict:
     from gancolor.hints import takes_hints
     from gancolor.onnx_runtime import load_model
     from gancolor.inference import Colorizer, pick_device, run_checkpoint, trained_size
-    from gancolor.models.base import check_gray_input
     from gancolor.metrics import (MetricUnavailable, histogram_intersection, image_metrics, load_inception_distances,
                                   load_lpips, photo_colorfulness_ratio, summarize)
     from gancolor.report import Report, write_report
@@ -225,10 +372,20 @@ def evaluate(options: Options, say=print) -> dict:
     for ckpt in options.ckpts:
         if not ckpt.is_file():
             raise UserError(f"checkpoint not found: {ckpt}")
+    kind = input_kind(options.ckpts)
+    check_data_kind(options, kind)
+    if options.image_size == AUTO:
+        options.image_size = None if kind == "nir" else GRAY_IMAGE_SIZE  # NIR: the size colorize writes
     # The classifier is checked before any photo is decoded; labels once the photos are known.
     classifier = load_classifier(options.classifier, options.root, device) if options.classifier else None
-    paths, photos, skipped = load_photos(options, say)
-    names = [str(p.relative_to(options.root)) for p in paths]
+    if kind == "nir":
+        # What the net is given (NIR) is not what its output is scored against (the RGB partner).
+        paths, inputs, truths, skipped = load_pairs(options, say)
+        base = nir_folders(options)[0]
+    else:
+        paths, inputs, skipped = load_photos(options, say)
+        truths, base = inputs, options.root
+    names = [str(p.relative_to(base)) for p in paths]
     scores = Scores(classifier, labels_of(paths, options.root, classifier.classes)) if classifier else None
 
     lpips = inception = None
@@ -244,14 +401,12 @@ def evaluate(options: Options, say=print) -> dict:
     except MetricUnavailable as exc:
         inception_status = str(exc)
 
-    samples = min(options.num_samples, len(photos))
+    samples = min(options.num_samples, len(inputs))
     grays: list[np.ndarray] = []
     outputs: list[list[np.ndarray]] = []
     results = []
     for k, ckpt_path in enumerate(options.ckpts):
         recipe, ckpt = load_model(ckpt_path, device, use_ema=options.use_ema)  # a checkpoint, or an ONNX export
-        check_gray_input(recipe, "evaluate", "it scores colourised gray photos, and an NIR model's scores are its "
-                         "val/ metrics on NIR/RGB pairs in the run's metrics.jsonl")
         apply_temperature(recipe, options.temperature)
         render_size = options.render_size or trained_size(ckpt)
         if options.hint_points and not takes_hints(recipe):
@@ -260,9 +415,13 @@ def evaluate(options: Options, say=print) -> dict:
         per_image: dict[str, list[torch.Tensor]] = defaultdict(list)
         rows, shown, lpips_values = [], [], []
         started = time.perf_counter()
-        bar = tqdm(photos, desc=ckpt_path.name, unit="img", leave=False, disable=None if options.progress_bar else True)
-        for i, photo in enumerate(bar):
-            prepared, result = _colourise_within_memory(colorizer, photo, names[i], say)
+        bar = tqdm(inputs, desc=ckpt_path.name, unit="img", leave=False, disable=None if options.progress_bar else True)
+        for i, given in enumerate(bar):
+            prepared, result = _colourise_within_memory(colorizer, given, names[i], say)
+            photo = truths[i]
+            if kind == "nir" and photo.shape[:2] != result.shape[:2]:  # pairs agree by their headers, not after an EXIF rotation
+                raise DataError(f"{names[i]}: the output is {result.shape[1]}x{result.shape[0]} but its RGB partner "
+                                f"{photo.shape[1]}x{photo.shape[0]} (an EXIF rotation?)")
             gray = colorizer.gray(prepared) if k == 0 and (i < samples or scores is not None) else None
             if i < samples:
                 shown.append(result)
@@ -311,20 +470,23 @@ def evaluate(options: Options, say=print) -> dict:
             results[-1]["classification"] = scores.accuracy(f"ckpt{k}")
             scores.annotate(f"ckpt{k}", rows)
         if options.hint_points:
-            results[-1]["hint_curve"] = hint_curve(colorizer, photos, names, options, render_size, results[-1]["metrics"], say)
+            results[-1]["hint_curve"] = hint_curve(colorizer, truths, names, options, render_size, results[-1]["metrics"], say)
         colorizer.close()
         del recipe, colorizer
 
+    count = len(inputs)
     report = {
-        "data_root": str(options.root),
-        "num_images": len(photos),
+        "data_root": None if options.root is None else str(options.root),
+        **({"nir_root": str(options.nir_root), "rgb_root": str(options.rgb_root)} if options.nir_root is not None else {}),
+        "input_kind": kind,
+        "num_images": count,
         "image_size": options.image_size,
         "device": str(device),
         "precision": options.precision,
         "skipped": skipped,
         "inception": inception.info if inception is not None else {"status": inception_status},
-        **({"fid_forced": f"FID forced over {len(photos)} photos (fewer than 2048): biased upwards, NOT comparable with papers"}
-           if inception is not None and options.fid_force and len(photos) < 2048 else {}),
+        **({"fid_forced": f"FID forced over {count} photos (fewer than 2048): biased upwards, NOT comparable with papers"}
+           if inception is not None and options.fid_force and count < 2048 else {}),
         "checkpoints": results,
     }
     if scores is not None:
@@ -334,14 +496,16 @@ def evaluate(options: Options, say=print) -> dict:
 
     labels = [r["ckpt"] for r in results]
     figures = [hint_curve_figure(results)] if options.hint_points else []
+    what = f"{count} NIR/RGB pairs from {nir_folders(options)[2]}" if kind == "nir" else f"{count} photos from {options.root}"
     html = Report(
-        title=f"gancolor evaluation: {len(photos)} photos from {options.root}",
+        title=f"gancolor evaluation: {what}",
         columns=COLUMNS + (ACCURACY_COLUMNS if scores is not None else []),
         rows=[(label, {**r["metrics"], **r.get("classification", {})}) for label, r in zip(labels, results)]
         + (scores.table_rows() if scores is not None else []),
-        grid_header=["gray (input)", *([f"output: {_short(l)}" for l in labels] if len(labels) > 1 else ["output"]), "truth"],
-        grid=[(names[i], [grays[i], *(shown[i] for shown in outputs), photos[i]]) for i in range(samples)],
-        notes=_notes(options, len(photos), skipped, report["inception"]) + (scores.notes() if scores is not None else []),
+        grid_header=[f"{'NIR' if kind == 'nir' else 'gray'} (input)",
+                     *([f"output: {_short(l)}" for l in labels] if len(labels) > 1 else ["output"]), "truth"],
+        grid=[(names[i], [grays[i], *(shown[i] for shown in outputs), truths[i]]) for i in range(samples)],
+        notes=_notes(options, count, skipped, report["inception"], kind) + (scores.notes() if scores is not None else []),
         figures=figures,
     )
     write_report(html, output / "report.html")
@@ -423,16 +587,24 @@ def _short(label: str) -> str:
     return str(Path(*path.parts[-3:])) if len(path.parts) > 3 else label
 
 
-def _notes(options: Options, count: int, skipped: dict, inception: dict) -> list[str]:
+def _notes(options: Options, count: int, skipped: dict, inception: dict, kind: str = "gray") -> list[str]:
     from gancolor.metrics import describe_inception
 
+    if kind == "nir":
+        first = (f"{count} NIR/RGB pairs, short side {options.image_size or 'unchanged'}; outputs are the 8-bit images "
+                 "colorize writes from the NIR files, compared with their RGB partners.")
+    else:
+        first = f"{count} photos, short side {options.image_size or 'unchanged'}; outputs are the 8-bit images colorize writes."
     notes = [
-        f"{count} photos, short side {options.image_size or 'unchanged'}; outputs are the 8-bit images colorize writes.",
+        first,
         "Histogram intersection pools the a and b values of all pixels of the set (bins one Lab unit wide).",
         "Colourfulness ratio (set): mean M of outputs / mean M of truths; ratio (per photo): the median of each "
         "photo's M(output) / M(truth).",
     ]
-    if skipped["grayscale"] or skipped["unreadable"]:
+    if kind == "nir" and (skipped["unpaired"] or skipped["left_out"] or skipped["unreadable"]):
+        notes.append(f"Not used: {len(skipped['unpaired'])} file(s) without a partner, {len(skipped['left_out'])} pair(s) "
+                     f"of two sizes, with a gray RGB or an NIR in colour, {len(skipped['unreadable'])} unreadable file(s) (see metrics.json).")
+    elif kind != "nir" and (skipped["grayscale"] or skipped["unreadable"]):
         gray, bad = len(skipped["grayscale"]), len(skipped["unreadable"])
         notes.append(f"Skipped: {gray} grayscale, {bad} unreadable (see metrics.json).")
     if "implementation" in inception:
@@ -491,7 +663,7 @@ def main(argv: list[str] | None = None) -> int:
     argv = expand_shorthand(sys.argv[1:] if argv is None else argv)
     cfg = compose_command(
         "evaluate", argv,
-        path_keys=frozenset({"ckpt", "data.root", "output", "lpips.weights", "fid.weights", "classifier.weights", "classifier.classes"}),
+        path_keys=frozenset({"ckpt", "data.root", "data.nir_root", "data.rgb_root", "output", "lpips.weights", "fid.weights", "classifier.weights", "classifier.classes"}),
         list_keys=frozenset({"ckpt"}),
         usage=__doc__ or "",
     )

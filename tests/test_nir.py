@@ -3,7 +3,9 @@ real photos (helpers.synthetic_nir: a fixed channel mix under a gamma) and the p
 themselves. The loader pairs and crops both alike, a file without its partner is named,
 a tiny pix2pix trains on NIR in this process and its checkpoint colourises an NIR file
 of odd size into an RGB image of that size; a colour photo given to it is one line.
-Its ONNX and TorchScript exports colour NIR files as the checkpoint does."""
+evaluate scores its colourisations of NIR files against their RGB partners exactly as
+gancolor.metrics scores colorize's outputs, and its ONNX and TorchScript exports colour
+NIR files as the checkpoint does."""
 
 from __future__ import annotations
 
@@ -12,6 +14,7 @@ import json
 import logging
 import shutil
 import warnings
+from collections import defaultdict
 from types import SimpleNamespace
 
 import numpy as np
@@ -25,12 +28,14 @@ from gancolor.colorize import main as colorize
 from gancolor.data.images import load_image
 from gancolor.data.nir import NIRDataModule, load_nir
 from gancolor.errors import ConfigError, DataError
+from gancolor.evaluate import main as evaluate
 from gancolor.export import TORCHSCRIPT_METADATA
 from gancolor.export import main as export
 from gancolor.inference import Colorizer
 from gancolor.loggers import Logger
+from gancolor.metrics import image_metrics, summarize
 from gancolor.models.base import check_input_kind
-from helpers import compose, save_checkpoint, shrink, synthetic_nir, write_nir_pairs
+from helpers import compose, save_checkpoint, shrink, synthetic_nir, tiny_checkpoint, write_nir_pairs
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -197,6 +202,84 @@ def colourised(ckpt, nir_files, folder) -> list[np.ndarray]:
     return [np.asarray(Image.open(folder / "out" / f"{i:04d}_{p.name}")) for i, p in enumerate(nir_files)]
 
 
+def test_evaluate_scores_nir_pairs_as_colorize_colours_them(trained, val_pairs, tmp_path, capsys):
+    folder, usable = val_pairs
+    assert evaluate([f"ckpt={trained.ckpt}", f"data.root={folder}", f"output={tmp_path / 'eval'}", "num_samples=2",
+                     "progress_bar=false", "lpips.weights=null", "fid.weights=null"]) == 0
+    captured = capsys.readouterr()
+    # Each file the pairing leaves out is said once, on the line of its kind.
+    unpaired = [line for line in captured.err.splitlines() if "without a partner" in line]
+    assert len(unpaired) == 1 and "bad/lonely_nir.png (no RGB partner)" in unpaired[0]
+    left_out = [line for line in captured.err.splitlines() if "not used:" in line and "pair(s)" in line]
+    assert len(left_out) == 1 and left_out[0].startswith("gancolor: 3 pair(s)")
+    for name in ("sizes_nir.png (30x32 px, its RGB partner 40x32 px)", "gray_rgb.png (gray", "colour_nir.png (NIR in colour)"):
+        assert name in left_out[0]
+
+    # The metrics of colorize's own outputs against the RGB partners, by gancolor.metrics.
+    outputs = colourised(trained.ckpt, [nir for nir, _ in usable], tmp_path / "colorize")
+    per_image = defaultdict(list)
+    for out, (_, rgb) in zip(outputs, usable):
+        truth = np.asarray(Image.open(rgb))
+        assert out.shape == truth.shape
+        as_tensor = [torch.from_numpy(a.copy()).permute(2, 0, 1)[None].float() / 255 for a in (out, truth)]
+        for key, value in image_metrics(*as_tensor).items():
+            per_image[key].append(value)
+    expected = summarize(per_image)
+    report = json.loads((tmp_path / "eval" / "metrics.json").read_text())
+    assert (report["input_kind"], report["num_images"], report["image_size"]) == ("nir", 3, None)
+    entry = report["checkpoints"][0]
+    assert [row["path"] for row in entry["per_image"]] == [str(nir.relative_to(folder)) for nir, _ in usable]
+    assert [row["psnr"] for row in entry["per_image"]] == pytest.approx([float(v) for v in per_image["psnr"]], abs=1e-4)
+    for key in ("psnr", "ssim", "mae", "colorfulness_ratio", "hist_intersection_a", "hist_intersection_b"):
+        assert entry["metrics"][key] == pytest.approx(expected[key], abs=1e-4), key
+    assert 5 < entry["metrics"]["psnr"] < 60
+    assert len(report["skipped"]["left_out"]) == 3 and len(report["skipped"]["unpaired"]) == 1
+    html = (tmp_path / "eval" / "report.html").read_text()
+    assert "NIR (input)" in html and html.count("<img ") == 2 * 3  # 2 pairs x (NIR | output | truth)
+    assert f"3 NIR/RGB pairs from {folder}" in html and "last.pt" in captured.out  # the terminal table
+
+    # The other layout of data=nir: the same names under two folders, the same scores.
+    for nir, rgb in usable:
+        for src, side in ((nir, "nir"), (rgb, "rgb")):
+            dst = tmp_path / side / "val" / src.name.replace(f"_{side}", "")
+            dst.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy(src, dst)
+    assert evaluate([f"ckpt={trained.ckpt}", f"data.nir_root={tmp_path / 'nir'}", f"data.rgb_root={tmp_path / 'rgb'}",
+                     f"output={tmp_path / 'eval2'}", "progress_bar=false", "lpips.weights=null", "fid.weights=null"]) == 0
+    second = json.loads((tmp_path / "eval2" / "metrics.json").read_text())
+    assert second["checkpoints"][0]["metrics"]["psnr"] == pytest.approx(entry["metrics"]["psnr"], abs=1e-6)
+    assert second["nir_root"] == str(tmp_path / "nir")
+
+    # data.image_size=N: both images of a pair resized to short side N first.
+    assert evaluate([f"ckpt={trained.ckpt}", f"data.root={folder / 'val'}", "data.image_size=20", f"output={tmp_path / 'eval3'}",
+                     "progress_bar=false", "lpips.weights=null", "fid.weights=null"]) == 0
+    third = json.loads((tmp_path / "eval3" / "metrics.json").read_text())
+    assert third["image_size"] == 20 and third["num_images"] == 3
+    assert third["checkpoints"][0]["metrics"]["psnr"] != pytest.approx(entry["metrics"]["psnr"], abs=1e-3)
+
+
+def test_evaluate_mistakes_with_nir_are_one_line(trained, val_pairs, tmp_path, capsys, small_photo_folder):
+    folder, _ = val_pairs
+    gray = tiny_checkpoint(tmp_path / "gray.pt")
+    common = [f"output={tmp_path / 'eval'}", "progress_bar=false", "lpips.weights=null", "fid.weights=null"]
+    cases = [
+        ([f"ckpt={gray}", f"data.root={folder}"], "holds NIR/RGB pairs"),
+        ([f"ckpt={gray}", f"data.nir_root={folder}", f"data.rgb_root={folder}"], "data.nir_root / data.rgb_root give NIR/RGB pairs"),
+        ([f"ckpt={trained.ckpt}", f"data.root={small_photo_folder}"], "no NIR/RGB pairs (NAME_nir.* next to NAME_rgb.*)"),
+        ([f"ckpt={trained.ckpt}", f"ckpt={gray}", f"data.root={folder}"], "evaluate checkpoints of one kind per call"),
+        ([f"ckpt={trained.ckpt}", f"data.root={folder}", "hints.points=[0,1]"], "hints.points: "),
+        ([f"ckpt={trained.ckpt}", f"data.nir_root={folder}"], "data.nir_root and data.rgb_root go together"),
+        ([f"ckpt={trained.ckpt}", f"data.root={folder}", f"data.nir_root={folder}", f"data.rgb_root={folder}"], "not both"),
+    ]
+    for args, message in cases:
+        with pytest.raises(SystemExit) as stopped:
+            evaluate([*args, *common])
+        err = [line for line in capsys.readouterr().err.splitlines() if line.strip()]
+        assert stopped.value.code == 2 and len(err) == 1, (args, err)
+        assert err[0].startswith("gancolor: error: ") and message in err[0], (args, err)
+    assert not (tmp_path / "eval").exists()
+
+
 def ts_recipe(data: bytes):
     """A TorchScript NIR export as a recipe for the Colorizer, from its metadata alone
     (colorize itself never runs TorchScript files: they are programs)."""
@@ -253,3 +336,8 @@ def test_nir_exports_colourise_nir_files_as_the_checkpoint(target, val_pairs, tm
         assert np.abs(ref.astype(int) - via_onnx).max() <= 1 and np.abs(ref.astype(int) - via_ts).max() <= 1
     assert min(float(r.std(axis=(0, 1)).max()) for r in reference) > 3  # pictures, not one flat colour
 
+    # evaluate takes the ONNX file beside its checkpoint, as an NIR model too.
+    assert evaluate([f"ckpt={ckpt}", f"ckpt={tmp_path / 'nir.onnx'}", f"data.root={val_pairs[0] / 'val'}", f"output={tmp_path / 'eval'}",
+                     "progress_bar=false", "lpips.weights=null", "fid.weights=null"]) == 0
+    scores = [c["metrics"]["psnr"] for c in json.loads((tmp_path / "eval" / "metrics.json").read_text())["checkpoints"]]
+    assert scores[0] == pytest.approx(scores[1], abs=0.05)

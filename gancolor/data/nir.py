@@ -15,6 +15,9 @@ named in one warning line (an error when nothing pairs up). The pair's images mu
 one size; both get the same random crop and flip. NIR files are single-channel, 8- or
 16-bit (scaled by the full range of their depth); an RGB file whose channels are equal
 is taken as NIR too, one in colour is refused (NotNIR).
+
+python -m gancolor.evaluate takes the same options and the same pairs (find_pairs,
+check_pairs), for an NIR checkpoint, without the split: every pair under the folders.
 """
 
 from __future__ import annotations

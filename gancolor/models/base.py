@@ -141,14 +141,3 @@ def check_input_kind(recipe: Recipe, data) -> None:
         f"model.target={getattr(recipe, 'target', '?')} predicts the whole colour image from a near-infrared input, "
         "which data=nir gives (as experiment=nir_pix2pix sets); this data module gives gray ones"
     )
-
-
-def check_gray_input(recipe, command: str, why: str) -> None:
-    """One line for a command that only knows recipes colourising gray photos, given an
-    NIR one (model.target=lab / rgb)."""
-    from gancolor.errors import CheckpointError
-
-    if getattr(recipe, "input_kind", "gray") == "nir":
-        raise CheckpointError(
-            f"{command} does not handle NIR checkpoints (model.target={getattr(recipe, 'target', '?')}) yet: {why}"
-        )
