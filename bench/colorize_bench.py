@@ -244,58 +244,61 @@ def main() -> None:
     if args.workers is not None:
         return folder_table(args)
 
-    load_before = _load()
-    work = Path(tempfile.mkdtemp(prefix="gancolor-bench-"))
-    try:
-        ckpt = work / f"{args.generator}.pt"
-        make_checkpoint(ckpt, 256, args.generator)
-        rows = []
-        kinds = [("gray JPEG", True)] + ([("RGB JPEG", False)] if args.color_input else [])
-        for label in args.sizes.split(","):
-            label = label.strip()
+    head = "| photo | input | generator | render_size | precision | per photo | its CPU time | end to end | peak RSS |"
+
+    def rows(ckpt: Path, work: Path):
+        for label, kind, photo in bench_photos(args, work):
+            t_photo, cpu_photo = per_photo(ckpt, photo, work / "out", args.render_size, args.precision, args.cores, args.repeat, work)
+            t_total, rss = end_to_end(ckpt, photo, work / "out_e2e", args.render_size, args.precision, args.cores, work)
             size = SIZES[label]
-            for kind, gray in kinds:
-                photo = work / f"{label.replace(' ', '')}_{'gray' if gray else 'rgb'}.jpg"
-                make_photo(photo, size, args.photo, gray)
-                t_photo, cpu_photo = per_photo(ckpt, photo, work / "out", args.render_size, args.precision, args.cores, args.repeat, work)
-                t_total, rss = end_to_end(ckpt, photo, work / "out_e2e", args.render_size, args.precision, args.cores, work)
-                rows.append(f"| {label} ({size[0]}x{size[1]}) | {kind} | {args.generator} | {args.render_size} | {args.precision} | {t_photo:.2f} s | {cpu_photo:.2f} s | {t_total:.2f} s | {rss:.0f} MB |")
-                print(rows[-1], flush=True)
-        print()
-        print(f"Machine: {machine(args.cores)}")
-        print(f"Load average before / after: {load_before} / {_load()}")
-        print("| photo | input | generator | render_size | precision | per photo | its CPU time | end to end | peak RSS |")
-        print("|---|---|---|---|---|---|---|---|---|")
-        print("\n".join(rows))
-    finally:
-        shutil.rmtree(work, ignore_errors=True)
+            yield f"| {label} ({size[0]}x{size[1]}) | {kind} | {args.generator} | {args.render_size} | {args.precision} | {t_photo:.2f} s | {cpu_photo:.2f} s | {t_total:.2f} s | {rss:.0f} MB |"
+
+    print_table(args, head, rows)
 
 
 def folder_table(args) -> None:
     workers = [int(w) for w in args.workers.split(",")]
+    head = "| photo | input | generator | render_size | precision | device | workers | photos/s |"
+
+    def rows(ckpt: Path, work: Path):
+        for label, kind, photo in bench_photos(args, work):
+            for n in workers:
+                rate = photos_per_second(ckpt, photo, args.folder_photos, work, args, n)
+                yield f"| {label} | {kind} | {args.generator} | {args.render_size} | {args.precision} | {args.device} | {n} | {rate:.2f} |"
+
+    print_table(args, head, rows, f"{args.folder_photos} photos a folder")
+
+
+def bench_photos(args, work: Path):
+    """(size label, input kind, JPEG path) of every photo the table measures."""
+    kinds = [("gray JPEG", True)] + ([("RGB JPEG", False)] if args.color_input else [])
+    for label in (label.strip() for label in args.sizes.split(",")):
+        for kind, gray in kinds:
+            photo = work / f"{label.replace(' ', '')}_{'gray' if gray else 'rgb'}.jpg"
+            make_photo(photo, SIZES[label], args.photo, gray)
+            yield label, kind, photo
+
+
+def print_table(args, head: str, rows, *notes: str) -> None:
+    """Make a checkpoint in a scratch folder, print each row as it is measured, then the
+    machine and the whole table (scratch folder removed)."""
     load_before = _load()
     work = Path(tempfile.mkdtemp(prefix="gancolor-bench-"))
     try:
         ckpt = work / f"{args.generator}.pt"
         make_checkpoint(ckpt, 256, args.generator)
-        rows = []
-        kinds = [("gray JPEG", True)] + ([("RGB JPEG", False)] if args.color_input else [])
-        for label in args.sizes.split(","):
-            label = label.strip()
-            for kind, gray in kinds:
-                photo = work / f"{label.replace(' ', '')}_{'gray' if gray else 'rgb'}.jpg"
-                make_photo(photo, SIZES[label], args.photo, gray)
-                for n in workers:
-                    rate = photos_per_second(ckpt, photo, args.folder_photos, work, args, n)
-                    rows.append(f"| {label} | {kind} | {args.generator} | {args.render_size} | {args.precision} | {args.device} | {n} | {rate:.2f} |")
-                    print(rows[-1], flush=True)
+        done = []
+        for row in rows(ckpt, work):
+            done.append(row)
+            print(row, flush=True)
         print()
         print(f"Machine: {machine(args.cores)}")
         print(f"Load average before / after: {load_before} / {_load()}")
-        print(f"{args.folder_photos} photos a folder")
-        print("| photo | input | generator | render_size | precision | device | workers | photos/s |")
-        print("|---|---|---|---|---|---|---|---|")
-        print("\n".join(rows))
+        for note in notes:
+            print(note)
+        print(head)
+        print("|---" * head.count(" | ") + "|---|")
+        print("\n".join(done))
     finally:
         shutil.rmtree(work, ignore_errors=True)
 
