@@ -16,6 +16,8 @@
 #                                                                      -> steady_state.jsonl
 #   4. a real training run with trainer=gpu on a folder of JPEGs: train/images_per_sec
 #      and train/data_wait through the loader                        -> real_run.jsonl
+#   5. colorize photos/s on a folder of 12 MP JPEGs at workers=1 and 8 (bench/colorize_bench.py
+#      --workers): decoding and encoding beside the net                -> colorize_workers.log
 # Making the carried folders, on the machine with internet (see BENCHMARKS.md):
 #   python3 -m pip download --no-deps --only-binary=:all: --python-version 3.12 ... -d build/wheels NAME==VERSION
 #   cp -r ../shared/peers/pix2pix-reference build/reference
@@ -136,4 +138,17 @@ if not rows:
 EOF
 stage_end $rc "4. real run"
 rm -rf "$photos" "$runs"
+
+# 5. colorize: photos/s of a folder of 12 MP JPEGs, decoding and encoding on 1 vs 8 threads ----
+if [ $DRY = 1 ]; then
+  folder=(--sizes "2 MP" --folder-photos 2 --workers 1,2 --device cpu --cores 2)
+  bound=150
+else
+  folder=(--sizes "12 MP" --folder-photos 16 --workers 1,8 --device cuda --cores 16 --precision bf16)
+  bound=120
+fi
+bounded $bound python3 bench/colorize_bench.py "${folder[@]}" >"$OUT/colorize_workers.log" 2>&1
+rc=$?
+sed -n '/^| photo/,$p' "$OUT/colorize_workers.log" | tee -a "$SUMMARY"
+stage_end $rc "5. colorize workers"
 say "done; files in $OUT: $(ls "$OUT" | tr '\n' ' ')"
