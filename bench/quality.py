@@ -449,7 +449,7 @@ def main() -> None:
     contact_sheet(names, [grays, *our_images, their_images, truths], sheet)
     columns = " | ".join(["gray", *(f"row {i + 3}" for i in range(len(configs))), "reference", "truth"])
     record(
-        f"{heading}\n\nMachine: {host}; {args.threads} threads per side, {args.jobs} side(s) at once.\n"
+        f"{heading}\n\nMachine: {host}; {args.threads} thread(s) per side, {args.jobs} side(s) at once.\n"
         f"Command: `python bench/quality.py {' '.join(sys.argv[1:])}`\n\n{text}\n\n"
         f"Contact sheet ({columns}; the table's rows, first {SHEET_PHOTOS} held-out photos): "
         f"[{sheet.relative_to(ROOT)}]({sheet.relative_to(ROOT)})"
