@@ -215,6 +215,8 @@ def reused_reference(workdir: Path, budget: dict, names: list[str]) -> dict:
         run = json.loads((workdir / REFERENCE_RUN).read_text())
     except (OSError, ValueError) as error:
         raise SystemExit(f"quality: error: --reuse-reference: {workdir / REFERENCE_RUN} unreadable ({error})")
+    if not isinstance(run, dict) or not {"budget", "held_out", "images", "seconds", "cpu"} <= run.keys():
+        raise SystemExit(f"quality: error: --reuse-reference: {workdir / REFERENCE_RUN} is not one of this script's records")
     if run["budget"] != budget or run["held_out"] != names:
         raise SystemExit(f"quality: error: --reuse-reference: {workdir} ran with budget {run['budget']} on "
                          f"{len(run['held_out'])} scored photos, not {budget} on these {len(names)}")  # fmt: skip
@@ -414,6 +416,9 @@ def main() -> None:
     def theirs() -> dict:
         if reused:
             return reused
+        # Stale until this run's reference is scored: a later --reuse-reference must not
+        # take a half-made out_reference for the earlier run it describes.
+        (args.workdir / REFERENCE_RUN).unlink(missing_ok=True)
         run = train_reference(args.reference, train_dir.parent, args.workdir, run_budget, env, log)
         log(f"reference: {run['images']} images in {run['seconds']:.0f} s")
         run["out"] = colorize_reference(run["copy"], run["ckpt"], held_dir, args.workdir / "out_reference", env, args.threads)

@@ -272,15 +272,19 @@ def _is_within(path: Path, folder: Path) -> bool:
 # -- writing ---------------------------------------------------------------------------
 
 _UMASK: int | None = None
+_UMASK_LOCK = threading.Lock()
 
 
 def _file_mode() -> int:
     # mkstemp creates 0600 files; results should get the permissions any new file gets.
+    # The umask can only be read by setting it, so writer threads (workers > 1) read it
+    # one at a time: another thread must never see, or keep, the moment's 0.
     global _UMASK
-    if _UMASK is None:
-        _UMASK = os.umask(0)
-        os.umask(_UMASK)
-    return 0o666 & ~_UMASK
+    with _UMASK_LOCK:
+        if _UMASK is None:
+            _UMASK = os.umask(0)
+            os.umask(_UMASK)
+        return 0o666 & ~_UMASK
 
 
 def write_image(pixels: np.ndarray, path: Path, quality: int = 95, exif: bytes | None = None) -> None:

@@ -138,7 +138,7 @@ class Options:
             root=root,
             nir_root=nir_root,
             rgb_root=rgb_root,
-            image_size=AUTO if image_size == AUTO else int_option("data.image_size", image_size, 1, allow_none=True),
+            image_size=AUTO if image_size == AUTO else _image_size_option(image_size),
             max_images=int_option("data.max_images", cfg.data.max_images, 1, allow_none=True),
             output=None if cfg.output is None else Path(os.path.expanduser(str(cfg.output))),
             num_samples=int_option("num_samples", cfg.num_samples, 0),
@@ -157,6 +157,13 @@ class Options:
             use_ema=bool_option("use_ema", cfg.get("use_ema", True)),
             **hint_options(cfg.get("hints")),
         )
+
+
+def _image_size_option(value) -> int | None:
+    try:
+        return int_option("data.image_size", value, 1, allow_none=True)
+    except ConfigError:
+        raise ConfigError(f"data.image_size must be auto, an integer >= 1 or null, got {value!r}") from None
 
 
 def _folder_option(value) -> Path | None:

@@ -140,7 +140,8 @@ def _fake_ckpt(tmp_path: Path) -> Path:
         (["data.root=x"], "missing argument: ckpt=..."),
         (["ckpt=a.pt"], "missing argument: data.root=..."),
         (["ckpt=a.pt", "data.root=/no/such/folder"], "checkpoint not found: a.pt"),
-        (["ckpt=a.pt", "data.root=x", "data.image_size=-1"], "data.image_size must be >= 1"),
+        (["ckpt=a.pt", "data.root=x", "data.image_size=-1"], "data.image_size must be auto, an integer >= 1 or null, got -1"),
+        (["ckpt=a.pt", "data.root=x", "data.image_size=abc"], "data.image_size must be auto, an integer >= 1 or null, got 'abc'"),
         (["ckpt=a.pt", "data.root=x", "metric=psnr"], "unknown argument 'metric'"),
     ],
 )
