@@ -11,6 +11,13 @@ and the all-gray baseline, on held-out real photos, at full resolution.
 
 Several --config (each a list of overrides; an empty one is the default pix2pix) train in one
 run beside ONE reference run, --jobs of them at a time; every row has the same data and budget.
+--device cuda trains both sides on the GPU (gancolor trainer.device=cuda, the reference
+--gpu_ids 0; colourising stays as it is: gancolor on the GPU, the reference's script on the
+CPU). On the lent GPU machine (carry build/photos, a copy of the photos, 21 MB, and
+build/reference; its files do not come back, so print the table into $OUT; not yet run there):
+    python bench/quality.py --device cuda --minutes 5 --jobs 2 --photos build/photos --reference build/reference \
+        --workdir /tmp/gq --no-record | tee $OUT/quality.txt
+
 --reuse-reference WORKDIR scores an earlier run's reference outputs instead of training the
 reference again, after checking that it ran on the same split at the same budget (its
 reference_run.json); meant for settings checks with --select, where a second reference run
@@ -121,12 +128,12 @@ def child_env(threads: int) -> dict[str, str]:
 
 
 # -- gancolor ------------------------------------------------------------------------------
-def train_gancolor(config: list[str], train_dir: Path, run_dir: Path, budget: dict, env: dict, log) -> dict:
+def train_gancolor(config: list[str], train_dir: Path, run_dir: Path, budget: dict, env: dict, log, device: str = "cpu") -> dict:
     shutil.rmtree(run_dir, ignore_errors=True)
     command = [
         sys.executable, "-m", "gancolor", *config,
         "data=folder", f"data.root={train_dir}", f"data.image_size={IMAGE_SIZE}", f"data.batch_size={BATCH_SIZE}",
-        "data.num_workers=0", "data.val_fraction=0", "trainer.device=cpu", "trainer.val_every_n_epochs=0",
+        "data.num_workers=0", "data.val_fraction=0", f"trainer.device={device}", "trainer.val_every_n_epochs=0",
         "trainer.max_epochs=100000", "trainer.progress_bar=false", "logger=none", f"hydra.run.dir={run_dir}",
     ]  # fmt: skip
     if budget.get("images"):
@@ -149,18 +156,18 @@ def train_gancolor(config: list[str], train_dir: Path, run_dir: Path, budget: di
     return {"ckpt": ckpt, "images": int(step) * BATCH_SIZE, "seconds": seconds, "cpu": cpu}
 
 
-def colorize_gancolor(ckpt: Path, held_dir: Path, out_dir: Path, env: dict) -> Path:
+def colorize_gancolor(ckpt: Path, held_dir: Path, out_dir: Path, env: dict, device: str = "cpu") -> Path:
     shutil.rmtree(out_dir, ignore_errors=True)
     command = [
         sys.executable, "-m", "gancolor.colorize", f"ckpt={ckpt}", f"input={held_dir}", f"output={out_dir}",
-        "output_ext=png", "device=cpu", "progress_bar=false",
+        "output_ext=png", f"device={device}", "progress_bar=false",
     ]  # fmt: skip
     subprocess.run(command, env=env, check=True, stdout=subprocess.DEVNULL)
     return out_dir
 
 
 # -- the reference ---------------------------------------------------------------------------
-def train_reference(reference: Path, split_dir: Path, work: Path, budget: dict, env: dict, log) -> dict:
+def train_reference(reference: Path, split_dir: Path, work: Path, budget: dict, env: dict, log, device: str = "cpu") -> dict:
     copy = work / "reference"
     shutil.rmtree(copy, ignore_errors=True)
     shutil.copytree(reference, copy, ignore=shutil.ignore_patterns("checkpoints", "__pycache__"))
@@ -169,7 +176,7 @@ def train_reference(reference: Path, split_dir: Path, work: Path, budget: dict, 
     save_every = min(SAVE_EVERY, images_cap) if images_cap else SAVE_EVERY
     command = [
         sys.executable, "-u", "train.py", "--model", "colorization", "--dataroot", str(split_dir), "--name", name,
-        "--gpu_ids", "-1", "--display_id", "0", "--no_html", "--num_threads", "0", "--netG", "unet_128",
+        "--gpu_ids", "-1" if device == "cpu" else "0", "--display_id", "0", "--no_html", "--num_threads", "0", "--netG", "unet_128",
         "--load_size", str(IMAGE_SIZE + IMAGE_SIZE // 8), "--crop_size", str(IMAGE_SIZE), "--batch_size", str(BATCH_SIZE),
         "--niter", "100000", "--niter_decay", "0", "--save_latest_freq", str(save_every), "--save_epoch_freq", "100000",
         "--print_freq", str(save_every), "--checkpoints_dir", str(work / "reference_checkpoints"),
@@ -208,7 +215,7 @@ def train_reference(reference: Path, split_dir: Path, work: Path, budget: dict, 
     return {"ckpt": snapshot, "images": images, "seconds": seconds, "cpu": cpu, "copy": copy}
 
 
-def reused_reference(workdir: Path, budget: dict, names: list[str]) -> dict:
+def reused_reference(workdir: Path, budget: dict, names: list[str], device: str = "cpu") -> dict:
     """An earlier run's reference side, when it was trained on the same split at the same budget:
     a reference row costs as much as a gancolor one, and a settings check need not pay it twice."""
     try:
@@ -217,6 +224,8 @@ def reused_reference(workdir: Path, budget: dict, names: list[str]) -> dict:
         raise SystemExit(f"quality: error: --reuse-reference: {workdir / REFERENCE_RUN} unreadable ({error})")
     if not isinstance(run, dict) or not {"budget", "held_out", "images", "seconds", "cpu"} <= run.keys():
         raise SystemExit(f"quality: error: --reuse-reference: {workdir / REFERENCE_RUN} is not one of this script's records")
+    if run.get("device", "cpu") != device:  # records before --device existed trained on the CPU
+        raise SystemExit(f"quality: error: --reuse-reference: {workdir}'s reference trained on {run.get('device', 'cpu')}, not {device}")
     if run["budget"] != budget or run["held_out"] != names:
         raise SystemExit(f"quality: error: --reuse-reference: {workdir} ran with budget {run['budget']} on "
                          f"{len(run['held_out'])} scored photos, not {budget} on these {len(names)}")  # fmt: skip
@@ -374,6 +383,8 @@ def main() -> None:
                         "(and train on the rest), never on the held-out part")  # fmt: skip
     parser.add_argument("--threads", type=int, default=2, help="threads of each side")
     parser.add_argument("--jobs", type=int, default=1, help="sides training at once (the reference is one)")
+    parser.add_argument("--device", choices=["cpu", "cuda"], default="cpu",
+                        help="where both sides train (the reference: --gpu_ids 0); its colorize_full_res.py runs on the CPU")  # fmt: skip
     parser.add_argument("--photos", type=Path, default=ROOT.parent / "shared" / "data" / "photos-train")
     parser.add_argument("--reference", type=Path, default=ROOT.parent / "shared" / "peers" / "pix2pix-reference")
     parser.add_argument("--workdir", type=Path, default=Path("/tmp/gancolor-quality"))
@@ -386,6 +397,8 @@ def main() -> None:
     for path, flag in ((args.photos, "--photos"), (args.reference / "train.py", "--reference")):
         if not path.exists():
             parser.exit(2, f"quality: error: {flag}: {path} not found\n")
+    if args.device == "cuda" and not torch.cuda.is_available():
+        parser.exit(2, "quality: error: --device cuda: torch sees no CUDA device here\n")
     if args.dry_run:
         run_budget = {"images": 3 * BATCH_SIZE}
     elif args.minutes:
@@ -406,12 +419,12 @@ def main() -> None:
     env = child_env(args.threads)
 
     def ours(index: int) -> dict:
-        run = train_gancolor(configs[index], train_dir, args.workdir / f"gancolor_{index}", run_budget, env, log)
+        run = train_gancolor(configs[index], train_dir, args.workdir / f"gancolor_{index}", run_budget, env, log, args.device)
         log(f"gancolor {' '.join(configs[index]) or '(default)'}: {run['images']} images in {run['seconds']:.0f} s")
-        run["out"] = colorize_gancolor(run["ckpt"], held_dir, args.workdir / f"out_gancolor_{index}", env)
+        run["out"] = colorize_gancolor(run["ckpt"], held_dir, args.workdir / f"out_gancolor_{index}", env, args.device)
         return run
 
-    reused = reused_reference(args.reuse_reference, run_budget, names) if args.reuse_reference else None
+    reused = reused_reference(args.reuse_reference, run_budget, names, args.device) if args.reuse_reference else None
 
     def theirs() -> dict:
         if reused:
@@ -419,11 +432,11 @@ def main() -> None:
         # Stale until this run's reference is scored: a later --reuse-reference must not
         # take a half-made out_reference for the earlier run it describes.
         (args.workdir / REFERENCE_RUN).unlink(missing_ok=True)
-        run = train_reference(args.reference, train_dir.parent, args.workdir, run_budget, env, log)
+        run = train_reference(args.reference, train_dir.parent, args.workdir, run_budget, env, log, args.device)
         log(f"reference: {run['images']} images in {run['seconds']:.0f} s")
         run["out"] = colorize_reference(run["copy"], run["ckpt"], held_dir, args.workdir / "out_reference", env, args.threads)
         (args.workdir / REFERENCE_RUN).write_text(json.dumps(
-            {"budget": run_budget, "held_out": names, **{key: run[key] for key in ("images", "seconds", "cpu")}}
+            {"budget": run_budget, "held_out": names, "device": args.device, **{key: run[key] for key in ("images", "seconds", "cpu")}}
         ))  # fmt: skip
         return run
 
@@ -454,7 +467,7 @@ def main() -> None:
     contact_sheet(names, [grays, *our_images, their_images, truths], sheet)
     columns = " | ".join(["gray", *(f"row {i + 3}" for i in range(len(configs))), "reference", "truth"])
     record(
-        f"{heading}\n\nMachine: {host}; {args.threads} thread(s) per side, {args.jobs} side(s) at once.\n"
+        f"{heading}\n\nMachine: {host}; training on {args.device}; {args.threads} thread(s) per side, {args.jobs} side(s) at once.\n"
         f"Command: `python bench/quality.py {' '.join(sys.argv[1:])}`\n\n{text}\n\n"
         f"Contact sheet ({columns}; the table's rows, first {SHEET_PHOTOS} held-out photos): "
         f"[{sheet.relative_to(ROOT)}]({sheet.relative_to(ROOT)})"
