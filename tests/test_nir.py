@@ -110,6 +110,28 @@ def test_side_by_side_names_the_file_without_partner(tmp_path, photos, caplog):
         module().setup()
 
 
+def test_pairs_are_sized_as_decoded_upright(tmp_path, photos):
+    # A portrait NIR stored landscape with an EXIF quarter turn pairs with its portrait RGB;
+    # one whose sizes match only before that turn is left out, named, never a failure later.
+    folder = write_nir_pairs(tmp_path, photos)
+    nir, rgb = folder / "scenes" / "scene_0_nir.png", folder / "scenes" / "scene_0_rgb.png"
+    twin_nir, twin_rgb = folder / "scenes" / "twin_nir.png", folder / "scenes" / "twin_rgb.png"
+    shutil.copy(nir, twin_nir)
+    shutil.copy(rgb, twin_rgb)
+    turned = Image.open(nir).transpose(Image.Transpose.ROTATE_90)  # stored sideways...
+    exif = Image.Exif()
+    exif[0x0112] = 6  # ...with the tag that turns it back upright
+    turned.save(nir, exif=exif)
+    np.testing.assert_array_equal(load_image(nir).pixels, np.asarray(Image.open(twin_nir)))
+    Image.open(twin_nir).save(twin_nir, exif=exif)  # the tag on an upright file: sideways once decoded
+
+    from gancolor.data.nir import check_pairs, find_pairs
+
+    checked = check_pairs(find_pairs(folder)[0])
+    assert (nir, rgb) in checked.kept
+    assert [(path, kind) for path, kind, _ in checked.left_out] == [(twin_nir, "sizes differ")]
+
+
 class Rows(Logger):
     def __init__(self) -> None:
         self.rows: list[dict] = []

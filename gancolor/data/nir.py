@@ -349,6 +349,19 @@ def _folder(value: str | os.PathLike[str]) -> Path:
 
 
 def _size(path: Path) -> str:
-    # The header alone; EXIF rotation aside, which NIR/RGB camera pairs do not use.
+    """The size the image has once decoded upright (load_image applies the EXIF
+    orientation), from its header: a pair stored one portrait, one landscape with a
+    rotation tag is one size, and one that only matches before rotating is not."""
     with Image.open(path) as img:
-        return f"{img.width}x{img.height}"
+        width, height = img.width, img.height
+        try:
+            orientation = img.getexif().get(_ORIENTATION_TAG, 1)
+        except Exception:  # a corrupt EXIF block: decoding leaves the pixels as stored too
+            orientation = 1
+    if orientation in _QUARTER_TURNS:
+        width, height = height, width
+    return f"{width}x{height}"
+
+
+_ORIENTATION_TAG = 0x0112
+_QUARTER_TURNS = {5, 6, 7, 8}  # EXIF orientations that swap width and height
