@@ -199,11 +199,6 @@ def _contract(recipe) -> dict[str, str]:
     return contract
 
 
-def _io_names(meta: dict[str, str]) -> tuple[str, str]:
-    """The graph's (input, output) names for its metadata's input kind."""
-    return graph_names(meta.get("input_kind", "gray"), meta.get("target"))
-
-
 def _recipe_metadata(recipe) -> dict[str, str]:
     """What a recipe bakes into its graph, so a reader knows what it is getting."""
     from gancolor.models.cic import CIC
@@ -264,7 +259,7 @@ def onnx_bytes(traced: torch.jit.ScriptModule, meta: dict[str, str], opset: int 
     the nets' padding arithmetic, where the torch.export-based one specialises them."""
     buffer = io.BytesIO()
     axes = {0: "batch", 2: "height", 3: "width"}
-    input_name, output_name = _io_names(meta)
+    input_name, output_name = graph_names(meta["input_kind"], meta.get("target"))  # _contract always says the kind
     with warnings.catch_warnings(), _native_stdout_silenced():
         warnings.simplefilter("ignore")  # its own deprecation notice
         torch.onnx.export(
