@@ -43,10 +43,12 @@ def run_gancolor(args: list[str], cwd: Path, cache: Path, timeout: int = 300) ->
 
 
 def trained_by_cli(folder: Path, args: list[str], cache: Path) -> dict[str, Path]:
-    """`python -m gancolor ARGS` run in `folder` into folder/full, which must succeed:
+    """`python -m gancolor ARGS` (tests/warm.py) run in `folder` into folder/full, which must succeed:
     the paths {"tmp": folder, "cache": cache, "run": folder/full}."""
+    import warm  # warm imports this module
+
     paths = {"tmp": folder, "cache": cache, "run": folder / "full"}
-    result = run_gancolor([*args, f"hydra.run.dir={paths['run']}"], folder, cache)
+    result = warm.run_gancolor([*args, f"hydra.run.dir={paths['run']}"], folder, cache)
     assert result.returncode == 0, result.stderr[-3000:]
     return paths
 

@@ -21,8 +21,9 @@ from gancolor.losses import attribute_bce
 from gancolor.models.stargan import StarGAN
 from gancolor.nets import StarGANDiscriminator, StarGANGenerator
 from gancolor.trainer import Trainer
-from helpers import compose, read_metrics, run_gancolor
+from helpers import compose, read_metrics
 from helpers import write_attribute_file as write_attributes
+from warm import run_gancolor
 
 
 def write_attribute_file(path: Path, rows: dict[str, list[int]], names=None, count: int | None = None) -> Path:

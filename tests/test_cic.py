@@ -18,7 +18,8 @@ from gancolor.losses import rebalanced_cross_entropy
 from gancolor.models.cic import CIC, PRIOR_FILE
 from gancolor.nets import CICNet, PatchDiscriminator
 from gancolor.trainer import Trainer
-from helpers import run_gancolor, same, snapshot
+from helpers import same, snapshot
+from warm import run_gancolor
 
 
 

@@ -12,7 +12,8 @@ from gancolor.nets import DynamicUNet, PatchDiscriminator
 from gancolor.nets import dynamic_unet as dynamic_unet_module
 from gancolor.trainer import Trainer
 from helpers import read_metrics as metrics
-from helpers import run_gancolor, same, snapshot
+from helpers import same, snapshot
+from warm import run_gancolor
 
 SCRATCH = {"name": "resnet18", "weights": False, "lr_mult": 0.1}
 

@@ -2,9 +2,6 @@
 
 import csv
 import json
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -12,6 +9,7 @@ from omegaconf import OmegaConf
 
 from gancolor.multirun import main, write_summary
 from helpers import read_metrics as metrics_rows
+from warm import run_gancolor
 
 TINY = [
     "data.image_size=32",
@@ -31,11 +29,7 @@ TINY = [
 @pytest.mark.slow
 def test_two_job_multirun_leaves_two_run_folders_and_a_summary(tmp_path):
     sweep_dir = tmp_path / "multirun"
-    env = {**os.environ, "GANCOLOR_CACHE": str(tmp_path / "cache"), "WANDB_MODE": "offline", "WANDB_SILENT": "true"}
-    result = subprocess.run(
-        [sys.executable, "-m", "gancolor", "-m", *TINY, "loss.gan_mode=vanilla,lsgan", f"hydra.sweep.dir={sweep_dir}"],
-        cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300,
-    )
+    result = run_gancolor(["-m", *TINY, "loss.gan_mode=vanilla,lsgan", f"hydra.sweep.dir={sweep_dir}"], tmp_path, tmp_path / "cache")
     assert result.returncode == 0, result.stderr[-3000:]
 
     jobs = sorted(p for p in sweep_dir.iterdir() if p.is_dir())
@@ -191,12 +185,8 @@ def test_a_sweep_expands_as_hydras_basic_sweeper_does():
 @pytest.mark.slow
 def test_a_job_that_fails_is_marked_and_the_others_run(tmp_path):
     sweep_dir = tmp_path / "multirun"
-    env = {**os.environ, "GANCOLOR_CACHE": str(tmp_path / "cache"), "WANDB_MODE": "offline", "WANDB_SILENT": "true"}
-    result = subprocess.run(
-        [sys.executable, "-m", "gancolor", "-m", *TINY, "trainer.max_steps=1", "logger=none",
-         "loss.gan_mode=wgan,vanilla", f"hydra.sweep.dir={sweep_dir}"],
-        cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300,
-    )
+    args = ["-m", *TINY, "trainer.max_steps=1", "logger=none", "loss.gan_mode=wgan,vanilla", f"hydra.sweep.dir={sweep_dir}"]
+    result = run_gancolor(args, tmp_path, tmp_path / "cache")
     assert result.returncode == 2, result.stderr[-3000:]
     assert "Traceback" not in result.stderr
     errors = [line for line in result.stderr.splitlines() if line.startswith("gancolor: error:")]
@@ -206,8 +196,7 @@ def test_a_job_that_fails_is_marked_and_the_others_run(tmp_path):
     assert [(r["job"], r["status"]) for r in rows] == [("0", "failed"), ("1", "ok")]
     assert not (sweep_dir / ".gancolor.lock").exists(), "the multirun's lock goes when it ends"
 
-    again = subprocess.run([sys.executable, "-m", "gancolor", "-m", "seed=1,2", f"hydra.sweep.dir={sweep_dir}"],
-                           cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120)
+    again = run_gancolor(["-m", "seed=1,2", f"hydra.sweep.dir={sweep_dir}"], tmp_path, tmp_path / "cache", timeout=120)
     assert again.returncode == 2 and "already holds an earlier multirun" in again.stderr
 
 

@@ -14,7 +14,8 @@ from skimage import data
 
 from gancolor import color
 from gancolor.checkpoint import load_checkpoint, load_recipe
-from helpers import read_metrics, run_gancolor
+from helpers import read_metrics
+from warm import run_gancolor
 
 OLD = Path(__file__).parent / "data" / "checkpoints_0.1.0"
 RECIPES = ("pix2pix", "cyclegan", "stargan", "cic")

@@ -5,8 +5,6 @@ import json
 import re
 import shutil
 import signal
-import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -14,10 +12,10 @@ import pytest
 import torch
 
 from gancolor.checkpoint import load_checkpoint
-from helpers import gancolor_env as env
 from helpers import one_error_line
 from helpers import read_metrics as rows
 from helpers import strip_speed as comparable
+import warm
 
 # 6 sample photos, batch 2, repeats 4: 12 steps per epoch; epoch 1 is pretraining.
 # A checkpoint after every step, so a kill anywhere leaves a mid-epoch one.
@@ -41,12 +39,13 @@ TOTAL_STEPS = 3 * STEPS_PER_EPOCH
 pytestmark = pytest.mark.slow
 
 
-def gancolor(args, cache, **kwargs):
-    return subprocess.run([sys.executable, "-m", "gancolor", *args], env=env(cache), capture_output=True, text=True, timeout=300, **kwargs)
+# Each command is a process of its own, forked from one that did the imports (tests/warm.py).
+def gancolor(args, cache):
+    return warm.run_gancolor(args, None, cache)
 
 
 def start(args, cache):
-    return subprocess.Popen([sys.executable, "-m", "gancolor", *args], env=env(cache), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    return warm.TrainCommand(args, None, cache)
 
 
 def last_step(run: Path) -> int:
@@ -60,7 +59,7 @@ def last_step(run: Path) -> int:
         return 0
 
 
-def interrupt(args, cache, run: Path, after_step: int, sig: int) -> subprocess.Popen:
+def interrupt(args, cache, run: Path, after_step: int, sig: int) -> warm.TrainCommand:
     """Start a run and send `sig` once it has logged `after_step`."""
     process = start([*args, f"hydra.run.dir={run}"], cache)
     deadline = time.time() + 240
@@ -120,7 +119,7 @@ def test_sigkill_then_resume_equals_the_uninterrupted_run(tmp_path, cache, unint
 def test_sigterm_saves_mid_epoch_exits_0_and_resumes_exactly(tmp_path, cache, uninterrupted):
     run = tmp_path / "preempted"
     stopped = interrupt(RUN, cache, run, STEPS_PER_EPOCH + 3, signal.SIGTERM)
-    stderr = stopped.stderr.read()
+    stderr = stopped.communicate()[1]
     assert stopped.returncode == 0, stderr[-2000:]
     assert f"resume with: python -m gancolor resume={run}" in stderr
     ckpt = load_checkpoint(run / "checkpoints" / "last.pt")

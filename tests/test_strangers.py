@@ -18,12 +18,12 @@ from helpers import (
     compose,
     one_error_line,
     read_metrics,
-    run_gancolor,
     shrink,
     tiny_checkpoint,
 )
 from omegaconf import OmegaConf
 from PIL import Image, features
+from warm import run_gancolor
 
 from gancolor.build import check_config_targets
 from gancolor.checkpoint import load_checkpoint
