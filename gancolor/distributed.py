@@ -21,6 +21,30 @@ from torch import nn
 log = logging.getLogger("gancolor.trainer")  # train.log names these lines after the trainer that asks for them
 
 
+# torch.compile's per-function budget of graph variants (torch's default); dynamo falls
+# back to eager, with one warning, for a function past it.
+RECOMPILES_PER_NET = 8
+
+
+def allow_recompiles_per_net(nets: Iterable[Iterable[nn.Module]]) -> None:
+    """Give each compiled net torch's budget of graph variants. Dynamo caches graphs per
+    Python function, not per module, so nets of one class share one budget: CycleGAN's two
+    generators (1- and 3-channel inputs, inputs that do or do not require grad, train and
+    eval, a smaller last batch) used up 8 within one epoch and ran eager from then on.
+    `nets`: per net, the modules whose forward dynamo may trace (a DDP wrapper and its net)."""
+    import torch._dynamo
+
+    per_function: dict[object, int] = {}
+    for modules in nets:
+        for code in {type(m).forward.__code__ for m in modules}:
+            per_function[code] = per_function.get(code, 0) + 1
+    config = torch._dynamo.config
+    key = "recompile_limit" if hasattr(config, "recompile_limit") else "cache_size_limit"  # torch < 2.7
+    needed = RECOMPILES_PER_NET * max(per_function.values(), default=1)
+    if getattr(config, key) < needed:
+        setattr(config, key, needed)
+
+
 def launched_by_torchrun() -> bool:
     return int(os.environ.get("WORLD_SIZE", "1")) > 1
 
@@ -158,9 +182,10 @@ class WrappedNets:
         wrappers once `wrap` made them (dynamo then splits the graph at DDP's buckets, so
         gradients are all-reduced while the backward pass goes on), else the nets.
         In place, parameter names, checkpoints and freezing by attribute are unchanged."""
-        for name, net in self.recipe.named_children():
-            if name not in eager and any(True for _ in net.parameters()):
-                net.compile(mode=mode)
+        names = [n for n, net in self.recipe.named_children() if n not in eager and any(True for _ in net.parameters())]
+        allow_recompiles_per_net((getattr(self.recipe, name), self.plain(name)) for name in names)
+        for name in names:
+            getattr(self.recipe, name).compile(mode=mode)
 
     def plain(self, name: str) -> nn.Module:
         """The recipe's net `name` itself, out of its DDP wrapper if it has one."""

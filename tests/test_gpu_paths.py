@@ -205,6 +205,52 @@ def test_compile_leaves_stargans_penalised_critic_eager():
     assert recipe.D._compiled_call_impl is None
 
 
+def test_cyclegans_generators_stay_compiled_through_all_their_input_kinds(monkeypatch, photos):
+    """Dynamo caches graphs per Python function: G_AB and G_BA share ResnetGenerator.forward
+    and, at torch's default of 8 graphs, one epoch's input kinds (1- and 3-channel inputs,
+    fakes that require grad and photos that do not, validation in eval mode, a smaller last
+    batch) pushed them past it, to eager for the rest of the run."""
+    import torch._dynamo
+    from torch._dynamo.utils import counters
+
+    from gancolor import color
+    from gancolor.models.cyclegan import CycleGAN
+    from gancolor.nets import ResnetGenerator
+    from helpers import crops
+
+    # The compiler backend is not under test (dynamo's guards and cache are); "eager" runs
+    # them without inductor's C++ builds.
+    plain_compile = nn.Module.compile
+    monkeypatch.setattr(nn.Module, "compile", lambda self, mode=None: plain_compile(self, backend="eager"))
+    monkeypatch.setattr(torch._dynamo.config, "recompile_limit", 8)
+    torch._dynamo.reset()
+    counters.clear()
+    torch.manual_seed(0)
+    recipe = CycleGAN(
+        generator=lambda **kw: ResnetGenerator(ngf=4, n_blocks=1, image_size=16, **kw),
+        discriminator=lambda **kw: PatchDiscriminator(ndf=4, n_layers=1, norm="instance", **kw),
+        loss={"gan_mode": "lsgan", "lambda_cycle": 10.0, "lambda_identity": 0.5, "identity_mode": "unpaired"},
+        color_space="lab",
+        pool_size=0,
+    )
+    trainer = Trainer(device="cpu", progress_bar=False, compile=True)
+    trainer.setup(recipe)
+    assert torch._dynamo.config.recompile_limit == 16, "two generators and two discriminators of one class each"
+    try:
+        batch = {"A": color.to_gray(crops(photos[:2], 16)), "B": crops(photos[2:4], 16)}
+        trainer.train_iteration(recipe.adversarial_steps(), batch, 0)
+        recipe.eval()
+        with torch.no_grad():
+            L = color.batch_to_lab(crops(photos[:2], 16))[0]
+            recipe.colorize(L), recipe.colorize(L[:1])
+        recipe.train()
+        trainer.train_iteration(recipe.adversarial_steps(), {k: v[:1] for k, v in batch.items()}, 1)
+        assert counters["frames"]["ok"] == counters["frames"]["total"], "a net fell back to eager"
+        assert counters["stats"]["unique_graphs"] > 2 * 8, "more kinds than torch's default allows"
+    finally:
+        torch._dynamo.reset()
+
+
 def test_gradient_penalty_under_fp16_keeps_small_gradients_at_the_loss_scale():
     # A critic (one score per image) whose input gradient, 1e-4 per pixel, passes through
     # 1e-8 on its way back: below fp16's smallest number, unless the backward runs at
