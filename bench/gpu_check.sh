@@ -18,6 +18,10 @@
 #      and train/data_wait through the loader                        -> real_run.jsonl
 #   5. colorize photos/s on a folder of 12 MP JPEGs at workers=1 and 8 (bench/colorize_bench.py
 #      --workers): decoding and encoding beside the net                -> colorize_workers.log
+#   6. trainer.compile_mode=reduce-overhead on pix2pix's BatchNorm nets: does torch record
+#      CUDA graphs, or skip them for the running statistics' in-place updates (TORCH_LOGS
+#      perf_hints says "skipping cudagraphs"), and does any net hit the recompile limit
+#                                                                      -> reduce_overhead.log
 # Making the carried folders, on the machine with internet (see BENCHMARKS.md):
 #   python3 -m pip download --no-deps --only-binary=:all: --python-version 3.12 ... -d build/wheels NAME==VERSION
 #   cp -r ../shared/peers/pix2pix-reference build/reference
@@ -151,4 +155,21 @@ bounded $bound python3 bench/colorize_bench.py "${folder[@]}" >"$OUT/colorize_wo
 rc=$?
 sed -n '/^| photo/,$p' "$OUT/colorize_workers.log" | tee -a "$SUMMARY"
 stage_end $rc "5. colorize workers"
+
+# 6. CUDA graphs with BatchNorm ---------------------------------------------------------------
+if [ $DRY = 1 ]; then
+  graphs=(data.image_size=64 generator.ngf=8 discriminator.ndf=8 trainer.compile=false trainer.max_steps=4)
+  bound=90
+else
+  graphs=(data.batch_size=16 trainer.max_steps=30)
+  bound=150
+fi
+runs=$(mktemp -d)
+TORCH_LOGS="perf_hints,recompiles" bounded $bound python3 -m gancolor trainer=gpu trainer.compile_mode=reduce-overhead \
+  trainer.pretrain_epochs=0 "${graphs[@]}" logger=none trainer.progress_bar=false "hydra.run.dir=$runs/run" >"$OUT/reduce_overhead.log" 2>&1
+rc=$?
+say "6. reduce-overhead, BatchNorm pix2pix: $(grep -c 'skipping cudagraphs' "$OUT/reduce_overhead.log") 'skipping cudagraphs' lines, $(grep -c 'recompile_limit' "$OUT/reduce_overhead.log") recompile-limit lines, $(grep -c 'Recompiling function' "$OUT/reduce_overhead.log") recompiles"
+grep -m3 'skipping cudagraphs' "$OUT/reduce_overhead.log" | cut -c1-300 | tee -a "$SUMMARY"
+stage_end $rc "6. reduce-overhead"
+rm -rf "$runs"
 say "done; files in $OUT: $(ls "$OUT" | tr '\n' ' ')"
