@@ -1,7 +1,7 @@
 """What a training command line asks for, checked against the composed config before
 any job starts (and before torch is imported): keys that do not exist, values of the
-wrong type, required values left out, launchers whose plugin is not installed, and a
-multirun's sweeps expanded into the jobs Hydra will run.
+wrong type, required values left out, data folders that are not there, launchers whose
+plugin is not installed, and a multirun's sweeps expanded into the jobs Hydra will run.
 
 Each check returns a message for the user, or None; gancolor.commandline turns the
 first message into the one line a mistake gives. Hydra and OmegaConf are imported
@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import difflib
 import importlib.util
+import os
 from pathlib import Path
 from typing import Any
 
@@ -184,6 +185,39 @@ def missing_values(cfg, choices: list[str]) -> str | None:
     owners = sorted({f"{k.split('.')[0]}={picked[k.split('.')[0]]}" for k in missing if k.split(".")[0] in picked})
     by = f" (required by {', '.join(owners)})" if owners else ""
     return f"missing {', '.join(f'{k}=...' for k in missing)}{by}"
+
+
+# The data configs' folder keys (conf/data/*.yaml).
+DATA_FOLDER_KEYS = ("root", "nir_root", "rgb_root")
+
+
+def folder_problem(key: str, value: str | os.PathLike[str]) -> str | None:
+    """`key` names a folder (~ expanded, relative to the working directory) that is not there."""
+    folder = Path(os.path.expanduser(os.fspath(value))).absolute()
+    if not folder.exists():
+        return f"{key}: folder not found: {folder}"
+    if not folder.is_dir():
+        return f"{key}: not a folder: {folder}"
+    return None
+
+
+def missing_data_folder(cfg, overrides: list[str]) -> str | None:
+    """A data folder the config names that is not on this machine: said in a second,
+    not after torch has loaded. Skipped for a launcher that runs the jobs elsewhere."""
+    from omegaconf import OmegaConf
+
+    if any(override_key(o) == "hydra/launcher" and not o.endswith("=basic") for o in overrides):
+        return None
+    data = cfg.get("data")
+    for key in DATA_FOLDER_KEYS:
+        if data is None or key not in data or OmegaConf.is_missing(data, key):
+            continue
+        value = data[key]
+        if isinstance(value, str) and value:
+            problem = folder_problem(f"data.{key}", value)
+            if problem:
+                return problem
+    return None
 
 
 def sweep_jobs(overrides: list[str], conf_dir: Path) -> list[list[str]] | None:

@@ -60,6 +60,27 @@ def test_config_mistakes_are_named_in_one_line(overrides, expected):
     assert config_problem(overrides)[1] == expected
 
 
+def test_a_data_folder_that_is_not_there_is_named_before_torch_loads(tmp_path, monkeypatch):
+    from gancolor.commandline import config_problem
+
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "photos").mkdir()
+    (tmp_path / "notes.txt").write_text("x")
+    assert config_problem(["data=folder", "data.root=photos"])[1] is None
+    assert config_problem(["data=folder", "data.root=fotos"])[1] == f"data.root: folder not found: {tmp_path / 'fotos'}"
+    assert config_problem(["data=nir", "data.nir_root=photos", "data.rgb_root=notes.txt"])[1] == (
+        f"data.rgb_root: not a folder: {tmp_path / 'notes.txt'}"
+    )
+    assert config_problem(["data=unpaired"])[1] is None, "root: null is the sample photos"
+    # A launcher that runs the jobs on other machines sees their folders, not this one's.
+    from gancolor.config_check import missing_data_folder
+    from helpers import compose
+
+    cfg = compose("data=folder", "data.root=fotos")
+    assert missing_data_folder(cfg, ["hydra/launcher=slurm"]) is None
+    assert missing_data_folder(cfg, ["hydra/launcher=basic"]) is not None
+
+
 def test_every_numeric_and_boolean_option_is_checked_against_its_yaml_type():
     from omegaconf import OmegaConf
 

@@ -31,6 +31,7 @@ import torch
 from torch.utils.data import DataLoader
 
 from gancolor import color
+from gancolor.config_check import folder_problem
 from gancolor.data.datasets import DEFAULT_MAX_UNREADABLE_SHARE, ColorImageDataset, _SkippingDataset
 from gancolor.data.images import find_images, skipped_summary, truncated_images_allowed
 from gancolor.data.sampling import EpochSampler
@@ -266,12 +267,10 @@ class FolderDataModule:
         return math.ceil(max(crop, self.resize_to or 0))
 
     def _resolved_root(self) -> Path:
-        root = Path(os.path.expanduser(os.fspath(self.root))).absolute()
-        if not root.exists():
-            raise DataError(f"data.root: folder not found: {root}")
-        if not root.is_dir():
-            raise DataError(f"data.root: not a folder: {root}")
-        return root
+        problem = folder_problem("data.root", self.root)
+        if problem:
+            raise DataError(problem)
+        return Path(os.path.expanduser(os.fspath(self.root))).absolute()
 
     def _presplit_dirs(self, root: Path) -> tuple[Path, Path] | None:
         train = root / "train"

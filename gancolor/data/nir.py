@@ -35,6 +35,7 @@ import torch
 from PIL import Image
 
 from gancolor import color
+from gancolor.config_check import folder_problem
 from gancolor.data.datamodule import FolderDataModule, report_scan, seeded_split
 from gancolor.data.datasets import DEFAULT_MAX_UNREADABLE_SHARE, Transform, _SkippingDataset, hwc_to_chw
 from gancolor.data.images import UnreadableImage, find_images, is_grayscale, load_image, load_rgb, skipped_summary
@@ -277,9 +278,9 @@ class NIRDataModule(FolderDataModule):
         if self.nir_root is None:
             return super()._resolved_root()
         for key in ("nir_root", "rgb_root"):
-            folder = _folder(getattr(self, key))
-            if not folder.is_dir():
-                raise DataError(f"data.{key}: folder not found: {folder}")
+            problem = folder_problem(f"data.{key}", getattr(self, key))
+            if problem:
+                raise DataError(problem)
         return _folder(self.nir_root)
 
     def _split(self, root: Path) -> tuple[list[Path], list[Path]]:
