@@ -45,6 +45,17 @@ def allow_recompiles_per_net(nets: Iterable[Iterable[nn.Module]]) -> None:
         setattr(config, key, needed)
 
 
+def forward_buffer_sync(enabled: bool) -> dict[str, bool]:
+    """DDP's argument for copying rank 0's buffers before each forward: forward_sync_buffers
+    where torch has it (broadcast_buffers is deprecated there), else broadcast_buffers."""
+    import inspect
+
+    from torch.nn.parallel import DistributedDataParallel as DDP
+
+    key = "forward_sync_buffers" if "forward_sync_buffers" in inspect.signature(DDP.__init__).parameters else "broadcast_buffers"
+    return {key: enabled}
+
+
 def launched_by_torchrun() -> bool:
     return int(os.environ.get("WORLD_SIZE", "1")) > 1
 
@@ -170,7 +181,7 @@ class WrappedNets:
                     gradient_as_bucket_view=True,
                     # Only nets with buffers (BatchNorm running statistics) need rank 0's
                     # copied to the others before each forward; the rest skip a broadcast.
-                    broadcast_buffers=any(True for _ in net.buffers()),
+                    **forward_buffer_sync(any(True for _ in net.buffers())),
                 )
                 setattr(self.recipe, name, self.wrappers[name])
         finally:

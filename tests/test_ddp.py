@@ -1,14 +1,17 @@
 """DDP through torchrun, two CPU processes (gloo), end to end: one run folder, a SIGTERM that
-stops every rank at one step (said once), a resume that continues it."""
+stops every rank at one step (said once), a resume that continues it, and the multi-node
+path (two torchrun agents, c10d rendezvous on 127.0.0.1) ending with the same weights."""
 
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
 from pathlib import Path
 
 import pytest
+import torch
 
 from gancolor.checkpoint import load_checkpoint
 from helpers import gancolor_env, one_error_line
@@ -51,7 +54,24 @@ def torchrun(args: list[str], cwd: Path, cache: Path, preempt: bool = False) -> 
     return subprocess.CompletedProcess(command, process.returncode, stdout, stderr)
 
 
-def test_two_processes_train_one_run_stop_together_and_resume_with_identical_weights(tmp_path):
+def two_nodes(args: list[str], cwd: Path, cache: Path) -> list[subprocess.CompletedProcess]:
+    """Two torchrun agents of one process each, as two machines would start them
+    (c10d rendezvous), here both on 127.0.0.1."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    env = {**gancolor_env(cache), "OMP_NUM_THREADS": "1"}
+    commands = [
+        [sys.executable, "-m", "torch.distributed.run", "--nnodes=2", f"--node_rank={rank}", "--nproc_per_node=1",
+         "--rdzv_backend=c10d", f"--rdzv_endpoint=127.0.0.1:{port}", "--rdzv_id=loopback", "-m", "gancolor", *args]
+        for rank in (0, 1)
+    ]  # fmt: skip
+    nodes = [subprocess.Popen(c, cwd=cwd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for c in commands]
+    outputs = [n.communicate(timeout=300) for n in nodes]
+    return [subprocess.CompletedProcess(c, n.returncode, *out) for c, n, out in zip(commands, nodes, outputs)]
+
+
+def test_two_processes_stop_together_resume_exactly_and_end_as_two_nodes_do(tmp_path):
     cache = tmp_path / "cache"
     stopped = torchrun([*TINY, "trainer.log_every_n_steps=1"], tmp_path, cache, preempt=True)
     assert stopped.returncode == 0, stopped.stderr[-3000:]
@@ -83,3 +103,11 @@ def test_two_processes_train_one_run_stop_together_and_resume_with_identical_wei
     ckpt = load_checkpoint(run / "checkpoints" / "last.pt")
     assert ckpt["global_step"] == 2 * steps_per_epoch and ckpt["epoch"] == 2
     assert (run / "train.log").read_text().count("all 2 ranks hold identical weights") == 1
+
+    # Two machines of one process each: the same run, stop and resume aside, to the last bit.
+    nodes = two_nodes([*TINY, "trainer.log_every_n_steps=1", f"hydra.run.dir={tmp_path / 'two_nodes'}"], tmp_path, cache)
+    assert [n.returncode for n in nodes] == [0, 0], nodes[0].stderr[-3000:] + nodes[1].stderr[-3000:]
+    other = load_checkpoint(tmp_path / "two_nodes" / "checkpoints" / "last.pt")
+    assert other["global_step"] == ckpt["global_step"] and other["nets"].keys() == ckpt["nets"].keys()
+    for key, value in ckpt["nets"].items():
+        assert torch.equal(value, other["nets"][key]), key
