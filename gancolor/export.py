@@ -54,6 +54,7 @@ from torch import nn
 from gancolor import __version__
 from gancolor.commandline import compose_command
 from gancolor.errors import ConfigError, UserError, fail
+from gancolor.hints import takes_hints
 from gancolor.onnx_runtime import METADATA_FORMAT, graph_names, load_model
 from gancolor.options import bool_option, int_option, temperature_option
 
@@ -96,6 +97,11 @@ NIR_USE_DOC = (
     "the colour image it gives is upsampled bilinearly (align_corners=false) to full size, {decode}, clipped to [0, 1]"
 )
 NIR_DECODE = {"lab": "Lab -> sRGB", "rgb": "sRGB = (v + 1) / 2"}
+# A hints model (experiment=pix2pix_hints) is exported for automatic colourisation only.
+HINTS_LEFT_OUT = (
+    "not an input: the model was trained with user hints (model.hints) and this graph colourises "
+    "automatically (its hint channels are zeros inside it); colorize the .pt checkpoint to give hints"
+)
 
 
 @dataclass
@@ -182,6 +188,8 @@ def metadata(recipe, ckpt: dict, source: Path) -> dict[str, str]:
     if ckpt.get("global_step") is not None:
         meta["global_step"] = str(ckpt["global_step"])
     meta.update(_recipe_metadata(recipe))
+    if takes_hints(recipe):
+        meta["hints"] = HINTS_LEFT_OUT
     return meta
 
 
@@ -411,6 +419,7 @@ def export(options: Options, say=print) -> str:
     return (
         f"gancolor: exported {name} -> {options.output} ({options.format}, {len(data) / 1e6:.1f} MB); "
         f"matches PyTorch {'exactly' if worst == 0 else f'to {worst:.1g}'} at {sizes}"
+        + ("; without hints: the graph colourises automatically (colorize the .pt checkpoint to give hints)" if takes_hints(recipe) else "")
     )
 
 

@@ -115,6 +115,7 @@ class OnnxRecipe(nn.Module):
         outputs = [o.name for o in self.session.get_outputs()]
         if inputs != [self.input_name] or self.output_name not in outputs:
             raise CheckpointError(f"{self.path}: expected input {self.input_name!r} and output {self.output_name!r}, got {inputs} and {outputs}")
+        self.hints_left_out = "hints" in self.metadata  # a hints model's export: no hint input (gancolor.export)
         self.name = self.metadata.get("recipe", "onnx")
         self.stride = int(self.metadata.get("stride", 1))
         self.render_size = int(self.metadata.get("render_size", 256))

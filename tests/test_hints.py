@@ -186,6 +186,38 @@ def test_colorize_with_points_and_scribbles_at_full_resolution(trained, tmp_path
         assert len(errors) == 1 and message in errors[0], errors
 
 
+def test_an_onnx_export_colourises_automatically_and_says_it_takes_no_hints(trained, tmp_path, capsys):
+    """gancolor.export writes a hints model's automatic colourisation (no hint input): the
+    export line and the graph's metadata say so, colorize runs it as it runs the checkpoint
+    without hints, and hints given to it are refused in one line that names the export."""
+    import onnxruntime as ort
+
+    from gancolor import export
+
+    _, ckpt = trained
+    onnx_file = tmp_path / "hints.onnx"
+    assert export.main([f"ckpt={ckpt}", f"output={onnx_file}"]) == 0
+    assert "without hints: the graph colourises automatically" in capsys.readouterr().out
+    meta = ort.InferenceSession(str(onnx_file), providers=["CPUExecutionProvider"]).get_modelmeta().custom_metadata_map
+    assert meta["hints"].startswith("not an input") and [i.name for i in ort.InferenceSession(str(onnx_file)).get_inputs()] == ["L"]
+
+    photo = tmp_path / "photo.png"
+    Image.fromarray(color.float_to_uint8(halves(np.random.default_rng(3), 1, 40, 56))[0].permute(1, 2, 0).numpy()).save(photo)
+    for source, name in ((ckpt, "pt.png"), (onnx_file, "onnx.png")):
+        assert colorize_main([f"ckpt={source}", f"input={photo}", f"output={tmp_path / name}", "progress_bar=false"]) == 0
+    pt, onnx = (np.asarray(Image.open(tmp_path / n), dtype=np.int16) for n in ("pt.png", "onnx.png"))
+    assert np.abs(pt - onnx).max() <= 1
+
+    (tmp_path / "points.json").write_text(json.dumps([{"x": 5, "y": 5, "color": "#ff8000"}]))
+    capsys.readouterr()
+    with pytest.raises(SystemExit) as exit_info:
+        colorize_main([f"ckpt={onnx_file}", f"input={photo}", f"output={tmp_path / 'x.png'}", f"hints={tmp_path / 'points.json'}"])
+    assert exit_info.value.code == 2 and not (tmp_path / "x.png").exists()
+    errors = [line for line in capsys.readouterr().err.splitlines() if line.strip()]
+    assert errors == [f"gancolor: error: hints={tmp_path / 'points.json'}: {onnx_file} is the ONNX export of a hints model, "
+                      "which takes no hints (the export colourises automatically): give the .pt checkpoint it came from"]
+
+
 def test_evaluate_reports_metrics_against_hints_sampled_from_the_truth(trained, tmp_path, capsys):
     """The paper's PSNR-vs-points curve (Zhang et al. 2017, fig. 4): with more hints taken
     from the photos' own colours, the colours come closer to the truth; the curve is in
