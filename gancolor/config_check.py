@@ -139,11 +139,18 @@ def added_key_problem(overrides: list[str], defaults, conf_dir: Path) -> str | N
     return None
 
 
+# Keys that take "auto" besides the number some configs give them.
+AUTO_KEYS = frozenset({"data.num_workers"})
+
+
 def type_problem(key: str, value: Any, default: Any) -> str | None:
     """`value` against the type of the yaml's `default`: numbers and booleans only
     (a string or null default says nothing about what else it accepts)."""
     if value is None or default is None or isinstance(default, str):
         return None
+    if key in AUTO_KEYS:
+        whole = isinstance(value, int) and not isinstance(value, bool)
+        return None if value == "auto" or whole else f"{key} must be an integer or auto, got {value!r}"
     if isinstance(default, bool):
         return None if isinstance(value, bool) else f"{key} must be true or false, got {value!r}"
     if isinstance(default, int):

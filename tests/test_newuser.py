@@ -52,12 +52,22 @@ def test_a_text_file_given_as_a_checkpoint_is_named_as_not_one(tmp_path):
         (["loss.lambda_L1=abc"], "loss.lambda_L1 must be a number, got 'abc'"),
         (["trainer.progress_bar=yes"], "trainer.progress_bar must be true or false, got 'yes'"),
         (["model=stargan", "model.n_critic=five"], "model.n_critic must be an integer, got 'five'"),
+        (["data.num_workers=many"], "data.num_workers must be an integer or auto, got 'many'"),
+        (["model=cyclegan", "data.num_workers=1.5"], "data.num_workers must be an integer or auto, got 1.5"),
     ],
 )
 def test_config_mistakes_are_named_in_one_line(overrides, expected):
     from gancolor.commandline import config_problem
 
     assert config_problem(overrides)[1] == expected
+
+
+@pytest.mark.parametrize("data", ["sample", "folder", "unpaired", "domains", "nir"])
+def test_num_workers_auto_is_accepted_by_every_data_config(data, tmp_path):
+    from gancolor.commandline import config_problem
+
+    root = [f"data.root={tmp_path}"] if data == "folder" else []
+    assert config_problem([f"data={data}", *root, "data.num_workers=auto"])[1] is None
 
 
 def test_a_data_folder_that_is_not_there_is_named_before_torch_loads(tmp_path, monkeypatch):
@@ -84,7 +94,7 @@ def test_a_data_folder_that_is_not_there_is_named_before_torch_loads(tmp_path, m
 def test_every_numeric_and_boolean_option_is_checked_against_its_yaml_type():
     from omegaconf import OmegaConf
 
-    from gancolor.config_check import leaf_keys, type_problem
+    from gancolor.config_check import AUTO_KEYS, leaf_keys, type_problem
     from helpers import compose
 
     checked = 0
@@ -95,6 +105,7 @@ def test_every_numeric_and_boolean_option_is_checked_against_its_yaml_type():
             if isinstance(default, (bool, int, float)):
                 checked += 1
                 kind = "true or false" if isinstance(default, bool) else "an integer" if isinstance(default, int) else "a number"
+                kind += " or auto" if key in AUTO_KEYS else ""
                 assert type_problem(key, "abc", default) == f"{key} must be {kind}, got 'abc'"
                 assert type_problem(key, default, default) is None
     assert checked > 60
