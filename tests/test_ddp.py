@@ -66,9 +66,20 @@ def two_nodes(args: list[str], cwd: Path, cache: Path) -> list[subprocess.Comple
          "--rdzv_backend=c10d", f"--rdzv_endpoint=127.0.0.1:{port}", "--rdzv_id=loopback", "-m", "gancolor", *args]
         for rank in (0, 1)
     ]  # fmt: skip
-    nodes = [subprocess.Popen(c, cwd=cwd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for c in commands]
-    outputs = [n.communicate(timeout=300) for n in nodes]
-    return [subprocess.CompletedProcess(c, n.returncode, *out) for c, n, out in zip(commands, nodes, outputs)]
+    logs = [(cwd / f"node{rank}.out", cwd / f"node{rank}.err") for rank in (0, 1)]
+    nodes = []
+    try:
+        for command, (out, err) in zip(commands, logs):
+            with out.open("w") as stdout, err.open("w") as stderr:
+                nodes.append(subprocess.Popen(command, cwd=cwd, env=env, stdout=stdout, stderr=stderr, text=True))
+        for node in nodes:
+            node.wait(timeout=300)
+    finally:  # one agent failing leaves the other waiting in the rendezvous: end both
+        for node in nodes:
+            if node.poll() is None:
+                node.kill()
+                node.wait()
+    return [subprocess.CompletedProcess(c, n.returncode, out.read_text(), err.read_text()) for c, n, (out, err) in zip(commands, nodes, logs)]
 
 
 def test_two_processes_stop_together_resume_exactly_and_end_as_two_nodes_do(tmp_path):

@@ -12,7 +12,7 @@ import pytest
 import torch
 
 from gancolor.checkpoint import load_checkpoint
-from helpers import one_error_line
+from helpers import one_error_line, run_gancolor
 from helpers import read_metrics as rows
 from helpers import strip_speed as comparable
 import warm
@@ -125,7 +125,9 @@ def test_sigterm_saves_mid_epoch_exits_0_and_resumes_exactly(tmp_path, cache, un
     ckpt = load_checkpoint(run / "checkpoints" / "last.pt")
     assert ckpt["global_step"] == last_step(run) and ckpt["phase"] == "adversarial"
 
-    resumed = gancolor([f"resume={run / 'checkpoints' / 'last.pt'}"], cache)
+    # A real interpreter, so another string-hash seed than the warm runs': a result that
+    # hung on hashing or set order would differ here.
+    resumed = run_gancolor([f"resume={run / 'checkpoints' / 'last.pt'}"], tmp_path, cache)
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     assert_same_run(uninterrupted, run)
 

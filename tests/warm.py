@@ -4,11 +4,18 @@ A training command spends ~8 s importing torch, torch._dynamo (any optimiser pul
 in), albumentations and Hydra before its first step; the resume tests start dozens of
 them. Here a multiprocessing forkserver imports all that once per test process, and each
 command is a fork of it: a separate process with its own pid, exit status, signal
-handlers, environment, working directory, stdout and stderr, so SIGKILL, SIGTERM and
-exit codes mean what they mean for `python -m gancolor`. The server runs no torch op, so
-a fork starts with no thread pool to inherit. What this does not test (the `python -m`
-entry point, interpreter start-up) is tested by the subprocess runs of test_cli.py and
-test_newuser.py.
+handlers, environment variables (as read at run time), working directory, stdout and
+stderr, so SIGKILL, SIGTERM and exit codes mean what they mean for `python -m gancolor`,
+and its DataLoader workers start as the parent's Python starts them (fork on Linux up
+to 3.13). The server runs no torch op, so a fork starts with no thread pool to inherit.
+
+What a fork shares with its server, unlike a fresh interpreter: the string-hash seed
+(every command hashes alike; a real run draws its own), and whatever was read from the
+environment at import time (OMP_NUM_THREADS, TORCH_LOGS, TORCHDYNAMO_*: the pytest
+process's values when the server started). Tests that need those, and the `python -m`
+entry point itself, use real subprocesses: test_cli.py, test_newuser.py, and the resume
+after SIGTERM in test_resume.py (an uninterrupted run against one resumed under another
+hash seed).
 """
 
 from __future__ import annotations
@@ -43,8 +50,11 @@ def _forkserver():
     return _context
 
 
-def _train_command(args: list[str], env: dict[str, str], cwd: str, stdout: str, stderr: str) -> None:
+def _train_command(args: list[str], env: dict[str, str], cwd: str, stdout: str, stderr: str, start_method: str) -> None:
     """The child: become `python -m gancolor ARGS` run in `cwd` with `env`."""
+    # multiprocessing made this child's default start method its own (forkserver);
+    # training's DataLoader workers must start as a real run's do.
+    multiprocessing.set_start_method(start_method, force=True)
     os.environ.clear()
     os.environ.update(env)
     os.chdir(cwd)
@@ -73,7 +83,8 @@ class TrainCommand:
         env = gancolor_env(cache)
         self.args = list(args)
         self._process = _forkserver().Process(
-            target=_train_command, args=(self.args, env, str(cwd or os.getcwd()), self._out, self._err)
+            target=_train_command,
+            args=(self.args, env, str(cwd or os.getcwd()), self._out, self._err, multiprocessing.get_start_method()),
         )
         self._process.start()
         self.pid = self._process.pid
