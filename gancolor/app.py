@@ -44,7 +44,7 @@ from PIL import Image
 
 from gancolor.commandline import compose_command
 from gancolor.errors import UserError, fail
-from gancolor.hints import HintError, UserHints, parse_points
+from gancolor.hints import HintError, UserHints, no_hints_reason, parse_points
 from gancolor.options import bool_option, int_option
 
 MAX_UPLOAD_BYTES = 200 * 1024 * 1024
@@ -104,7 +104,7 @@ class ColorizeApp:
         hints = None
         if points:
             if not self.takes_hints:
-                raise HintError("this model was trained without hints: it colourises automatically only")
+                raise HintError(f"this model {no_hints_reason(self.colorizer.recipe)}")
             hints = UserHints(parse_points(points, "points"), source="points")
         with self.lock:
             result = self.colorizer(photo.pixels, photo.alpha, hints)
@@ -313,7 +313,7 @@ function drawDots() {
 
 $("result").addEventListener("click", (event) => {
   if (!photo) return;
-  if (!photo.hints) { say("This model was trained without hints: it colourises automatically only.", true); return; }
+  if (!photo.hints) { say("This model takes no hints: it colourises automatically only.", true); return; }
   const img = $("result"), box = img.getBoundingClientRect();
   const x = Math.min(photo.width - 1, Math.max(0, Math.floor((event.clientX - box.left) / box.width * photo.width)));
   const y = Math.min(photo.height - 1, Math.max(0, Math.floor((event.clientY - box.top) / box.height * photo.height)));
