@@ -9,7 +9,16 @@ import torch
 # Tests never talk to W&B's servers and never wait on a prompt.
 os.environ.setdefault("WANDB_MODE", "offline")
 os.environ.setdefault("WANDB_SILENT", "true")
-torch.set_num_threads(min(2, torch.get_num_threads()))
+
+# Under pytest-xdist each worker (and every process it starts) gets its share of the cores:
+# two workers on two cores, each with torch's default of two threads, spin against each
+# other and run some tests ten times slower. Alone (pytest -n0): up to 2 threads.
+_workers = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))
+_cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+_threads = max(1, _cores // _workers) if _workers > 1 else min(2, torch.get_num_threads())
+torch.set_num_threads(_threads)
+if _workers > 1:
+    os.environ.setdefault("OMP_NUM_THREADS", str(_threads))
 
 
 @pytest.fixture(scope="session")

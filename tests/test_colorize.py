@@ -261,6 +261,28 @@ def test_batching_changes_nothing(tmp_path, ckpt):
         np.testing.assert_array_equal(np.asarray(Image.open(tmp_path / "one" / name)), np.asarray(Image.open(tmp_path / "four" / name)))
 
 
+def test_the_thread_count_changes_nothing(ckpt, photos):
+    """With several torch threads a CPU Colorizer finishes a photo in strips on a thread
+    pool; with one, in one piece: the same pixels either way (the suite's workers run on
+    one thread each, so this is where the pool is exercised)."""
+    from gancolor.checkpoint import load_recipe
+
+    photo = photos[0][:300, :450]  # 135,000 pixels: two strips of 2^17
+    results = []
+    threads = torch.get_num_threads()
+    try:
+        for count in (1, 2):
+            torch.set_num_threads(count)
+            recipe, _ = load_recipe(ckpt)
+            colorizer = Colorizer(recipe, RENDER)
+            assert (colorizer._pool is not None) == (count > 1)
+            results.append(colorizer(photo))
+            colorizer.close()
+    finally:
+        torch.set_num_threads(threads)
+    np.testing.assert_array_equal(results[0], results[1])
+
+
 def write_mixed_folder(folder: Path, photos) -> None:
     """Real photos of four sizes and formats, two of one shape (they share a batch), a
     16-bit scan, a file that is no image and one whose output cannot be written."""
