@@ -219,6 +219,8 @@ def missing_data_folder(cfg, overrides: list[str]) -> str | None:
     for key in DATA_FOLDER_KEYS:
         if data is None or key not in data or OmegaConf.is_missing(data, key):
             continue
+        if key == "root" and data.get("nir_root") is not None:
+            continue  # data=nir given both layouts: its loader says "not both", which is the mistake
         value = data[key]
         if isinstance(value, str) and value:
             problem = folder_problem(f"data.{key}", value)

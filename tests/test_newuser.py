@@ -82,6 +82,8 @@ def test_a_data_folder_that_is_not_there_is_named_before_torch_loads(tmp_path, m
         f"data.rgb_root: not a folder: {tmp_path / 'notes.txt'}"
     )
     assert config_problem(["data=unpaired"])[1] is None, "root: null is the sample photos"
+    # Both NIR layouts at once: a missing data.root is not the mistake to name (the loader says "not both").
+    assert config_problem(["data=nir", "data.root=fotos", "data.nir_root=photos", "data.rgb_root=photos"])[1] is None
     # A launcher that runs the jobs on other machines sees their folders, not this one's.
     from gancolor.config_check import missing_data_folder
     from helpers import compose
