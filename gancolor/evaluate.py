@@ -217,6 +217,9 @@ def load_photos(options: Options, say) -> tuple[list[Path], list[np.ndarray], di
     from gancolor.data.scan import scan_color_images
 
     _check_folder("data.root", options.root)
+    note = training_split_note("data.root", options.root)
+    if note:
+        say(note)
     quiet_pillow_warnings()  # a damaged file gets one line, below
     scan = scan_color_images(find_images(options.root))
     skipped = {"grayscale": [str(p) for p in scan.grayscale], "unreadable": [[str(p), r] for p, r in scan.unreadable],
@@ -242,6 +245,17 @@ def load_photos(options: Options, say) -> tuple[list[Path], list[np.ndarray], di
     if not photos:
         raise DataError(f"no usable colour photos under {options.root} ({scan.summary()})")
     return paths, photos, skipped
+
+
+def training_split_note(key: str, folder: Path, suggest: bool = True) -> str | None:
+    """The note for a folder that holds a train/ split (training's layout): evaluate
+    scores every image under it, the ones the net trained on too; `suggest`: name the
+    held-out folder to give instead."""
+    if not (folder / "train").is_dir():
+        return None
+    held = next((folder / name for name in ("val", "test") if (folder / name).is_dir()), None) if suggest else None
+    where = f"; {key}={held} scores the held-out part alone" if held else ""
+    return f"gancolor: note: {folder} holds train/: every image under it is scored, training images included{where}"
 
 
 def _check_folder(key: str, folder: Path) -> None:
@@ -285,6 +299,10 @@ def load_pairs(options: Options, say) -> tuple[list[Path], Sequence, Sequence, d
     for key, folder in (("data.root", options.root), ("data.nir_root", options.nir_root), ("data.rgb_root", options.rgb_root)):
         if folder is not None:
             _check_folder(key, folder)
+    # Two folders (nir_root, rgb_root) would both need their held-out part named: no suggestion.
+    note = training_split_note("data.root", nir_folder, suggest=options.nir_root is None)
+    if note:
+        say(note)
     quiet_pillow_warnings()  # a damaged file gets one line, below
     pairs, notes = find_pairs(nir_folder, rgb_folder)
     if not pairs:

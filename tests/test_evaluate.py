@@ -160,3 +160,23 @@ def test_missing_data_folder_is_one_line(ckpts, tmp_path, capsys):
             main([f"ckpt={ckpts[0]}", f"data.root={root}", f"output={tmp_path / 'e'}"])
         assert info.value.code == 2
         assert f"{message}{root}" in capsys.readouterr().err
+
+
+def test_a_folder_holding_a_training_split_is_scored_whole_with_a_note(ckpts, tmp_path, capsys):
+    """Training's layout (root/train, root/val): evaluate scores what it is given, and says
+    that the training images are among them and which folder holds the rest."""
+    from skimage import data
+
+    for part, image in (("train", data.astronaut()), ("val", data.chelsea())):
+        (tmp_path / "set" / part).mkdir(parents=True)
+        Image.fromarray(image[::4, ::4]).save(tmp_path / "set" / part / f"{part}.png")
+    args = [f"ckpt={ckpts[0]}", "num_samples=1", "progress_bar=false", "lpips.weights=null", "fid.weights=null"]
+    assert main([*args, f"data.root={tmp_path / 'set'}", f"output={tmp_path / 'whole'}"]) == 0
+    notes = [line for line in capsys.readouterr().err.splitlines() if "holds train/" in line]
+    assert notes == [f"gancolor: note: {tmp_path / 'set'} holds train/: every image under it is scored, training images "
+                     f"included; data.root={tmp_path / 'set' / 'val'} scores the held-out part alone"]
+    assert json.loads((tmp_path / "whole" / "metrics.json").read_text())["num_images"] == 2
+
+    assert main([*args, f"data.root={tmp_path / 'set' / 'val'}", f"output={tmp_path / 'val'}"]) == 0
+    assert "holds train/" not in capsys.readouterr().err
+    assert json.loads((tmp_path / "val" / "metrics.json").read_text())["num_images"] == 1

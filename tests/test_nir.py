@@ -266,8 +266,11 @@ def test_evaluate_scores_nir_pairs_as_colorize_colours_them(trained, val_pairs, 
             dst = tmp_path / side / "val" / src.name.replace(f"_{side}", "")
             dst.parent.mkdir(parents=True, exist_ok=True)
             shutil.copy(src, dst)
+    (tmp_path / "nir" / "train").mkdir()  # training's layout: scored whole, with a note
+    capsys.readouterr()
     assert evaluate([f"ckpt={trained.ckpt}", f"data.nir_root={tmp_path / 'nir'}", f"data.rgb_root={tmp_path / 'rgb'}",
                      f"output={tmp_path / 'eval2'}", "progress_bar=false", "lpips.weights=null", "fid.weights=null"]) == 0
+    assert f"gancolor: note: {tmp_path / 'nir'} holds train/: every image under it is scored, training images included\n" in capsys.readouterr().err
     second = json.loads((tmp_path / "eval2" / "metrics.json").read_text())
     assert second["checkpoints"][0]["metrics"]["psnr"] == pytest.approx(entry["metrics"]["psnr"], abs=1e-6)
     assert second["nir_root"] == str(tmp_path / "nir")
