@@ -55,7 +55,7 @@ from gancolor import __version__
 from gancolor.commandline import compose_command
 from gancolor.errors import ConfigError, UserError, fail
 from gancolor.hints import takes_hints
-from gancolor.onnx_runtime import METADATA_FORMAT, graph_names, load_model
+from gancolor.onnx_runtime import HINTS_INPUT_NAME, METADATA_FORMAT, graph_names, load_model
 from gancolor.options import bool_option, int_option, temperature_option
 
 FORMATS = ("onnx", "torchscript")
@@ -97,10 +97,11 @@ NIR_USE_DOC = (
     "the colour image it gives is upsampled bilinearly (align_corners=false) to full size, {decode}, clipped to [0, 1]"
 )
 NIR_DECODE = {"lab": "Lab -> sRGB", "rgb": "sRGB = (v + 1) / 2"}
-# A hints model (experiment=pix2pix_hints) is exported for automatic colourisation only.
-HINTS_LEFT_OUT = (
-    "not an input: the model was trained with user hints (model.hints) and this graph colourises "
-    "automatically (its hint channels are zeros inside it); colorize the .pt checkpoint to give hints"
+# A hints model's graph (experiment=pix2pix_hints, cic with model.hints) takes a second input.
+HINTS_DOC = (
+    "hints: float32 (N, 3, H, W), the size of L, as gancolor.hints.hint_maps draws them: channels 0-1 "
+    "a hint's a*, b* scaled as ab/110 where the user put it, channel 2 a mask (1 there, 0 elsewhere); "
+    "all zeros: automatic colourisation"
 )
 
 
@@ -145,10 +146,22 @@ class ColorizeGraph(nn.Module):
         super().__init__()
         recipe = _with_plain_weights(recipe)
         self.nets = nn.ModuleList(recipe.generator_modules())
+        self.takes_hints = takes_hints(recipe)  # a second input: the hint maps (HINTS_DOC)
         object.__setattr__(self, "recipe", recipe)
 
-    def forward(self, L: torch.Tensor) -> torch.Tensor:
-        return self.recipe.colorize(L).float().clamp(-1.0, 1.0)
+    def forward(self, L: torch.Tensor, hints: torch.Tensor | None = None) -> torch.Tensor:
+        ab = self.recipe.colorize(L, hints) if self.takes_hints else self.recipe.colorize(L)
+        return ab.float().clamp(-1.0, 1.0)
+
+    def example_inputs(self, shape: tuple[int, ...], generator: torch.Generator | None = None) -> tuple[torch.Tensor, ...]:
+        """Inputs of `shape` to trace or check with: L in [-1, 1], and for a hints model a
+        few hint pixels of random colour (all-zero maps would leave the hint path untested)."""
+        L = torch.rand(shape, generator=generator) * 2 - 1
+        if not self.takes_hints:
+            return (L,)
+        mask = (torch.rand(shape, generator=generator) < 0.05).float()
+        ab = (torch.rand((shape[0], 2, *shape[2:]), generator=generator) * 2 - 1) * mask
+        return L, torch.cat([ab, mask], 1)
 
 
 def _with_plain_weights(recipe):
@@ -189,7 +202,7 @@ def metadata(recipe, ckpt: dict, source: Path) -> dict[str, str]:
         meta["global_step"] = str(ckpt["global_step"])
     meta.update(_recipe_metadata(recipe))
     if takes_hints(recipe):
-        meta["hints"] = HINTS_LEFT_OUT
+        meta["hints"] = HINTS_DOC
     return meta
 
 
@@ -243,7 +256,7 @@ def _recipe_metadata(recipe) -> dict[str, str]:
 
 def trace(graph: ColorizeGraph) -> torch.jit.ScriptModule:
     """The graph traced once; both formats are written from this one trace."""
-    example = torch.rand(TRACE_SHAPE) * 2 - 1
+    example = graph.example_inputs(TRACE_SHAPE)
     graph.eval()
     # The tracer warns about every Python value it freezes; check_export, which runs
     # the file on sizes the trace did not see, is what says whether any of that matters.
@@ -268,12 +281,14 @@ def onnx_bytes(traced: torch.jit.ScriptModule, meta: dict[str, str], opset: int 
     buffer = io.BytesIO()
     axes = {0: "batch", 2: "height", 3: "width"}
     input_name, output_name = graph_names(meta["input_kind"], meta.get("target"))  # _contract always says the kind
+    inputs = [input_name, HINTS_INPUT_NAME] if "hints" in meta else [input_name]
+    examples = tuple(torch.zeros((TRACE_SHAPE[0], 3 if name == HINTS_INPUT_NAME else 1, *TRACE_SHAPE[2:])) for name in inputs)
     with warnings.catch_warnings(), _native_stdout_silenced():
         warnings.simplefilter("ignore")  # its own deprecation notice
         torch.onnx.export(
-            traced, (torch.zeros(TRACE_SHAPE),), buffer, dynamo=False, opset_version=opset,
-            input_names=[input_name], output_names=[output_name],
-            dynamic_axes={input_name: axes, output_name: axes},
+            traced, examples, buffer, dynamo=False, opset_version=opset,
+            input_names=inputs, output_names=[output_name],
+            dynamic_axes={**{name: axes for name in inputs}, output_name: axes},
         )
     return _with_onnx_metadata(buffer.getvalue(), meta)
 
@@ -314,31 +329,31 @@ def _with_onnx_metadata(data: bytes, meta: dict[str, str]) -> bytes:
 
 
 def exported_runner(data: bytes, fmt: str):
-    """A function running the exported file on its input (N, 1, H, W) with its own
-    runtime: onnxruntime, or torch.jit."""
+    """A function running the exported file on its inputs (L (N, 1, H, W), and a hints
+    model's hint maps) with its own runtime: onnxruntime, or torch.jit."""
     if fmt == "torchscript":
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", FutureWarning)  # "torch.jit is deprecated": it still works
             module = torch.jit.load(io.BytesIO(data), map_location="cpu")
 
-        def run_torchscript(L: torch.Tensor) -> torch.Tensor:
+        def run_torchscript(*inputs: torch.Tensor) -> torch.Tensor:
             # Unoptimised: the graph's values are what is checked, and the profiling
             # executor's first runs (compiling it for these sizes) cost seconds.
             with torch.no_grad(), torch.jit.optimized_execution(False):
-                return module(L)
+                return module(*inputs)
 
         return run_torchscript
     import onnxruntime
 
     session = onnxruntime.InferenceSession(data, providers=["CPUExecutionProvider"])
-    # By the file's own names: "L" -> "ab", or for an NIR graph "nir" -> "lab" / "rgb".
-    input_name, output_name = session.get_inputs()[0].name, session.get_outputs()[0].name
-    return lambda L: torch.from_numpy(session.run([output_name], {input_name: L.numpy()})[0])
+    # By the file's own names: "L" (and "hints") -> "ab", or for an NIR graph "nir" -> "lab" / "rgb".
+    names, output_name = [i.name for i in session.get_inputs()], session.get_outputs()[0].name
+    return lambda *inputs: torch.from_numpy(session.run([output_name], {n: x.numpy() for n, x in zip(names, inputs)})[0])
 
 
-def run_exported(data: bytes, fmt: str, L: torch.Tensor) -> torch.Tensor:
-    """The exported file run once on L by its own runtime."""
-    return exported_runner(data, fmt)(L)
+def run_exported(data: bytes, fmt: str, *inputs: torch.Tensor) -> torch.Tensor:
+    """The exported file run once on its inputs by its own runtime."""
+    return exported_runner(data, fmt)(*inputs)
 
 
 def check_export(graph: ColorizeGraph, data: bytes, fmt: str, name: str) -> float:
@@ -348,10 +363,10 @@ def check_export(graph: ColorizeGraph, data: bytes, fmt: str, name: str) -> floa
     generator = torch.Generator().manual_seed(0)
     run = exported_runner(data, fmt)
     for shape in CHECK_SHAPES:
-        L = torch.rand(shape, generator=generator) * 2 - 1
+        inputs = graph.example_inputs(shape, generator)
         with torch.no_grad():
-            expected = graph(L)
-        got = run(L)
+            expected = graph(*inputs)
+        got = run(*inputs)
         size = "x".join(map(str, shape[2:]))
         if got.shape != expected.shape:
             raise ConfigError(f"cannot export {name} as {fmt}: the graph gives {tuple(got.shape)} for a {size} input, not {tuple(expected.shape)}")
@@ -417,9 +432,9 @@ def export(options: Options, say=print) -> str:
     write_atomic(data, options.output)
     sizes = " and ".join("x".join(map(str, s[2:])) for s in CHECK_SHAPES)
     return (
-        f"gancolor: exported {name} -> {options.output} ({options.format}, {len(data) / 1e6:.1f} MB); "
+        f"gancolor: exported {name} -> {options.output} ({options.format}, {len(data) / 1e6:.1f} MB"
+        f"{', inputs L and hints' if takes_hints(recipe) else ''}); "
         f"matches PyTorch {'exactly' if worst == 0 else f'to {worst:.1g}'} at {sizes}"
-        + ("; without hints: the graph colourises automatically (colorize the .pt checkpoint to give hints)" if takes_hints(recipe) else "")
     )
 
 

@@ -364,11 +364,7 @@ def takes_hints(recipe) -> bool:
 
 
 def no_hints_reason(recipe) -> str:
-    """Why `recipe` takes no hints, for the line that refuses them: it was trained
-    without, or it is the ONNX export of a hints model (exports colourise automatically)."""
-    if getattr(recipe, "hints_left_out", False):
-        return ("is the ONNX export of a hints model, which takes no hints (the export colourises "
-                "automatically): give the .pt checkpoint it came from")
+    """Why `recipe` takes no hints, for the line that refuses them."""
     return "was trained without hints (model.hints; train one with experiment=pix2pix_hints)"
 
 

@@ -28,6 +28,7 @@ from gancolor.errors import CheckpointError, ConfigError
 # The contract between gancolor.export and this runtime.
 METADATA_FORMAT = "gancolor-colorize-graph/1"  # metadata key gancolor_format of every export
 INPUT_NAME, OUTPUT_NAME = "L", "ab"  # a gray recipe's graph: normalised L in, ab out
+HINTS_INPUT_NAME = "hints"  # a hints model's second input: the user's hint maps (gancolor.export.HINTS_DOC)
 NIR_INPUT_NAME = "nir"  # an NIR recipe's graph: NIR in, the colour image in its target space ("lab" / "rgb") out
 NIR_TARGETS = ("lab", "rgb")
 
@@ -113,9 +114,11 @@ class OnnxRecipe(nn.Module):
         self.input_name, self.output_name = graph_names(self.input_kind, getattr(self, "target", None))
         inputs = [i.name for i in self.session.get_inputs()]
         outputs = [o.name for o in self.session.get_outputs()]
-        if inputs != [self.input_name] or self.output_name not in outputs:
-            raise CheckpointError(f"{self.path}: expected input {self.input_name!r} and output {self.output_name!r}, got {inputs} and {outputs}")
-        self.hints_left_out = "hints" in self.metadata  # a hints model's export: no hint input (gancolor.export)
+        expected = [self.input_name, HINTS_INPUT_NAME] if "hints" in self.metadata else [self.input_name]
+        if inputs != expected or self.output_name not in outputs:
+            raise CheckpointError(f"{self.path}: expected inputs {expected} and output {self.output_name!r}, got {inputs} and {outputs}")
+        # Not None for a hints model's export, as for its recipe (gancolor.hints.takes_hints).
+        self.hints = self.metadata["hints"] if "hints" in self.metadata else None
         self.name = self.metadata.get("recipe", "onnx")
         self.stride = int(self.metadata.get("stride", 1))
         self.render_size = int(self.metadata.get("render_size", 256))
@@ -134,11 +137,17 @@ class OnnxRecipe(nn.Module):
         )
 
     @torch.no_grad()
-    def colorize(self, L: torch.Tensor) -> torch.Tensor:
+    def colorize(self, L: torch.Tensor, hints: torch.Tensor | None = None) -> torch.Tensor:
         """Normalised L (N, 1, H, W) -> normalised ab (N, 2, H, W), on L's device; for an
-        NIR export, NIR (N, 1, H, W) -> the colour image (N, 3, H, W) in its target space."""
-        array = np.ascontiguousarray(L.detach().float().cpu().numpy())
-        ab = self.session.run([self.output_name], {self.input_name: array})[0]
+        NIR export, NIR (N, 1, H, W) -> the colour image (N, 3, H, W) in its target space.
+        `hints` (N, 3, H, W): a hints model's hint maps (None: none, automatic)."""
+        if hints is not None and self.hints is None:
+            raise ConfigError("this model was trained without hints (model.hints); it cannot take any")
+        feed = {self.input_name: np.ascontiguousarray(L.detach().float().cpu().numpy())}
+        if self.hints is not None:
+            maps = hints if hints is not None else L.new_zeros((L.shape[0], 3, *L.shape[2:]))
+            feed[HINTS_INPUT_NAME] = np.ascontiguousarray(maps.detach().float().cpu().numpy())
+        ab = self.session.run([self.output_name], feed)[0]
         return torch.from_numpy(ab).to(L.device)
 
     def generator_modules(self) -> list[nn.Module]:

@@ -10,6 +10,7 @@ error inside the hinted half must fall as hints are added.
 from __future__ import annotations
 
 import json
+import re
 import shutil
 from pathlib import Path
 
@@ -186,10 +187,9 @@ def test_colorize_with_points_and_scribbles_at_full_resolution(trained, tmp_path
         assert len(errors) == 1 and message in errors[0], errors
 
 
-def test_an_onnx_export_colourises_automatically_and_says_it_takes_no_hints(trained, tmp_path, capsys):
-    """gancolor.export writes a hints model's automatic colourisation (no hint input): the
-    export line and the graph's metadata say so, colorize runs it as it runs the checkpoint
-    without hints, and hints given to it are refused in one line that names the export."""
+def test_an_onnx_export_takes_hints_as_the_checkpoint_does(trained, tmp_path, capsys):
+    """gancolor.export gives a hints model's graph a second input, the hint maps: colorize
+    runs the .onnx with and without a hints file as it runs the checkpoint."""
     import onnxruntime as ort
 
     from gancolor import export
@@ -197,25 +197,24 @@ def test_an_onnx_export_colourises_automatically_and_says_it_takes_no_hints(trai
     _, ckpt = trained
     onnx_file = tmp_path / "hints.onnx"
     assert export.main([f"ckpt={ckpt}", f"output={onnx_file}"]) == 0
-    assert "without hints: the graph colourises automatically" in capsys.readouterr().out
-    meta = ort.InferenceSession(str(onnx_file), providers=["CPUExecutionProvider"]).get_modelmeta().custom_metadata_map
-    assert meta["hints"].startswith("not an input") and [i.name for i in ort.InferenceSession(str(onnx_file)).get_inputs()] == ["L"]
+    assert re.search(r"\(onnx, [\d.]+ MB, inputs L and hints\); matches PyTorch", capsys.readouterr().out)
+    session = ort.InferenceSession(str(onnx_file), providers=["CPUExecutionProvider"])
+    assert [i.name for i in session.get_inputs()] == ["L", "hints"]
+    assert session.get_modelmeta().custom_metadata_map["hints"].startswith("hints: float32 (N, 3, H, W)")
 
+    height, width = 57, 83  # odd, and not the training size
     photo = tmp_path / "photo.png"
-    Image.fromarray(color.float_to_uint8(halves(np.random.default_rng(3), 1, 40, 56))[0].permute(1, 2, 0).numpy()).save(photo)
-    for source, name in ((ckpt, "pt.png"), (onnx_file, "onnx.png")):
-        assert colorize_main([f"ckpt={source}", f"input={photo}", f"output={tmp_path / name}", "progress_bar=false"]) == 0
-    pt, onnx = (np.asarray(Image.open(tmp_path / n), dtype=np.int16) for n in ("pt.png", "onnx.png"))
-    assert np.abs(pt - onnx).max() <= 1
-
-    (tmp_path / "points.json").write_text(json.dumps([{"x": 5, "y": 5, "color": "#ff8000"}]))
-    capsys.readouterr()
-    with pytest.raises(SystemExit) as exit_info:
-        colorize_main([f"ckpt={onnx_file}", f"input={photo}", f"output={tmp_path / 'x.png'}", f"hints={tmp_path / 'points.json'}"])
-    assert exit_info.value.code == 2 and not (tmp_path / "x.png").exists()
-    errors = [line for line in capsys.readouterr().err.splitlines() if line.strip()]
-    assert errors == [f"gancolor: error: hints={tmp_path / 'points.json'}: {onnx_file} is the ONNX export of a hints model, "
-                      "which takes no hints (the export colourises automatically): give the .pt checkpoint it came from"]
+    Image.fromarray(color.float_to_uint8(halves(np.random.default_rng(3), 1, height, width))[0].permute(1, 2, 0).numpy()).save(photo)
+    (tmp_path / "points.json").write_text(json.dumps([{"x": 12, "y": 20, "color": "#e07020"}, {"x": 15, "y": 40, "color": "#e07020"}]))
+    outputs = {}
+    for source in (ckpt, onnx_file):
+        for name, extra in (("none", []), ("points", [f"hints={tmp_path / 'points.json'}"])):
+            out = tmp_path / f"{source.suffix[1:]}_{name}.png"
+            assert colorize_main([f"ckpt={source}", f"input={photo}", f"output={out}", "progress_bar=false", *extra]) == 0
+            outputs[source.suffix, name] = np.asarray(Image.open(out), dtype=np.int16)
+    for name in ("none", "points"):
+        assert np.abs(outputs[".pt", name] - outputs[".onnx", name]).max() <= 1, name
+    assert np.abs(outputs[".onnx", "points"] - outputs[".onnx", "none"]).max() > 10, "the hints change the colours"
 
 
 def test_evaluate_reports_metrics_against_hints_sampled_from_the_truth(trained, tmp_path, capsys):
