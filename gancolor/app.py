@@ -44,7 +44,7 @@ from PIL import Image
 
 from gancolor.commandline import compose_command
 from gancolor.errors import UserError, fail
-from gancolor.hints import HintError, UserHints, no_hints_reason, parse_points
+from gancolor.hints import TRAINED_WITHOUT_HINTS, HintError, UserHints, parse_points
 from gancolor.options import bool_option, int_option
 
 MAX_UPLOAD_BYTES = 200 * 1024 * 1024
@@ -104,7 +104,7 @@ class ColorizeApp:
         hints = None
         if points:
             if not self.takes_hints:
-                raise HintError(f"this model {no_hints_reason(self.colorizer.recipe)}")
+                raise HintError(f"this model {TRAINED_WITHOUT_HINTS}")
             hints = UserHints(parse_points(points, "points"), source="points")
         with self.lock:
             result = self.colorizer(photo.pixels, photo.alpha, hints)

@@ -172,12 +172,12 @@ def apply_temperature(recipe, temperature: float | None) -> None:
 
 def check_hints_option(options: Options, jobs: list[Job], recipe) -> None:
     """hints= names an existing file for one input, or a folder; the model must take hints."""
-    from gancolor.hints import HINT_FILE_SUFFIXES, no_hints_reason, takes_hints
+    from gancolor.hints import HINT_FILE_SUFFIXES, TRAINED_WITHOUT_HINTS, takes_hints
 
     if options.hints is None:
         return
     if not takes_hints(recipe):
-        raise UserError(f"hints={options.hints}: {options.ckpt} {no_hints_reason(recipe)}")
+        raise UserError(f"hints={options.hints}: {options.ckpt} {TRAINED_WITHOUT_HINTS}")
     if options.hints.is_dir():
         return
     if not options.hints.is_file():

@@ -198,9 +198,14 @@ def missing_values(cfg, choices: list[str]) -> str | None:
 DATA_FOLDER_KEYS = ("root", "nir_root", "rgb_root")
 
 
+def expand_folder(value: str | os.PathLike[str]) -> Path:
+    """A folder option as a path: ~ expanded, relative to the working directory."""
+    return Path(os.path.expanduser(os.fspath(value))).absolute()
+
+
 def folder_problem(key: str, value: str | os.PathLike[str]) -> str | None:
-    """`key` names a folder (~ expanded, relative to the working directory) that is not there."""
-    folder = Path(os.path.expanduser(os.fspath(value))).absolute()
+    """`key` names a folder (expand_folder) that is not there."""
+    folder = expand_folder(value)
     if not folder.exists():
         return f"{key}: folder not found: {folder}"
     if not folder.is_dir():

@@ -384,7 +384,7 @@ def evaluate(options: Options, say=print) -> dict:
     """Run every checkpoint over the photos; returns what metrics.json holds."""
     from tqdm.auto import tqdm
 
-    from gancolor.hints import no_hints_reason, takes_hints
+    from gancolor.hints import TRAINED_WITHOUT_HINTS, takes_hints
     from gancolor.onnx_runtime import load_model
     from gancolor.inference import Colorizer, pick_device, run_checkpoint, trained_size
     from gancolor.metrics import (MetricUnavailable, histogram_intersection, image_metrics, load_inception_distances,
@@ -435,7 +435,7 @@ def evaluate(options: Options, say=print) -> dict:
         apply_temperature(recipe, options.temperature)
         render_size = options.render_size or trained_size(ckpt)
         if options.hint_points and not takes_hints(recipe):
-            raise ConfigError(f"hints.points: {ckpt_path} {no_hints_reason(recipe)}; or evaluate it without hints.points")
+            raise ConfigError(f"hints.points: {ckpt_path} {TRAINED_WITHOUT_HINTS}; or evaluate it without hints.points")
         colorizer = Colorizer(recipe, render_size, device, options.precision)
         per_image: dict[str, list[torch.Tensor]] = defaultdict(list)
         rows, shown, lpips_values = [], [], []

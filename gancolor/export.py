@@ -54,7 +54,7 @@ from torch import nn
 from gancolor import __version__
 from gancolor.commandline import compose_command
 from gancolor.errors import ConfigError, UserError, fail
-from gancolor.hints import takes_hints
+from gancolor.hints import HINT_CHANNELS, takes_hints
 from gancolor.onnx_runtime import HINTS_INPUT_NAME, METADATA_FORMAT, graph_names, load_model
 from gancolor.options import bool_option, int_option, temperature_option
 
@@ -282,7 +282,7 @@ def onnx_bytes(traced: torch.jit.ScriptModule, meta: dict[str, str], opset: int 
     axes = {0: "batch", 2: "height", 3: "width"}
     input_name, output_name = graph_names(meta["input_kind"], meta.get("target"))  # _contract always says the kind
     inputs = [input_name, HINTS_INPUT_NAME] if "hints" in meta else [input_name]
-    examples = tuple(torch.zeros((TRACE_SHAPE[0], 3 if name == HINTS_INPUT_NAME else 1, *TRACE_SHAPE[2:])) for name in inputs)
+    examples = tuple(torch.zeros((TRACE_SHAPE[0], HINT_CHANNELS if name == HINTS_INPUT_NAME else 1, *TRACE_SHAPE[2:])) for name in inputs)
     with warnings.catch_warnings(), _native_stdout_silenced():
         warnings.simplefilter("ignore")  # its own deprecation notice
         torch.onnx.export(

@@ -363,9 +363,8 @@ def takes_hints(recipe) -> bool:
     return getattr(recipe, "hints", None) is not None
 
 
-def no_hints_reason(recipe) -> str:
-    """Why `recipe` takes no hints, for the line that refuses them."""
-    return "was trained without hints (model.hints; train one with experiment=pix2pix_hints)"
+# The end of the line that refuses hints for a model that takes none: "<model> " + this.
+TRAINED_WITHOUT_HINTS = "was trained without hints (model.hints; train one with experiment=pix2pix_hints)"
 
 
 def connect(recipe, data) -> None:

@@ -31,7 +31,7 @@ from gancolor import color
 from gancolor.device import INFERENCE_PRECISIONS, autocast, check_precision
 from gancolor.device import resolve_device as pick_device  # noqa: F401 - colorize and evaluate import it from here
 from gancolor.errors import CheckpointError, ConfigError
-from gancolor.hints import HINT_CHANNELS, HintError, no_hints_reason, takes_hints
+from gancolor.hints import HINT_CHANNELS, TRAINED_WITHOUT_HINTS, HintError, takes_hints
 from gancolor.nets.layers import mirror_pad
 
 # Pixels per strip for the colour conversions. On the CPU, strips whose temporaries
@@ -182,7 +182,7 @@ class Colorizer:
     def prepare(self, pixels: np.ndarray, alpha: np.ndarray | None = None, hints=None) -> Prepared:
         """`hints`: a gancolor.hints.UserHints for this image (a hints model only)."""
         if hints is not None and not self.takes_hints:
-            raise HintError(f"{hints.source}: this model {no_hints_reason(self.recipe)}")
+            raise HintError(f"{hints.source}: this model {TRAINED_WITHOUT_HINTS}")
         pixels, alpha = _split_alpha(pixels, alpha)
         L = self.nir_input(pixels) if self.nir else self.lightness(pixels)
         h, w = render_shape(L.shape[-2], L.shape[-1], self.frame.photo_size)

@@ -24,6 +24,7 @@ import torch
 from torch import nn
 
 from gancolor.errors import CheckpointError, ConfigError
+from gancolor.hints import HINT_CHANNELS
 
 # The contract between gancolor.export and this runtime.
 METADATA_FORMAT = "gancolor-colorize-graph/1"  # metadata key gancolor_format of every export
@@ -145,7 +146,7 @@ class OnnxRecipe(nn.Module):
             raise ConfigError("this model was trained without hints (model.hints); it cannot take any")
         feed = {self.input_name: np.ascontiguousarray(L.detach().float().cpu().numpy())}
         if self.hints is not None:
-            maps = hints if hints is not None else L.new_zeros((L.shape[0], 3, *L.shape[2:]))
+            maps = hints if hints is not None else L.new_zeros((L.shape[0], HINT_CHANNELS, *L.shape[2:]))
             feed[HINTS_INPUT_NAME] = np.ascontiguousarray(maps.detach().float().cpu().numpy())
         ab = self.session.run([self.output_name], feed)[0]
         return torch.from_numpy(ab).to(L.device)

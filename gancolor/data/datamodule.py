@@ -31,7 +31,7 @@ import torch
 from torch.utils.data import DataLoader
 
 from gancolor import color
-from gancolor.config_check import folder_problem
+from gancolor.config_check import expand_folder, folder_problem
 from gancolor.data.datasets import DEFAULT_MAX_UNREADABLE_SHARE, ColorImageDataset, _SkippingDataset
 from gancolor.data.images import find_images, skipped_summary, truncated_images_allowed
 from gancolor.data.sampling import EpochSampler
@@ -270,7 +270,7 @@ class FolderDataModule:
         problem = folder_problem("data.root", self.root)
         if problem:
             raise DataError(problem)
-        return Path(os.path.expanduser(os.fspath(self.root))).absolute()
+        return expand_folder(self.root)
 
     def _presplit_dirs(self, root: Path) -> tuple[Path, Path] | None:
         train = root / "train"

@@ -35,7 +35,7 @@ import torch
 from PIL import Image
 
 from gancolor import color
-from gancolor.config_check import folder_problem
+from gancolor.config_check import expand_folder, folder_problem
 from gancolor.data.datamodule import FolderDataModule, report_scan, seeded_split
 from gancolor.data.datasets import DEFAULT_MAX_UNREADABLE_SHARE, Transform, _SkippingDataset, hwc_to_chw
 from gancolor.data.images import UnreadableImage, find_images, is_grayscale, load_image, load_rgb, skipped_summary
@@ -281,7 +281,7 @@ class NIRDataModule(FolderDataModule):
             problem = folder_problem(f"data.{key}", getattr(self, key))
             if problem:
                 raise DataError(problem)
-        return _folder(self.nir_root)
+        return expand_folder(self.nir_root)
 
     def _split(self, root: Path) -> tuple[list[Path], list[Path]]:
         parts = self._subfolders(root)
@@ -303,7 +303,7 @@ class NIRDataModule(FolderDataModule):
         return None
 
     def _rgb_folder(self, root: Path) -> Path:
-        return root if self.rgb_root is None else _folder(self.rgb_root)
+        return root if self.rgb_root is None else expand_folder(self.rgb_root)
 
     def _usable_pairs(self, nir_folder: Path, rgb_folder: Path, required: bool = True) -> list[Path]:
         """The NIR paths of the pairs under these folders that decode, with the RGB in
@@ -343,10 +343,6 @@ class NIRDataModule(FolderDataModule):
         else:
             transform = eval_transform(self.image_size, paired=True, resize_to=self.resize_to)
         return NIRDataset([(p, self._pairs[os.fspath(p)]) for p in paths], transform)
-
-
-def _folder(value: str | os.PathLike[str]) -> Path:
-    return Path(os.path.expanduser(os.fspath(value))).absolute()
 
 
 def _size(path: Path) -> str:
