@@ -8,6 +8,8 @@ and the all-gray baseline, on held-out real photos, at full resolution.
     python bench/quality.py --images 2400 --jobs 2 --threads 1 \
         --config --config model.ema_decay=0.999 --config loss.d_augment=diffaugment
                                                            # three configs + the reference, one table
+    python bench/quality.py --select --images 1600 --config model=cic --colorize temperature=0.2 --colorize temperature=0.6
+                                                           # one training, a row per decoding
 
 Several --config (each a list of overrides; an empty one is the default pix2pix) train in one
 run beside ONE reference run, --jobs of them at a time; every row has the same data and budget.
@@ -156,11 +158,11 @@ def train_gancolor(config: list[str], train_dir: Path, run_dir: Path, budget: di
     return {"ckpt": ckpt, "images": int(step) * BATCH_SIZE, "seconds": seconds, "cpu": cpu}
 
 
-def colorize_gancolor(ckpt: Path, held_dir: Path, out_dir: Path, env: dict, device: str = "cpu") -> Path:
+def colorize_gancolor(ckpt: Path, held_dir: Path, out_dir: Path, env: dict, device: str = "cpu", options: list[str] = ()) -> Path:
     shutil.rmtree(out_dir, ignore_errors=True)
     command = [
         sys.executable, "-m", "gancolor.colorize", f"ckpt={ckpt}", f"input={held_dir}", f"output={out_dir}",
-        "output_ext=png", f"device={device}", "progress_bar=false",
+        "output_ext=png", f"device={device}", "progress_bar=false", *options,
     ]  # fmt: skip
     subprocess.run(command, env=env, check=True, stdout=subprocess.DEVNULL)
     return out_dir
@@ -381,6 +383,9 @@ def main() -> None:
     parser.add_argument("--dry-run", action="store_true", help="a few steps, 2 held-out photos, nothing recorded")
     parser.add_argument("--select", action="store_true", help="choosing settings: score on every 8th photo OF THE TRAINING PART "
                         "(and train on the rest), never on the held-out part")  # fmt: skip
+    parser.add_argument("--colorize", nargs="*", action="append", metavar="OPTION",
+                        help="gancolor.colorize options, once per set (e.g. temperature=0.5 for model=cic): each trained "
+                        "config is colourised with every set, one row each (default: one set, none)")  # fmt: skip
     parser.add_argument("--threads", type=int, default=2, help="threads of each side")
     parser.add_argument("--jobs", type=int, default=1, help="sides training at once (the reference is one)")
     parser.add_argument("--device", choices=["cpu", "cuda"], default="cpu",
@@ -394,6 +399,7 @@ def main() -> None:
                         "instead of training it again; the row says so")  # fmt: skip
     args = parser.parse_args()
     configs = args.config or [[]]
+    decodings = args.colorize or [[]]
     for path, flag in ((args.photos, "--photos"), (args.reference / "train.py", "--reference")):
         if not path.exists():
             parser.exit(2, f"quality: error: {flag}: {path} not found\n")
@@ -421,7 +427,12 @@ def main() -> None:
     def ours(index: int) -> dict:
         run = train_gancolor(configs[index], train_dir, args.workdir / f"gancolor_{index}", run_budget, env, log, args.device)
         log(f"gancolor {' '.join(configs[index]) or '(default)'}: {run['images']} images in {run['seconds']:.0f} s")
-        run["out"] = colorize_gancolor(run["ckpt"], held_dir, args.workdir / f"out_gancolor_{index}", env, args.device)
+        # One training, several decodings: a decoding-time setting (cic's temperature, render_size)
+        # is chosen without paying for the training again.
+        run["outs"] = [
+            colorize_gancolor(run["ckpt"], held_dir, args.workdir / (f"out_gancolor_{index}" + (f"_{j}" if j else "")), env, args.device, options)
+            for j, options in enumerate(decodings)
+        ]  # fmt: skip
         return run
 
     reused = reused_reference(args.reuse_reference, run_budget, names, args.device) if args.reuse_reference else None
@@ -449,13 +460,17 @@ def main() -> None:
     truths = [load_rgb(held_dir / name) for name in names]
     grays = [gray_baseline(t) for t in truths]
     their_images = read_outputs(reference["out"], names)
-    our_images = [read_outputs(run["out"], names) for run in runs]
-    labels = ["gancolor " + (" ".join(config) or "pix2pix (default)") for config in configs]
+    rows = [(config, options, run, out) for config, run in zip(configs, runs) for options, out in zip(decodings, run["outs"])]
+    our_images = [read_outputs(out, names) for *_, out in rows]
+    labels = [
+        "gancolor " + (" ".join(config) or "pix2pix (default)") + (f", colorize {' '.join(options)}" if options else "")
+        for config, options, *_ in rows
+    ]  # fmt: skip
     text = table([
         ("all-gray baseline (truth L, a=b=0)", None, score(grays, truths)),
         ("reference (colorization, unet_128)" + (f", reused from {args.reuse_reference}" if args.reuse_reference else ""),
          reference, score(their_images, truths)),
-        *((label, run, score(images, truths)) for label, run, images in zip(labels, runs, our_images)),
+        *((label, run, score(images, truths)) for label, (_, _, run, _), images in zip(labels, rows, our_images)),
     ])  # fmt: skip
     budget_words = f"{args.minutes:g} min per side" if args.minutes else f"{run_budget['images']} images per side"
     scored_on = "selection photos (training part)" if args.select else "held-out photos"
@@ -465,7 +480,7 @@ def main() -> None:
         return
     sheet = RESULTS / f"quality_{datetime.now():%Y%m%d_%H%M}.png"
     contact_sheet(names, [grays, *our_images, their_images, truths], sheet)
-    columns = " | ".join(["gray", *(f"row {i + 3}" for i in range(len(configs))), "reference", "truth"])
+    columns = " | ".join(["gray", *(f"row {i + 3}" for i in range(len(rows))), "reference", "truth"])
     record(
         f"{heading}\n\nMachine: {host}; training on {args.device}; {args.threads} thread(s) per side, {args.jobs} side(s) at once.\n"
         f"Command: `python bench/quality.py {' '.join(sys.argv[1:])}`\n\n{text}\n\n"
