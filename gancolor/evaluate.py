@@ -528,7 +528,7 @@ def evaluate(options: Options, say=print) -> dict:
         rows=[(label, {**r["metrics"], **r.get("classification", {})}) for label, r in zip(labels, results)]
         + (scores.table_rows() if scores is not None else []),
         grid_header=[f"{'NIR' if kind == 'nir' else 'gray'} (input)",
-                     *([f"output: {_short(l)}" for l in labels] if len(labels) > 1 else ["output"]), "truth"],
+                     *([f"output: {name}" for name in short_names(labels)] if len(labels) > 1 else ["output"]), "truth"],
         grid=[(names[i], [grays[i], *(shown[i] for shown in outputs), truths[i]]) for i in range(samples)],
         notes=_notes(options, count, skipped, report["inception"], kind) + (scores.notes() if scores is not None else []),
         figures=figures,
@@ -572,12 +572,13 @@ def hint_curve_figure(results: list[dict]) -> tuple[str, str]:
 
     from gancolor.report import METRIC_INFO, format_value, html_table
 
-    series = {_short(r["ckpt"]): [(row["points"], row["psnr"]) for row in r["hint_curve"]] for r in results}
+    names = short_names([r["ckpt"] for r in results])
+    series = {name: [(row["points"], row["psnr"]) for row in r["hint_curve"]] for name, r in zip(names, results)}
     caption = ("PSNR (dB) against the number of hints sampled from the truth (Zhang et al. 2017, fig. 4); "
                "x on a log(1 + N) scale. The table holds the other metrics at each number of hints.")
     header = ["checkpoint", "hints", *(METRIC_INFO[c][0] for c in HINT_CURVE_COLUMNS)]
-    rows = [[_short(r["ckpt"]), str(row["points"]), *(format_value(row[c]) for c in HINT_CURVE_COLUMNS)]
-            for r in results for row in r["hint_curve"]]
+    rows = [[name, str(row["points"]), *(format_value(row[c]) for c in HINT_CURVE_COLUMNS)]
+            for name, r in zip(names, results) for row in r["hint_curve"]]
     chart = line_chart(series, x_label="hints per photo", y_label="PSNR (dB)", log_x=True)
     return caption, chart + html_table(header, rows)
 
@@ -607,9 +608,16 @@ def _to_tensor(rgb: np.ndarray, device) -> torch.Tensor:
     return torch.from_numpy(np.ascontiguousarray(rgb[..., :3])).to(device).permute(2, 0, 1).unsqueeze(0).float().div_(255.0)
 
 
-def _short(label: str) -> str:
-    path = Path(label)
-    return str(Path(*path.parts[-3:])) if len(path.parts) > 3 else label
+def short_names(paths: list[str]) -> list[str]:
+    """The checkpoints' names for tables and charts: their last three path parts, or as many
+    more as it takes to tell them apart (runs/a/checkpoints/last.pt and runs/b/...)."""
+    parts = [Path(p).parts for p in paths]
+    longest = max((len(x) for x in parts), default=0)
+    for depth in range(3, longest + 1):
+        names = [str(Path(*x[-depth:])) for x in parts]
+        if len(set(names)) == len(set(paths)):
+            return names
+    return [str(p) for p in paths]
 
 
 def _notes(options: Options, count: int, skipped: dict, inception: dict, kind: str = "gray") -> list[str]:
@@ -652,8 +660,9 @@ def format_table(report: dict) -> str:
              "kid_std": "kid sd"}
     heads = ["checkpoint"] + [short.get(c, c) for c in COLUMNS]
     lines = []
-    for r in report["checkpoints"]:
-        cells = [_short(r["ckpt"])]
+    names = short_names([r["ckpt"] for r in report["checkpoints"]])
+    for name, r in zip(names, report["checkpoints"]):
+        cells = [name]
         for c in COLUMNS:
             v = r["metrics"].get(c)
             cells.append("n/a" if isinstance(v, str) or v is None else f"{v:.4g}")
@@ -675,9 +684,9 @@ def format_table(report: dict) -> str:
         out.append(describe_inception(report["inception"]))
     if "fid_forced" in report:
         out.append(report["fid_forced"])
-    for r in report["checkpoints"]:
+    for name, r in zip(names, report["checkpoints"]):
         if "hint_curve" in r:
-            out.append(f"hints sampled from the truth, {_short(r['ckpt'])}:")
+            out.append(f"hints sampled from the truth, {name}:")
             out.append("  ".join(["points".rjust(6), *(short.get(c, c).rjust(12) for c in HINT_CURVE_COLUMNS)]))
             for row in r["hint_curve"]:
                 out.append("  ".join([str(row["points"]).rjust(6), *(f"{row[c]:.4g}".rjust(12) for c in HINT_CURVE_COLUMNS)]))

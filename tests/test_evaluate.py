@@ -83,6 +83,35 @@ def test_two_checkpoints_give_one_comparison(ckpts, photos, lpips_weights, tmp_p
     assert "run0" in captured.out and "run1" in captured.out  # the terminal table
 
 
+def test_checkpoints_whose_last_parts_agree_are_told_apart(ckpts, photos, tmp_path, capsys):
+    # Two runs of the same name in different sweeps: runs/a/run/checkpoints/last.pt, runs/b/...
+    import shutil
+
+    from gancolor.evaluate import hint_curve_figure
+
+    copies = []
+    for sweep, ckpt in zip("ab", ckpts):
+        copy = tmp_path / "runs" / sweep / "run" / "checkpoints" / "last.pt"
+        copy.parent.mkdir(parents=True)
+        copies.append(shutil.copyfile(ckpt, copy))
+    out = tmp_path / "eval"
+    code = main([f"ckpt=[{copies[0]},{copies[1]}]", f"data.root={photos}", f"output={out}", "data.max_images=1",
+                 "num_samples=1", "progress_bar=false"])
+    assert code == 0
+    rows = [line.split()[0] for line in capsys.readouterr().out.splitlines() if line.endswith(tuple("0123456789a"))]
+    assert rows == ["a/run/checkpoints/last.pt", "b/run/checkpoints/last.pt"]
+    html = (out / "report.html").read_text()
+    assert "output: a/run/checkpoints/last.pt" in html and "output: b/run/checkpoints/last.pt" in html
+
+    # The hints chart keys its lines by these names: one name for two runs would draw one line.
+    curve = [{"points": n, "psnr": 20.0 + n, **{c: 0.5 for c in ("ssim", "mae", "colorfulness_ratio",
+             "colorfulness_ratio_per_photo", "hist_intersection_a", "hist_intersection_b")}} for n in (0, 1)]
+    results = [{"ckpt": str(c), "hint_curve": curve} for c in copies]
+    _, chart = hint_curve_figure(results)
+    assert chart.count("<polyline") == 2
+    assert ">a/run/checkpoints/last.pt<" in chart and ">b/run/checkpoints/last.pt<" in chart
+
+
 def test_one_checkpoint_writes_into_its_run_folder(ckpts, photos, capsys, monkeypatch, tmp_path):
     monkeypatch.setenv("TORCH_HOME", str(tmp_path / "empty-torch-home"))
     assert default_output([ckpts[0]]) == ckpts[0].parent.parent / "eval"
