@@ -39,6 +39,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from gancolor.config_check import folder_problem
 from gancolor.errors import CheckpointError, ConfigError, DataError, one_line
 from gancolor.options import int_option
 
@@ -141,10 +142,8 @@ class Classes:
 
 def class_folders(root: Path) -> list[str]:
     """The class folders of an ImageFolder tree (hidden ones left out, as hidden files are)."""
-    if not root.exists():
-        raise DataError(f"data.root not found: {root}")
-    if not root.is_dir():
-        raise DataError(f"data.root is not a folder: {root}")
+    if problem := folder_problem("data.root", root):
+        raise DataError(problem)
     folders = sorted(entry.name for entry in os.scandir(root) if entry.is_dir() and not entry.name.startswith("."))
     if not folders:
         raise DataError(f"data.root has no class subfolders: {root} (a classifier needs DIR/<class>/<images>, the ImageFolder layout)")

@@ -72,6 +72,7 @@ from PIL import Image
 from gancolor.classify import ACCURACY_COLUMNS, ClassifierOptions, Scores, expand_shorthand, format_accuracy, labels_of, load_classifier
 from gancolor.colorize import apply_temperature
 from gancolor.commandline import compose_command
+from gancolor.config_check import folder_problem
 from gancolor.errors import ConfigError, DataError, UserError, fail
 from gancolor.options import bool_option, int_option, temperature_option
 
@@ -259,10 +260,8 @@ def training_split_note(key: str, folder: Path, suggest: bool = True) -> str | N
 
 
 def _check_folder(key: str, folder: Path) -> None:
-    if not folder.exists():
-        raise DataError(f"{key} not found: {folder}")
-    if not folder.is_dir():
-        raise DataError(f"{key} is not a folder: {folder}")
+    if problem := folder_problem(key, folder):
+        raise DataError(problem)  # worded as training words it
 
 
 class _Decoded(Sequence):

@@ -184,7 +184,7 @@ def test_bad_arguments_are_one_line_and_exit_2(args, message, capsys):
 
 def test_missing_data_folder_is_one_line(ckpts, tmp_path, capsys):
     (tmp_path / "a-file.png").write_bytes(b"")
-    for root, message in ((tmp_path / "nothing", "data.root not found: "), (tmp_path / "a-file.png", "data.root is not a folder: ")):
+    for root, message in ((tmp_path / "nothing", "data.root: folder not found: "), (tmp_path / "a-file.png", "data.root: not a folder: ")):
         with pytest.raises(SystemExit) as info:
             main([f"ckpt={ckpts[0]}", f"data.root={root}", f"output={tmp_path / 'e'}"])
         assert info.value.code == 2
