@@ -7,7 +7,7 @@ import torch
 from torch import nn
 
 from gancolor.errors import ConfigError
-from gancolor.nets import PatchDiscriminator, UNetGenerator, init_weights
+from gancolor.nets import PatchDiscriminator, ResnetGenerator, UNetGenerator, init_weights
 from gancolor.nets.layers import crop_to, norm_layer, pad_to_multiple
 
 
@@ -215,7 +215,54 @@ def test_pad_reflects_when_it_can() -> None:
     assert one.shape == (1, 1, 4, 4) and torch.equal(one, torch.ones(1, 1, 4, 4))
 
 
+# --- upsampling: transposed conv or resize-convolution -----------------------------------
+
+
+def _interior_spread(net: nn.Module) -> float:
+    """Std of the output's centre for a flat input: what the net adds where the photo has
+    no structure at all (a sky, a wall). The border's padding is kept far away."""
+    net.eval()
+    with torch.no_grad():
+        out = net(torch.full((1, 1, 256, 256), 0.3))
+    return float(out[..., 96:160, 96:160].std(dim=(-2, -1)).max())  # per channel: a and b differ
+
+
+@pytest.mark.parametrize("generator", [
+    lambda upsample: UNetGenerator(ngf=8, num_downs=3, upsample=upsample),
+    lambda upsample: ResnetGenerator(ngf=8, n_blocks=1, upsample=upsample),
+])
+def test_resize_convolution_leaves_a_flat_region_flat(generator) -> None:
+    torch.manual_seed(0)
+    transposed = _interior_spread(generator("transposed"))
+    for upsample in ("nearest", "bilinear"):
+        torch.manual_seed(0)
+        assert _interior_spread(generator(upsample)) < 1e-6 < 1e-3 < transposed  # the checkerboard
+
+
+@pytest.mark.parametrize("upsample", ["nearest", "bilinear"])
+def test_resize_convolution_keeps_any_size_and_has_no_transposed_conv(upsample: str) -> None:
+    for net in (UNetGenerator(ngf=8, upsample=upsample), ResnetGenerator(ngf=8, upsample=upsample)):
+        assert not any(isinstance(m, nn.ConvTranspose2d) for m in net.modules())
+        assert net(torch.rand(1, 1, 37, 53)).shape == (1, 2, 37, 53)
+
+
+def test_the_upsample_option_reaches_every_recipes_generators() -> None:
+    from gancolor.build import build_recipe
+    from helpers import compose
+
+    for recipe_overrides in (["model=pix2pix"], ["model=cyclegan", "generator=resnet"], ["model=pix2pix", "generator=resnet"]):
+        cfg = compose(*recipe_overrides, "data.image_size=32", "generator.ngf=8", "logger=none", "generator.upsample=bilinear")
+        recipe = build_recipe(cfg)
+        generators = recipe.generator_modules()
+        assert generators and all(
+            not any(isinstance(m, nn.ConvTranspose2d) for m in g.modules()) and any(isinstance(m, nn.Upsample) for m in g.modules())
+            for g in generators
+        ), recipe_overrides
+
+
 @pytest.mark.parametrize("build", [
+    lambda: UNetGenerator(ngf=4, upsample="deconv"),
+    lambda: ResnetGenerator(ngf=4, upsample="pixelshuffle"),
     lambda: norm_layer("groupnorm", 8),
     lambda: UNetGenerator(ngf=4, norm="batchnorm"),
     lambda: PatchDiscriminator(ndf=4, norm="Instance"),

@@ -38,6 +38,34 @@ def check_norm(kind: str) -> str:
     return kind
 
 
+UPSAMPLES = ("transposed", "nearest", "bilinear")
+
+
+def check_upsample(kind: str) -> str:
+    if kind not in UPSAMPLES:
+        raise ConfigError(f"upsample must be one of {', '.join(UPSAMPLES)}, got {kind!r}")
+    return kind
+
+
+def upsample_conv(kind: str, in_channels: int, out_channels: int, bias: bool, transposed_kernel: int = 4) -> list[nn.Module]:
+    """Layers that double the size and map in_channels -> out_channels.
+
+    "transposed" is the papers' fractionally-strided conv (kernel 4, or 3 with
+    output_padding as CycleGAN's). Its kernel overlaps unevenly when the kernel size is not
+    a multiple of the stride, which prints a checkerboard on flat regions (Odena et al.
+    2016, "Deconvolution and Checkerboard Artifacts"); "nearest" / "bilinear" resize first,
+    then a 3x3 conv, which cannot.
+    """
+    if kind == "transposed":
+        padding, extra = (1, 0) if transposed_kernel == 4 else (transposed_kernel // 2, 1)
+        return [nn.ConvTranspose2d(in_channels, out_channels, transposed_kernel, stride=2, padding=padding,
+                                   output_padding=extra, bias=bias)]  # fmt: skip
+    return [
+        nn.Upsample(scale_factor=2, mode=check_upsample(kind), **({"align_corners": False} if kind == "bilinear" else {})),
+        nn.Conv2d(in_channels, out_channels, 3, padding=1, bias=bias),
+    ]
+
+
 _WEIGHTED = (nn.modules.conv._ConvNd, nn.Linear)
 
 

@@ -14,7 +14,7 @@ import torch
 from torch import nn
 
 from gancolor.errors import ConfigError
-from gancolor.nets.layers import check_norm, crop_to, init_weights, norm_layer, pad_to_multiple
+from gancolor.nets.layers import check_norm, check_upsample, crop_to, init_weights, norm_layer, pad_to_multiple, upsample_conv
 
 __all__ = ["ResnetBlock", "ResnetGenerator", "blocks_for_size"]
 
@@ -53,6 +53,7 @@ class ResnetGenerator(nn.Module):
 
     `n_blocks=None` picks the paper's depth from `image_size`. Instance norm and no
     dropout are the CycleGAN defaults (the reference's resnet_9blocks / resnet_6blocks).
+    `upsample` as the U-Net's (layers.upsample_conv).
     """
 
     def __init__(
@@ -66,9 +67,11 @@ class ResnetGenerator(nn.Module):
         use_dropout: bool = False,
         init_type: str = "normal",
         init_gain: float = 0.02,
+        upsample: str = "transposed",
     ) -> None:
         super().__init__()
         check_norm(norm)
+        check_upsample(upsample)
         if n_blocks is None:
             n_blocks = blocks_for_size(image_size)
         if n_blocks < 0:
@@ -96,8 +99,8 @@ class ResnetGenerator(nn.Module):
         layers += [ResnetBlock(width, norm, use_dropout, use_bias) for _ in range(n_blocks)]
         for _ in range(N_DOWNSAMPLING):
             layers += [
-                # output_padding=1 makes each transposed conv exactly double the size.
-                nn.ConvTranspose2d(width, width // 2, 3, stride=2, padding=1, output_padding=1, bias=use_bias),
+                # transposed: kernel 3 with output_padding=1, so that each exactly doubles the size.
+                *upsample_conv(upsample, width, width // 2, bias=use_bias, transposed_kernel=3),
                 norm_layer(norm, width // 2),
                 nn.ReLU(),
             ]

@@ -11,7 +11,7 @@ import torch
 from torch import nn
 
 from gancolor.errors import ConfigError
-from gancolor.nets.layers import check_norm, crop_to, init_weights, norm_layer, pad_to_multiple
+from gancolor.nets.layers import check_norm, check_upsample, crop_to, init_weights, norm_layer, pad_to_multiple, upsample_conv
 
 MIN_AUTO_DOWNS = 3
 MAX_AUTO_DOWNS = 8
@@ -31,6 +31,8 @@ class UNetGenerator(nn.Module):
     ngf * min(2**i, 8) channels; the decoder mirrors it with transposed convs and
     concatenates the encoder's features at each level. With `num_downs=None` the depth
     follows `image_size` (256 -> 8, 128 -> 7, 64 -> 6, as the reference's unet_256/128).
+    `upsample` other than "transposed" (the paper's) resizes then convolves instead
+    (layers.upsample_conv): no checkerboard on flat regions.
     """
 
     def __init__(
@@ -44,9 +46,11 @@ class UNetGenerator(nn.Module):
         use_dropout: bool = True,
         init_type: str = "normal",
         init_gain: float = 0.02,
+        upsample: str = "transposed",
     ) -> None:
         super().__init__()
         check_norm(norm)
+        check_upsample(upsample)
         if num_downs is None:
             num_downs = depth_for_size(image_size)
         if num_downs < 1:
@@ -82,10 +86,10 @@ class UNetGenerator(nn.Module):
             if outermost:
                 # The output conv keeps its bias whatever the norm: nothing follows it
                 # but the Tanh.
-                up += [nn.ConvTranspose2d(up_in, out_channels, 4, stride=2, padding=1), nn.Tanh()]
+                up += [*upsample_conv(upsample, up_in, out_channels, bias=True), nn.Tanh()]
             else:
                 up += [
-                    nn.ConvTranspose2d(up_in, widths[i - 1], 4, stride=2, padding=1, bias=use_bias),
+                    *upsample_conv(upsample, up_in, widths[i - 1], bias=use_bias),
                     norm_layer(norm, widths[i - 1]),
                 ]
                 # Dropout is pix2pix's noise source (it has no z): only in the deep,
