@@ -90,7 +90,11 @@ def prepare_run(overrides: list[str]):
         sys.argv.append(f"hydra.run.dir={run_dir}")  # a resumed run continues in its own folder
     elif run_dir is None:
         return None
-    if not (resume and same_folder(run_dir, resume)):
+    if resume and same_folder(run_dir, resume):
+        from gancolor import run_folder
+
+        run_folder.RESUMED = run_folder.ResumedFolder(run_dir)
+    else:
         refuse_occupied(run_dir, bool(cfg.get("overwrite")))
     return RunLock(run_dir).acquire() if is_rank_zero() else None
 

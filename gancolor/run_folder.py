@@ -148,3 +148,37 @@ class RunLock:
 
     def __exit__(self, *exc) -> None:
         self.release()
+
+
+class ResumedFolder:
+    """What Hydra rewrites when a resume's job starts in the run's own folder (.hydra/'s
+    files; train.log, which the job appends to), taken before it does, to be put back if
+    the job is refused before its first step: a value only the job's constructors check
+    (trainer.device=gpu) must leave the run as it was, like the checks before Hydra do."""
+
+    def __init__(self, folder: Path) -> None:
+        self.folder = Path(folder)
+        hydra_dir = self.folder / ".hydra"
+        self.hydra = {p.name: p.read_bytes() for p in hydra_dir.iterdir() if p.is_file()} if hydra_dir.is_dir() else None
+        log = self.folder / "train.log"
+        self.log_size = log.stat().st_size if log.is_file() else None
+
+    def put_back(self) -> None:
+        hydra_dir = self.folder / ".hydra"
+        if self.hydra is None:
+            shutil.rmtree(hydra_dir, ignore_errors=True)
+        elif hydra_dir.is_dir():
+            for path in hydra_dir.iterdir():
+                if path.is_file() and path.name not in self.hydra:
+                    path.unlink()
+            for name, data in self.hydra.items():
+                (hydra_dir / name).write_bytes(data)
+        log = self.folder / "train.log"
+        if self.log_size is None:
+            log.unlink(missing_ok=True)
+        elif log.is_file():
+            os.truncate(log, self.log_size)  # its handler appends (O_APPEND): later lines land at the new end
+
+
+# The resumed run's folder as it was before Hydra started the job (gancolor.cli sets it).
+RESUMED: ResumedFolder | None = None

@@ -23,7 +23,7 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
 
-from gancolor import distributed, hints
+from gancolor import distributed, hints, run_folder
 from gancolor.build import build
 from gancolor.errors import UserError, fail
 from gancolor.faults import KeepLogging
@@ -32,7 +32,6 @@ from gancolor.models.base import check_input_kind
 from gancolor.multirun import mark_failed
 from gancolor.resume import check_resume_continues, checkpoint_to_resume, drop_metrics_after, recipe_for_run, resume_config
 from gancolor.resume import init_weights_from  # noqa: F401  (its home before gancolor.resume)
-from gancolor.run_folder import LOCK_FILE
 
 log = logging.getLogger("gancolor")
 
@@ -110,8 +109,11 @@ def train(cfg: DictConfig) -> float | None:
         log_to_file_only(logging.ERROR, str(exc))  # the console gets it once, from fail()
         if HydraConfig.get().mode == RunMode.MULTIRUN:
             raise  # Hydra marks this job failed and runs the others; the summary says which
-        if not started and resume is None and distributed.is_main():
-            _remove_unused_run_dir(run_dir)
+        if not started and distributed.is_main():
+            if cfg.get("resume"):
+                _put_back_resumed_run_dir(run_dir)
+            else:
+                _remove_unused_run_dir(run_dir)
         fail(str(exc), exc.exit_code)
     except KeyboardInterrupt:
         # Ctrl-C before training, or a second one during it (which let a checkpoint being
@@ -166,10 +168,19 @@ def log_to_file_only(level: int, message: str) -> None:
             handler.handle(record)
 
 
+def _put_back_resumed_run_dir(run_dir: Path) -> None:
+    """A resume refused before its first step leaves its run's folder as it was."""
+    resumed = run_folder.RESUMED
+    if resumed is not None and resumed.folder.resolve() == run_dir.resolve():
+        for handler in logging.getLogger().handlers:
+            handler.flush()
+        resumed.put_back()
+
+
 def _remove_unused_run_dir(run_dir: Path) -> None:
     """A run that stopped before its first step leaves no folder behind, but only if
     the folder holds nothing except what Hydra wrote when it started this job."""
-    hydra_only = {".hydra", "train.log", LOCK_FILE}
+    hydra_only = {".hydra", "train.log", run_folder.LOCK_FILE}
     if run_dir.is_dir() and {p.name for p in run_dir.iterdir()} <= hydra_only:
         for handler in logging.getLogger().handlers:
             handler.flush()

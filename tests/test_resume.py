@@ -185,6 +185,13 @@ def test_resume_refuses_overrides_that_change_the_experiment(tmp_path, cache, un
     result = gancolor([f"resume={run}", "model.lr=0.1", *extend], cache)
     assert result.returncode == 2
     assert result.stderr.count("\n") == 1 and "cannot change model.lr=0.1" in result.stderr
+    # An allowed key with a value only the job's constructors refuse: Hydra has already
+    # rewritten .hydra/ and appended to train.log by then; both are put back.
+    before = files_in(run)
+    result = gancolor([f"resume={run}", "trainer.device=gpu", *extend], cache)
+    assert result.returncode == 2
+    assert "trainer.device must be auto, cpu, cuda or cuda:N, got 'gpu'" in one_error_line(result)
+    assert files_in(run) == before, "a refused resume leaves the run folder as it was"
     before = rows(run)
     result = gancolor([f"resume={run}", *extend, "logger=none", "data.num_workers=0"], cache)
     assert result.returncode == 0, result.stderr[-2000:]
