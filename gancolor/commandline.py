@@ -107,6 +107,7 @@ def config_problem(overrides: list[str]):
             check.added_key_problem(plain, defaults, CONF_DIR)
             or check.missing_values(cfg, choices)
             or check.value_type_problem(plain, cfg, defaults)
+            or check.value_range_problem(cfg)
             or check.missing_data_folder(cfg, overrides)
         )
     except errors as exc:  # an interpolation that cannot resolve

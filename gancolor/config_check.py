@@ -143,9 +143,21 @@ def added_key_problem(overrides: list[str], defaults, conf_dir: Path) -> str | N
 AUTO_KEYS = frozenset({"data.num_workers"})
 
 
+# Numeric keys whose yaml default is null ("not set"), so that the default cannot say
+# their type: what a value must be when one is given.
+NULLABLE_NUMBERS = {
+    "data.max_images": 0, "data.resize_to": 0, "data.repeats": 0, "data.val_fraction": 0.0,
+    "discriminator.repeat_num": 0, "generator.n_blocks": 0, "generator.num_downs": 0,
+    "model.prior_max_images": 0, "model.ema_decay": 0.0, "trainer.max_steps": 0,
+}  # fmt: skip
+
+
 def type_problem(key: str, value: Any, default: Any) -> str | None:
     """`value` against the type of the yaml's `default`: numbers and booleans only
-    (a string or null default says nothing about what else it accepts)."""
+    (a string or null default says nothing about what else it accepts, except for the
+    keys of NULLABLE_NUMBERS)."""
+    if default is None:
+        default = NULLABLE_NUMBERS.get(key)
     if value is None or default is None or isinstance(default, str):
         return None
     if key in AUTO_KEYS:
@@ -178,6 +190,47 @@ def value_type_problem(overrides: list[str], cfg, defaults) -> str | None:
         problem = type_problem(key, value, default)
         if problem:
             return problem
+    return None
+
+
+def _positive(v: float) -> bool:
+    return v > 0
+
+
+def _non_negative(v: float) -> bool:
+    return v >= 0
+
+
+def _adam_beta(v: float) -> bool:
+    return 0 <= v < 1
+
+
+# Ranges of the optimiser's and the losses' numbers, which the recipes' constructors and
+# torch.optim would otherwise refuse only once the job has written its run folder (or, a
+# negative loss weight, never: it trains away from the photo). key (or prefix*) -> check.
+VALUE_RANGES = {
+    "model.lr": (_positive, "> 0"), "model.g_lr": (_positive, "> 0"), "model.d_lr": (_positive, "> 0"),
+    "model.d_lr_mult": (_positive, "> 0"), "model.weight_decay": (_non_negative, ">= 0"),
+    "model.beta1": (_adam_beta, "in [0, 1)"), "model.beta2": (_adam_beta, "in [0, 1)"),
+    "model.d_beta1": (_adam_beta, "in [0, 1)"), "model.d_beta2": (_adam_beta, "in [0, 1)"),
+    "loss.lambda_*": (_non_negative, ">= 0"),
+}  # fmt: skip
+
+
+def value_range_problem(cfg) -> str | None:
+    """The first optimiser or loss number out of its range (VALUE_RANGES)."""
+    from omegaconf import DictConfig
+
+    for key in leaf_keys(cfg):
+        group, _, leaf = key.partition(".")
+        rule = VALUE_RANGES.get(key) or next(
+            (r for pattern, r in VALUE_RANGES.items() if pattern.endswith("*") and key.startswith(pattern[:-1])), None
+        )
+        if rule is None or not isinstance(cfg.get(group), DictConfig):
+            continue
+        value = cfg[group].get(leaf)
+        if isinstance(value, (int, float)) and not isinstance(value, bool) and not rule[0](value):
+            return f"{key} must be {rule[1]}, got {value}"
     return None
 
 

@@ -52,9 +52,10 @@ def net_stride(recipe) -> int:
     return max(strides, default=1)
 
 
-def run_checkpoint(path: str | os.PathLike, say=None) -> Path:
-    """ckpt=PATH for colorize and evaluate: a .pt file as given, or a run folder (or its
-    checkpoints/), meaning its best.pt, else its last.pt; `say` is told which."""
+def run_checkpoint(path: str | os.PathLike, say=None, key: str = "ckpt") -> Path:
+    """ckpt=PATH for colorize and evaluate (and training's init_from=, the `key`): a .pt
+    file as given, or a run folder (or its checkpoints/), meaning its best.pt, else its
+    last.pt; `say` is told which."""
     path = Path(path).expanduser()
     if not path.is_dir():
         return path
@@ -62,9 +63,9 @@ def run_checkpoint(path: str | os.PathLike, say=None) -> Path:
     for name, why in (("best.pt", "the run's best"), ("last.pt", "the run has no best.pt")):
         if (folder / name).is_file():
             if say is not None:
-                say(f"gancolor: ckpt: using {folder / name} ({why})")
+                say(f"gancolor: {key}: using {folder / name} ({why})")
             return folder / name
-    raise CheckpointError(f"ckpt: no best.pt or last.pt in {folder}")
+    raise CheckpointError(f"{key}: no best.pt or last.pt in {folder}")
 
 
 def trained_size(ckpt: dict, default: int = 256) -> int:

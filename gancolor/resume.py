@@ -169,7 +169,11 @@ def recipe_for_run(cfg: DictConfig, resume: dict | None):
 def init_weights_from(recipe, path: str, ema: bool = False) -> None:
     """init_from=PATH: another run's weights, nothing else (fresh optimisers, step 0).
     ema: its generators' EMA in place of their raw weights (BasicSR's param_key_g:
-    params_ema); the discriminators' weights are the raw ones either way."""
+    params_ema); the discriminators' weights are the raw ones either way. A run folder
+    means its best.pt, else its last.pt, as ckpt= of colorize and evaluate does."""
+    from gancolor.inference import run_checkpoint
+
+    path = run_checkpoint(path, lambda line: log.info("%s", line.removeprefix("gancolor: ")), key="init_from")
     ckpt = load_checkpoint(path)
     if ckpt.get("recipe") != recipe.name:
         raise CheckpointError(f"init_from: {path} is a {ckpt.get('recipe')} checkpoint; this run trains {recipe.name}")

@@ -17,6 +17,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import time
+from collections.abc import Mapping
 from pathlib import Path
 
 import torch
@@ -33,6 +34,7 @@ from gancolor.lr_policy import LRPolicy
 from gancolor.models.base import Recipe, Step
 from gancolor.options import bool_option, int_option
 from gancolor.stopping import StopRequest
+from gancolor.validation import metric_names as validation_metric_names
 from gancolor.validation import validate
 
 log = logging.getLogger("gancolor.trainer")
@@ -79,6 +81,8 @@ class Trainer:
         self.max_epochs = int_option("trainer.max_epochs", max_epochs, 1)
         self.pretrain_epochs = int_option("trainer.pretrain_epochs", pretrain_epochs, 0)
         self.critic_pretrain_epochs = int_option("trainer.critic_pretrain_epochs", critic_pretrain_epochs, 0)
+        if not isinstance(freeze_epochs, (Mapping, type(None))):
+            raise ConfigError(f"trainer.freeze_epochs must map parts to epochs, e.g. '{{encoder: 2}}', got {freeze_epochs!r}")
         self.freeze_epochs = {str(k): int_option(f"trainer.freeze_epochs.{k}", v, 0) for k, v in (freeze_epochs or {}).items()}
         self.max_steps = None if max_steps is None else int_option("trainer.max_steps", max_steps, 1)
         self.precision = check_precision(precision, "trainer.precision", PRECISIONS)
@@ -89,8 +93,9 @@ class Trainer:
         self.save_every_n_epochs = int_option("trainer.save_every_n_epochs", save_every_n_epochs, 0)
         self.save_every_n_steps = int_option("trainer.save_every_n_steps", save_every_n_steps, 0)
         self.keep_last = int_option("trainer.keep_last", keep_last, 1)
-        if not str(monitor).startswith("val/"):
-            raise ConfigError(f"trainer.monitor must name a validation metric such as val/psnr, got {monitor!r}")
+        if str(monitor) not in validation_metric_names():  # said now, not after the first epoch
+            raise ConfigError(f"trainer.monitor={monitor} is not a validation metric; choose one of "
+                              f"{', '.join(sorted(validation_metric_names()))}")
         if monitor_mode not in ("max", "min"):
             raise ConfigError(f"trainer.monitor_mode must be max or min, got {monitor_mode!r}")
         self.monitor, self.monitor_mode = str(monitor), monitor_mode
@@ -524,12 +529,7 @@ class Trainer:
         return means
 
     def update_best(self, metrics: dict[str, float]) -> bool:
-        if self.monitor not in metrics:
-            raise ConfigError(
-                f"trainer.monitor={self.monitor} is not a validation metric; "
-                f"choose one of {', '.join(sorted(metrics))}"
-            )
-        value = metrics[self.monitor]
+        value = metrics[self.monitor]  # one of validation_metric_names(), checked in __init__
         better = self.best is None or (value > self.best if self.monitor_mode == "max" else value < self.best)
         if better:
             self.best = value

@@ -8,6 +8,7 @@ passes wait for no collective of the other ranks.
 from __future__ import annotations
 
 import contextlib
+import functools
 import logging
 from collections import defaultdict
 from pathlib import Path
@@ -20,6 +21,14 @@ from gancolor.data import lab_batch
 from gancolor.metrics import image_metrics, summarize
 
 log = logging.getLogger("gancolor.trainer")  # train.log names these lines after the trainer that asks for them
+
+
+@functools.cache
+def metric_names() -> frozenset[str]:
+    """The val/ keys validation logs (trainer.monitor must be one), found by scoring two
+    tiny images, so that the list cannot drift from what gancolor.metrics computes."""
+    images = torch.linspace(0, 1, 2 * 3 * 16 * 16).reshape(2, 3, 16, 16)
+    return frozenset(f"val/{key}" for key in summarize(image_metrics(images, images.flip(0))))
 
 
 @torch.no_grad()

@@ -54,6 +54,18 @@ def test_a_text_file_given_as_a_checkpoint_is_named_as_not_one(tmp_path):
         (["model=stargan", "model.n_critic=five"], "model.n_critic must be an integer, got 'five'"),
         (["data.num_workers=many"], "data.num_workers must be an integer or auto, got 'many'"),
         (["model=cyclegan", "data.num_workers=1.5"], "data.num_workers must be an integer or auto, got 1.5"),
+        # Keys whose yaml default is null are typed too (NULLABLE_NUMBERS).
+        (["data=folder", "data.root=.", "data.max_images=abc"], "data.max_images must be an integer, got 'abc'"),
+        (["generator.num_downs=abc"], "generator.num_downs must be an integer, got 'abc'"),
+        (["trainer.max_steps=1.5"], "trainer.max_steps must be an integer, got 1.5"),
+        # Optimiser and loss numbers in their ranges, before the job writes its run folder.
+        (["model.lr=-1"], "model.lr must be > 0, got -1"),
+        (["model.beta1=1.5"], "model.beta1 must be in [0, 1), got 1.5"),
+        (["model.d_lr_mult=0"], "model.d_lr_mult must be > 0, got 0"),
+        (["model.weight_decay=-1"], "model.weight_decay must be >= 0, got -1"),
+        (["model=stargan", "model.d_lr=-0.1"], "model.d_lr must be > 0, got -0.1"),
+        (["loss.lambda_L1=-5"], "loss.lambda_L1 must be >= 0, got -5"),
+        (["model=cyclegan", "loss.lambda_identity=-0.5"], "loss.lambda_identity must be >= 0, got -0.5"),
     ],
 )
 def test_config_mistakes_are_named_in_one_line(overrides, expected):

@@ -209,6 +209,13 @@ def test_init_from_loads_weights_and_starts_at_step_zero(tmp_path, cache, uninte
     new = load_checkpoint(run / "checkpoints" / "last.pt")
     assert new["global_step"] == 2 and new["optimizers"]["G"]["state"][0]["step"] == 2  # fresh Adam
 
+    # A run folder, as ckpt= of colorize and evaluate takes: its best.pt, else its last.pt.
+    folder_run = tmp_path / "from-folder"
+    result = gancolor([*RUN, f"init_from={uninterrupted}", "trainer.max_steps=1", f"hydra.run.dir={folder_run}"], cache)
+    assert result.returncode == 0, result.stderr[-2000:]
+    best = uninterrupted / "checkpoints" / "best.pt"
+    assert f"init_from: using {best} (the run's best)" in (folder_run / "train.log").read_text()
+
     other = gancolor([*RUN, f"init_from={ckpt}", "generator.ngf=16", f"hydra.run.dir={tmp_path / 'x'}"], cache)
     assert other.returncode == 2 and other.stderr.count("\n") == 1
     assert "does not fit these nets" in other.stderr and "different shape" in other.stderr

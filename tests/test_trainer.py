@@ -254,6 +254,10 @@ def test_lr_policy_options_are_checked(tmp_path):
         ({"lr_step_gamma": "half"}, "trainer.lr_step_gamma must be a number > 0, got 'half'"),
         ({"lr_policy": "plateau", "val_every_n_epochs": 0}, "trainer.lr_policy=plateau follows trainer.monitor"),
         ({"max_epochs": 2, "lr_decay_epochs": 3}, r"trainer.lr_decay_epochs \(3\) exceeds trainer.max_epochs \(2\)"),
+        # Said when the trainer is built, not after a first epoch and validation.
+        ({"monitor": "val/foo"}, r"trainer.monitor=val/foo is not a validation metric; choose one of "
+                                 r"val/colorfulness, .*val/mae, .*val/psnr, val/ssim$"),
+        ({"freeze_epochs": "abc"}, r"trainer.freeze_epochs must map parts to epochs, e.g. '\{encoder: 2\}', got 'abc'"),
     ]
     for options, message in cases:
         with pytest.raises(ConfigError, match=message) as error:
