@@ -71,9 +71,24 @@ def ineffective_options(cfg, overrides: list[str]) -> list[str]:
     return found
 
 
-def warning(cfg_and_overrides: list[tuple[Any, list[str]]]) -> str | None:
-    """One line naming every ineffective option over the jobs given (None: there is none)."""
-    found = list(dict.fromkeys(item for cfg, overrides in cfg_and_overrides for item in ineffective_options(cfg, overrides)))
-    if not found:
+def no_adversarial_epoch(cfg, overrides: list[str]) -> str | None:
+    """Pretraining that the command made as long as the run: every epoch trains G on the
+    pixel loss and the GAN never starts. Meant for a pixel-loss baseline, a slip otherwise."""
+    if not {override_key(o) for o in overrides} & {"trainer.pretrain_epochs", "trainer.max_epochs"}:
         return None
-    return "gancolor: warning: no effect in this config: " + "; ".join(found)
+    pretrain, total = _get(cfg, "trainer.pretrain_epochs", 0), _get(cfg, "trainer.max_epochs")
+    if not (isinstance(pretrain, int) and isinstance(total, int)) or pretrain == 0 or pretrain < total:
+        return None
+    return (f"trainer.pretrain_epochs={pretrain} covers all {total} epochs (trainer.max_epochs): G trains on the "
+            "pixel loss alone and no adversarial epoch runs")
+
+
+def warning(cfg_and_overrides: list[tuple[Any, list[str]]]) -> str | None:
+    """A line naming every ineffective option over the jobs given, and one for a run that
+    never reaches its adversarial phase (None: neither)."""
+    found = list(dict.fromkeys(item for cfg, overrides in cfg_and_overrides for item in ineffective_options(cfg, overrides)))
+    phases = list(dict.fromkeys(filter(None, (no_adversarial_epoch(cfg, overrides) for cfg, overrides in cfg_and_overrides))))
+    lines = (["gancolor: warning: no effect in this config: " + "; ".join(found)] if found else []) + [
+        f"gancolor: warning: {line}" for line in phases
+    ]
+    return "\n".join(lines) or None

@@ -98,8 +98,8 @@ def check_resume_continues(cfg: DictConfig, resume: dict, world_size: int) -> No
     max_steps, max_epochs = cfg.trainer.get("max_steps"), cfg.trainer.get("max_epochs")
     if max_steps is not None and int(max_steps) <= step:
         raise ConfigError(
-            f"resume: the run is at {where}; trainer.max_steps={max_steps} leaves nothing to train "
-            f"(a resume continues a run: raise it above {step}, or leave it out)"
+            f"resume: the run is at {where}; trainer.max_steps={max_steps} (the run's own unless given) leaves nothing "
+            f"to train: raise it above {step}, or give trainer.max_steps=null to train up to trainer.max_epochs"
         )
     if max_epochs is not None and int(max_epochs) <= epochs:
         raise ConfigError(

@@ -273,6 +273,11 @@ def test_an_option_without_effect_is_named_in_one_warning():
     assert warning("model=cic", "loss.gan_mode=lsgan", "loss.lambda_gan=0.1") is None
     assert warning("model=cic") is None, "defaults nobody set are not the user's mistake"
     assert warning("trainer.lr_policy=step", "trainer.lr_step_gamma=0.5") is None
+    assert warning("trainer.max_epochs=3", "trainer.pretrain_epochs=5") == (
+        "gancolor: warning: trainer.pretrain_epochs=5 covers all 3 epochs (trainer.max_epochs): G trains on the "
+        "pixel loss alone and no adversarial epoch runs"
+    )
+    assert warning("trainer.max_epochs=3", "trainer.pretrain_epochs=2") is None
 
 
 def test_every_option_of_the_no_effect_table_exists():

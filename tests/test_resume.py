@@ -249,8 +249,9 @@ def test_a_resume_must_leave_something_to_train_with_as_many_processes():
     check_resume_continues(config(), mid_epoch, world_size=1)
     check_resume_continues(config(max_steps=18, max_epochs=2), mid_epoch, world_size=1)  # epoch 2 is unfinished
     refusals = [
-        (config(max_steps=17), 1, "the run is at step 17, epoch 2; trainer.max_steps=17 leaves nothing to train"),
-        (config(max_steps=5), 1, "trainer.max_steps=5 leaves nothing to train (a resume continues a run: raise it above 17"),
+        (config(max_steps=17), 1, "the run is at step 17, epoch 2; trainer.max_steps=17 (the run's own unless given) leaves"),
+        # The way on that works: trainer.max_epochs alone would keep the run's own max_steps.
+        (config(max_steps=5, max_epochs=9), 1, "raise it above 17, or give trainer.max_steps=null to train up to trainer.max_epochs"),
         (config(max_epochs=1), 1, "trainer.max_epochs=1 leaves nothing to train"),
         (config(), 2, "the run was trained by 1 process(es) and this command starts 2"),
     ]
