@@ -339,14 +339,15 @@ def _nir_input(path: Path, size: int | None) -> np.ndarray:
     return np.rint(np.clip(resized, 0.0, 1.0) * 65535.0).astype(np.uint16)
 
 
-def input_kind(ckpts: list[Path]) -> str:
+def input_kind(ckpts: list[Path], use_ema: bool = True) -> str:
     """"gray" or "nir": what all the checkpoints take, read before any photo is decoded;
-    checkpoints of both kinds in one call are one error."""
+    checkpoints of both kinds in one call are one error. Loaded with the run's `use_ema`,
+    so that an ONNX export given use_ema=false is refused here, before any photo."""
     from gancolor.onnx_runtime import load_model
 
     kinds = {}
     for path in ckpts:
-        recipe, _ = load_model(path, "cpu", use_ema=False)
+        recipe, _ = load_model(path, "cpu", use_ema=use_ema)
         kinds[path] = getattr(recipe, "input_kind", "gray")
         del recipe
     if len(set(kinds.values())) > 1:
@@ -396,7 +397,7 @@ def evaluate(options: Options, say=print) -> dict:
     for ckpt in options.ckpts:
         if not ckpt.is_file():
             raise UserError(f"checkpoint not found: {ckpt}")
-    kind = input_kind(options.ckpts)
+    kind = input_kind(options.ckpts, options.use_ema)
     check_data_kind(options, kind)
     if options.image_size == AUTO:
         options.image_size = None if kind == "nir" else GRAY_IMAGE_SIZE  # NIR: the size colorize writes
