@@ -35,7 +35,9 @@ non-images (.txt, .json, .md, ...) are passed over quietly, and any other file i
 counted in the summary ("2 files skipped: 1 unreadable, 1 unsupported format: a.xyz").
 Every result has its input's size and orientation (EXIF applied, orientation tag
 dropped), and its alpha channel where the format holds one. A bad input is reported
-on one line and skipped; the others are still done.
+on one line and skipped; the others are still done. So is a photo whose file in a
+hints= folder cannot be used (not JSON, a point off the photo): "1 bad hints" in the
+summary; a single hints= file for one photo is a bad argument instead.
 
 SIGTERM or Ctrl-C stops the run after the images being written: only complete outputs
 exist, the summary says how many were done, and the same command run again continues
@@ -98,6 +100,7 @@ COMPARE_SUFFIX = "_compare"
 
 EXIT_OK, EXIT_NONE, EXIT_SOME = 0, 1, 2
 OUT_OF_MEMORY = "out of memory (lower max_pixels, or use a machine with more memory)"
+BAD_HINTS = "bad hints"  # how the summary counts a photo whose hints file cannot be used
 
 
 # -- what to do: inputs -> outputs ---------------------------------------------------
@@ -407,6 +410,8 @@ def process(jobs: list[Job], colorizer, options: Options, log=None) -> Tally:
     import torch
     from tqdm.auto import tqdm
 
+    from gancolor.hints import HintError
+
     batch_size = options.batch_size or (8 if colorizer.device.type == "cuda" else 1)
     workers = writer_threads(options.workers, colorizer.device)
     _allow_large_images(options.max_pixels)
@@ -504,6 +509,12 @@ def process(jobs: list[Job], colorizer, options: Options, log=None) -> Tally:
                         decoded, prepared = future.result()
                     except UnreadableImage as exc:
                         writes.failed(job, exc.reason, "too large" if isinstance(exc, ImageTooLarge) else exc.kind)
+                        continue
+                    except HintError as exc:
+                        if options.hints is not None and options.hints.is_file():
+                            raise  # one photo, one hints file: the run's own error, one line before any output
+                        # One bad file of a hints folder spoils only its photo; the others are still done.
+                        writes.failed(job, str(exc), BAD_HINTS)  # the message names the hints file
                         continue
                     except (MemoryError, torch.OutOfMemoryError):
                         writes.failed(job, OUT_OF_MEMORY, "out of memory")
