@@ -230,6 +230,11 @@ def plan(options: Options) -> tuple[list[Job], list[tuple[Path, str]]]:
         return [Job(source, options.output / (source.stem + output_suffix(source, options.output_ext)))], []
     if source.is_dir():
         base = source
+        if _is_within(source.resolve(), exclude):
+            # Every input would be passed over as an earlier result (below), and each
+            # result would replace its own input.
+            where = "the input folder" if source.resolve() == exclude else f"a folder that holds the input folder {raw}"
+            raise UserError(f"output={options.output} is {where}: choose another folder for the results")
         # An output folder inside the input folder must not feed last run's results back in.
         files = [p for p in find_images(source) if not _is_within(p.resolve(), exclude)]
     elif glob.has_magic(raw):
@@ -238,6 +243,8 @@ def plan(options: Options) -> tuple[list[Job], list[tuple[Path, str]]]:
             (Path(p) for p in glob.glob(raw, recursive=True) if Path(p).is_file() and may_be_image(p)),
             key=lambda p: p.as_posix(),
         )
+        if files and all(_is_within(p.resolve(), exclude) for p in files):
+            raise UserError(f"output={options.output} holds every file {raw} matches: choose another folder for the results")
         files = [p for p in files if not _is_within(p.resolve(), exclude)]
     else:
         raise UserError(f"input not found: {raw}")

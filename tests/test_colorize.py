@@ -683,3 +683,22 @@ def test_the_cpu_twin_colours_as_the_original(ckpt, colorizer):
     assert all(p.device.type == "cpu" for p in twin.recipe.parameters())
     gray = texture(30, 40)
     np.testing.assert_array_equal(twin(gray), colorizer(gray))
+
+
+def test_output_in_place_of_the_input_folder_is_refused_in_one_line(tmp_path, ckpt, capsys, monkeypatch):
+    """output= the input folder (or a folder holding it) would pass every input over as an
+    earlier result: said as such, not as 'no image files'."""
+    (tmp_path / "t2" / "sub").mkdir(parents=True)
+    Image.fromarray(texture(16, 16)).save(tmp_path / "t2" / "sub" / "a.png")
+    monkeypatch.chdir(tmp_path)
+    for args, message in (
+        (["input=t2/", "output=t2/"], "output=t2 is the input folder: choose another folder for the results"),
+        (["input=t2/sub", "output=t2"], "output=t2 is a folder that holds the input folder t2/sub: choose another folder"),
+        (["input=t2/**/*.png", "output=t2"], "output=t2 holds every file t2/**/*.png matches: choose another folder"),
+    ):
+        with pytest.raises(SystemExit) as info:
+            colorize(ckpt, *args)
+        lines = [line for line in capsys.readouterr().err.splitlines() if line.strip()]
+        assert info.value.code == 2 and len(lines) == 1 and message in lines[0], lines
+    assert sorted(p.name for p in (tmp_path / "t2").rglob("*")) == ["a.png", "sub"]
+    assert colorize(ckpt, "input=t2/sub", "output=t2/out") == 0  # a new folder beside the photos is fine
