@@ -226,6 +226,12 @@ def plan(options: Options) -> tuple[list[Job], list[tuple[Path, str]]]:
     if source.is_file():
         # Named on its own: whatever it is, it is tried and its own failure reported.
         if named_file:
+            wanted = FORMATS.get("." + options.output_ext)
+            if wanted is not None and wanted != FORMATS[options.output.suffix.lower()]:
+                # The named file's suffix decides its format; ignoring output_ext silently
+                # would write another format than the one asked for.
+                raise ConfigError(f"output_ext={options.output_ext} but output names a {options.output.suffix} file: "
+                                  f"name it {options.output.stem}.{options.output_ext}, or leave output_ext out")
             return [Job(source, options.output)], []
         return [Job(source, options.output / (source.stem + output_suffix(source, options.output_ext)))], []
     if source.is_dir():
@@ -469,7 +475,8 @@ def process(jobs: list[Job], colorizer, options: Options, log=None) -> Tally:
             result = colorizer.finish_within_memory(prepared, ab, warn)
             fmt = FORMATS.get(job.dst.suffix.lower(), "PNG")
             if decoded.alpha is not None and fmt not in ALPHA_FORMATS:
-                say(f"gancolor: note: {job.src}: alpha dropped ({fmt} has none; output_ext=png keeps it)")
+                keep = "an output named .png" if job.dst == options.output else "output_ext=png"  # a named file's suffix decides
+                say(f"gancolor: note: {job.src}: alpha dropped ({fmt} has none; {keep} keeps it)")
             write_image(result, job.dst, options.quality, decoded.exif)
         except (MemoryError, torch.OutOfMemoryError):
             return OUT_OF_MEMORY, "out of memory"

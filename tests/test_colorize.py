@@ -702,3 +702,21 @@ def test_output_in_place_of_the_input_folder_is_refused_in_one_line(tmp_path, ck
         assert info.value.code == 2 and len(lines) == 1 and message in lines[0], lines
     assert sorted(p.name for p in (tmp_path / "t2").rglob("*")) == ["a.png", "sub"]
     assert colorize(ckpt, "input=t2/sub", "output=t2/out") == 0  # a new folder beside the photos is fine
+
+
+def test_output_ext_that_disagrees_with_a_named_output_file_is_refused(tmp_path, ckpt, capsys):
+    """With output=x.jpg the name decides the format: output_ext=png beside it was silently
+    ignored, so it is refused; output_ext naming the same format is fine. The alpha note
+    of a named output says what keeps alpha there (its name), not output_ext."""
+    Image.fromarray(np.dstack([colour(20, 30), np.full((20, 30), 200, np.uint8)])).save(tmp_path / "a.png")
+    with pytest.raises(SystemExit) as info:
+        colorize(ckpt, f"input={tmp_path / 'a.png'}", f"output={tmp_path / 'x.jpg'}", "output_ext=png")
+    lines = [line for line in capsys.readouterr().err.splitlines() if line.strip()]
+    assert info.value.code == 2 and len(lines) == 1
+    assert "output_ext=png but output names a .jpg file: name it x.png, or leave output_ext out" in lines[0]
+    assert not (tmp_path / "x.jpg").exists()
+    assert colorize(ckpt, f"input={tmp_path / 'a.png'}", f"output={tmp_path / 'x.jpeg'}", "output_ext=jpg") == 0
+    err = capsys.readouterr().err
+    assert "alpha dropped (JPEG has none; an output named .png keeps it)" in err and "output_ext=" not in err
+    with Image.open(tmp_path / "x.jpeg") as image:
+        assert image.format == "JPEG"
