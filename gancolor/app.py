@@ -184,6 +184,9 @@ def load_app(ckpt, workdir: Path, device: str = "auto", render_size: int | None 
     from gancolor.inference import Colorizer, pick_device, run_checkpoint, trained_size
     from gancolor.onnx_runtime import load_model
 
+    from gancolor.colorize import allow_large_images
+
+    allow_large_images(max_pixels)  # the page's own max_pixels decides, not Pillow's bomb warning
     device = pick_device(device)
     recipe, ckpt_data = load_model(run_checkpoint(ckpt, lambda m: print(m, file=sys.stderr)), device, use_ema=use_ema)
     colorizer = Colorizer(recipe, render_size or trained_size(ckpt_data), device)

@@ -392,6 +392,7 @@ def run(options: Options, log=None) -> Tally:
 
     device = pick_device(options.device)
     quiet_pillow_warnings()  # a damaged file gets one line, from its decoding
+    allow_large_images(options.max_pixels)  # before plan, whose format check opens every file
     jobs, unsupported = plan(options)
     recipe, ckpt = load_model(run_checkpoint(options.ckpt, log or _say), device, use_ema=options.use_ema)  # a checkpoint, or an ONNX export
     apply_temperature(recipe, options.temperature)
@@ -427,7 +428,7 @@ def process(jobs: list[Job], colorizer, options: Options, log=None) -> Tally:
 
     batch_size = options.batch_size or (8 if colorizer.device.type == "cuda" else 1)
     workers = writer_threads(options.workers, colorizer.device)
-    _allow_large_images(options.max_pixels)
+    allow_large_images(options.max_pixels)
 
     tally = Tally()
     bar = tqdm(total=len(jobs), unit="img", disable=None if options.progress_bar else True, dynamic_ncols=True)
@@ -674,7 +675,8 @@ def _first_line(exc: BaseException) -> str:
     return text.splitlines()[0] if text else type(exc).__name__
 
 
-def _allow_large_images(max_pixels: int | None) -> None:
+def allow_large_images(max_pixels: int | None) -> None:
+    """Pillow's decompression-bomb limit out of the way of gancolor's own max_pixels."""
     # PIL refuses (as a "decompression bomb") anything over 2x MAX_IMAGE_PIXELS and warns
     # above it; max_pixels is the limit the user chose, checked from the header in
     # load_image, so PIL's own one must not get in its way.

@@ -720,3 +720,19 @@ def test_output_ext_that_disagrees_with_a_named_output_file_is_refused(tmp_path,
     assert "alpha dropped (JPEG has none; an output named .png keeps it)" in err and "output_ext=" not in err
     with Image.open(tmp_path / "x.jpeg") as image:
         assert image.format == "JPEG"
+
+
+def test_pillows_decompression_bomb_warning_stays_quiet_under_max_pixels(tmp_path, ckpt, monkeypatch):
+    """Photos over Pillow's own limit (89.5 MP; lowered here to keep the photo small) but
+    under max_pixels: gancolor's limit decides, and Pillow's warning, raised when the
+    folder's files are first opened, never reaches the terminal."""
+    import warnings
+
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 1000)
+    (tmp_path / "in").mkdir()
+    Image.fromarray(texture(40, 48)).save(tmp_path / "in" / "big.png")  # 1920 px: Pillow warns, short of refusing
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        assert colorize(ckpt, f"input={tmp_path / 'in'}", f"output={tmp_path / 'out'}") == 0
+    assert not [w for w in caught if issubclass(w.category, Image.DecompressionBombWarning)], [str(w.message) for w in caught]
+    assert (tmp_path / "out" / "big.png").is_file()
