@@ -130,6 +130,9 @@ class OnnxRecipe(nn.Module):
         self.name = self.metadata.get("recipe", "onnx")
         self.stride = int(self.metadata.get("stride", 1))
         self.render_size = int(self.metadata.get("render_size", 256))
+        # Which weights the graph holds, as its checkpoint's recipe says (None: an export
+        # older than the "weights" metadata).
+        self.uses_ema = self.metadata["weights"].startswith("EMA") if "weights" in self.metadata else None
 
     @property
     def temperature(self) -> float:
