@@ -230,3 +230,20 @@ def test_metrics_json_and_the_report_record_the_decoding_settings(ckpts, photos,
     report = json.loads((out / "metrics.json").read_text())
     assert (report["use_ema"], report["render_size"], report["checkpoints"][0]["render_size"]) == (True, None, RENDER)
     assert f"render_size=each checkpoint&#x27;s training resolution ({RENDER})" in (out / "report.html").read_text()
+
+
+def test_the_report_says_which_ssim_and_keeps_file_names_readable():
+    """The SSIM legend names what metrics.ssim runs (kornia's), not torchmetrics; the sample
+    grid's file names wrap between words where they must, never a character or two a line
+    (break-all in a column the images squeezed), and keep a readable minimum width."""
+    import re
+
+    from gancolor.report import Report, render
+
+    photo = np.zeros((8, 8, 3), np.uint8)
+    html = render(Report(title="t", columns=["ssim"], rows=[("a.pt", {"ssim": 0.5})], grid_header=["gray", "output", "truth"],
+                         grid=[("holiday 2019/a very long file name.jpg", [photo, photo, photo])]))
+    assert "kornia.metrics.ssim: 11x11 Gaussian window, sigma 1.5" in html and "torchmetrics" not in html
+    caption_style = re.search(r"th\.cap \{([^}]*)\}", html).group(1)
+    assert "break-all" not in caption_style and "min-width: 8em" in caption_style
+    assert '<th class="cap">holiday 2019/a very long file name.jpg</th>' in html
