@@ -43,11 +43,13 @@ import numpy as np
 from PIL import Image
 
 from gancolor.commandline import compose_command
-from gancolor.errors import UserError, fail
+from gancolor.errors import ConfigError, UserError, fail
 from gancolor.hints import TRAINED_WITHOUT_HINTS, HintError, UserHints, parse_points
 from gancolor.options import bool_option, int_option
 
 MAX_UPLOAD_BYTES = 200 * 1024 * 1024
+# A browser that closes the tab or cancels a request mid-response: nothing to report.
+DISCONNECTS = (BrokenPipeError, ConnectionResetError, ConnectionAbortedError)
 KEPT_PHOTOS = 4  # photos kept decoded for further clicks; older ones are forgotten
 
 
@@ -119,6 +121,12 @@ class Handler(BaseHTTPRequestHandler):
     def log_message(self, format, *args) -> None:  # noqa: A002 - the base class's name
         pass  # quiet: the terminal shows the address and errors only
 
+    def handle(self) -> None:
+        try:
+            super().handle()
+        except DISCONNECTS:
+            pass  # the client went away; socketserver would print a traceback for it
+
     def do_GET(self) -> None:
         if self.path in ("/", "/index.html"):
             self._send(200, PAGE.encode(), "text/html; charset=utf-8")
@@ -136,10 +144,14 @@ class Handler(BaseHTTPRequestHandler):
                 self._json(200, self.app.upload(unquote(self.headers.get("X-Filename") or "photo"), body))
             elif self.path == "/colorize":
                 request = json.loads(body or b"{}")
+                if not isinstance(request, dict):
+                    raise UserError('the request must be a JSON object: {"id": ..., "points": [...]}')
                 png = self.app.colorize(str(request.get("id")), request.get("points") or [])
                 self._send(200, png, "image/png")
             else:
                 self._send(404, b"not found", "text/plain")
+        except DISCONNECTS:
+            raise  # not the request's fault: nothing to answer, nobody to answer (see handle)
         except (UserError, ValueError) as exc:
             self._json(400, {"error": " ".join(str(exc).split())})
         except Exception as exc:  # noqa: BLE001 - the page says what went wrong, the server goes on
@@ -169,9 +181,11 @@ def make_server(app: ColorizeApp, host: str = "127.0.0.1", port: int = 8000) -> 
 
 def load_app(ckpt, workdir: Path, device: str = "auto", render_size: int | None = None, use_ema: bool = True,
              max_pixels: int | None = 50_000_000) -> ColorizeApp:
+    from gancolor.colorize import allow_large_images
     from gancolor.inference import Colorizer, pick_device, run_checkpoint, trained_size
     from gancolor.onnx_runtime import load_model
 
+    allow_large_images(max_pixels)  # the page's own max_pixels decides, not Pillow's bomb warning
     device = pick_device(device)
     recipe, ckpt_data = load_model(run_checkpoint(ckpt, lambda m: print(m, file=sys.stderr)), device, use_ema=use_ema)
     colorizer = Colorizer(recipe, render_size or trained_size(ckpt_data), device)
@@ -185,6 +199,10 @@ def main(argv: list[str] | None = None) -> int:
     # SIGTERM ends it as Ctrl-C does, so the temporary folder is removed either way.
     signal.signal(signal.SIGTERM, _interrupt)
     try:
+        # Checked before the model is loaded (socket's OverflowError otherwise, after it).
+        port = int_option("port", cfg.port, -(1 << 62))  # the type here, the range below in one wording
+        if not 0 <= port <= 65535:
+            raise ConfigError(f"port must be 0..65535, got {port}")
         app = load_app(
             Path(str(cfg.ckpt)).expanduser(),
             workdir,
@@ -193,7 +211,7 @@ def main(argv: list[str] | None = None) -> int:
             use_ema=bool_option("use_ema", cfg.use_ema),
             max_pixels=int_option("max_pixels", cfg.max_pixels, 1, allow_none=True),
         )
-        server = make_server(app, str(cfg.host), int_option("port", cfg.port, 0))
+        server = make_server(app, str(cfg.host), port)
         host, port = server.server_address[:2]
         print(f"gancolor: colourise at http://{host}:{port}/ ({'with' if app.takes_hints else 'without'} hints; Ctrl-C stops)", flush=True)
         try:

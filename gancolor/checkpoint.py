@@ -81,7 +81,11 @@ def load_checkpoint(path: str | os.PathLike, map_location: str | torch.device = 
             if "Unsupported operand" in text or "could not find MARK" in text or "invalid load key" in text:
                 reason = "not a PyTorch checkpoint file"
         else:
-            reason = text.strip().splitlines()[0] if text.strip() else type(exc).__name__
+            from gancolor.nets.weights import load_failure
+
+            # torch's own words run on for sentences (cut here mid-sentence) and may
+            # advise weights_only=False: gancolor's instead.
+            reason = load_failure(exc, path).replace("a safetensors file or a torch state dict", "a PyTorch checkpoint file")
         raise CheckpointError(f"cannot read checkpoint {path}: {reason[:200]}") from None
     if not isinstance(ckpt, dict) or ckpt.get("format") != FORMAT:
         raise CheckpointError(f"{path} is not a gancolor checkpoint")

@@ -35,7 +35,9 @@ non-images (.txt, .json, .md, ...) are passed over quietly, and any other file i
 counted in the summary ("2 files skipped: 1 unreadable, 1 unsupported format: a.xyz").
 Every result has its input's size and orientation (EXIF applied, orientation tag
 dropped), and its alpha channel where the format holds one. A bad input is reported
-on one line and skipped; the others are still done.
+on one line and skipped; the others are still done. So is a photo whose file in a
+hints= folder cannot be used (not JSON, a point off the photo): "1 bad hints" in the
+summary; a single hints= file for one photo is a bad argument instead.
 
 SIGTERM or Ctrl-C stops the run after the images being written: only complete outputs
 exist, the summary says how many were done, and the same command run again continues
@@ -98,6 +100,7 @@ COMPARE_SUFFIX = "_compare"
 
 EXIT_OK, EXIT_NONE, EXIT_SOME = 0, 1, 2
 OUT_OF_MEMORY = "out of memory (lower max_pixels, or use a machine with more memory)"
+BAD_HINTS = "bad hints"  # how the summary counts a photo whose hints file cannot be used
 
 
 # -- what to do: inputs -> outputs ---------------------------------------------------
@@ -223,10 +226,21 @@ def plan(options: Options) -> tuple[list[Job], list[tuple[Path, str]]]:
     if source.is_file():
         # Named on its own: whatever it is, it is tried and its own failure reported.
         if named_file:
+            wanted = FORMATS.get("." + options.output_ext)
+            if wanted is not None and wanted != FORMATS[options.output.suffix.lower()]:
+                # The named file's suffix decides its format; ignoring output_ext silently
+                # would write another format than the one asked for.
+                raise ConfigError(f"output_ext={options.output_ext} but output names a {options.output.suffix} file: "
+                                  f"name it {options.output.stem}.{options.output_ext}, or leave output_ext out")
             return [Job(source, options.output)], []
         return [Job(source, options.output / (source.stem + output_suffix(source, options.output_ext)))], []
     if source.is_dir():
         base = source
+        if _is_within(source.resolve(), exclude):
+            # Every input would be passed over as an earlier result (below), and each
+            # result would replace its own input.
+            where = "the input folder" if source.resolve() == exclude else f"a folder that holds the input folder {raw}"
+            raise UserError(f"output={options.output} is {where}: choose another folder for the results")
         # An output folder inside the input folder must not feed last run's results back in.
         files = [p for p in find_images(source) if not _is_within(p.resolve(), exclude)]
     elif glob.has_magic(raw):
@@ -235,6 +249,8 @@ def plan(options: Options) -> tuple[list[Job], list[tuple[Path, str]]]:
             (Path(p) for p in glob.glob(raw, recursive=True) if Path(p).is_file() and may_be_image(p)),
             key=lambda p: p.as_posix(),
         )
+        if files and all(_is_within(p.resolve(), exclude) for p in files):
+            raise UserError(f"output={options.output} holds every file {raw} matches: choose another folder for the results")
         files = [p for p in files if not _is_within(p.resolve(), exclude)]
     else:
         raise UserError(f"input not found: {raw}")
@@ -376,6 +392,7 @@ def run(options: Options, log=None) -> Tally:
 
     device = pick_device(options.device)
     quiet_pillow_warnings()  # a damaged file gets one line, from its decoding
+    allow_large_images(options.max_pixels)  # before plan, whose format check opens every file
     jobs, unsupported = plan(options)
     recipe, ckpt = load_model(run_checkpoint(options.ckpt, log or _say), device, use_ema=options.use_ema)  # a checkpoint, or an ONNX export
     apply_temperature(recipe, options.temperature)
@@ -407,9 +424,11 @@ def process(jobs: list[Job], colorizer, options: Options, log=None) -> Tally:
     import torch
     from tqdm.auto import tqdm
 
+    from gancolor.hints import HintError
+
     batch_size = options.batch_size or (8 if colorizer.device.type == "cuda" else 1)
     workers = writer_threads(options.workers, colorizer.device)
-    _allow_large_images(options.max_pixels)
+    allow_large_images(options.max_pixels)
 
     tally = Tally()
     bar = tqdm(total=len(jobs), unit="img", disable=None if options.progress_bar else True, dynamic_ncols=True)
@@ -457,7 +476,8 @@ def process(jobs: list[Job], colorizer, options: Options, log=None) -> Tally:
             result = colorizer.finish_within_memory(prepared, ab, warn)
             fmt = FORMATS.get(job.dst.suffix.lower(), "PNG")
             if decoded.alpha is not None and fmt not in ALPHA_FORMATS:
-                say(f"gancolor: note: {job.src}: alpha dropped ({fmt} has none; output_ext=png keeps it)")
+                keep = "an output named .png" if job.dst == options.output else "output_ext=png"  # a named file's suffix decides
+                say(f"gancolor: note: {job.src}: alpha dropped ({fmt} has none; {keep} keeps it)")
             write_image(result, job.dst, options.quality, decoded.exif)
         except (MemoryError, torch.OutOfMemoryError):
             return OUT_OF_MEMORY, "out of memory"
@@ -504,6 +524,12 @@ def process(jobs: list[Job], colorizer, options: Options, log=None) -> Tally:
                         decoded, prepared = future.result()
                     except UnreadableImage as exc:
                         writes.failed(job, exc.reason, "too large" if isinstance(exc, ImageTooLarge) else exc.kind)
+                        continue
+                    except HintError as exc:
+                        if options.hints is not None and options.hints.is_file():
+                            raise  # one photo, one hints file: the run's own error, one line before any output
+                        # One bad file of a hints folder spoils only its photo; the others are still done.
+                        writes.failed(job, str(exc), BAD_HINTS)  # the message names the hints file
                         continue
                     except (MemoryError, torch.OutOfMemoryError):
                         writes.failed(job, OUT_OF_MEMORY, "out of memory")
@@ -649,7 +675,8 @@ def _first_line(exc: BaseException) -> str:
     return text.splitlines()[0] if text else type(exc).__name__
 
 
-def _allow_large_images(max_pixels: int | None) -> None:
+def allow_large_images(max_pixels: int | None) -> None:
+    """Pillow's decompression-bomb limit out of the way of gancolor's own max_pixels."""
     # PIL refuses (as a "decompression bomb") anything over 2x MAX_IMAGE_PIXELS and warns
     # above it; max_pixels is the limit the user chose, checked from the header in
     # load_image, so PIL's own one must not get in its way.

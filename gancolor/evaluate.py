@@ -339,14 +339,15 @@ def _nir_input(path: Path, size: int | None) -> np.ndarray:
     return np.rint(np.clip(resized, 0.0, 1.0) * 65535.0).astype(np.uint16)
 
 
-def input_kind(ckpts: list[Path]) -> str:
+def input_kind(ckpts: list[Path], use_ema: bool = True) -> str:
     """"gray" or "nir": what all the checkpoints take, read before any photo is decoded;
-    checkpoints of both kinds in one call are one error."""
+    checkpoints of both kinds in one call are one error. Loaded with the run's `use_ema`,
+    so that an ONNX export given use_ema=false is refused here, before any photo."""
     from gancolor.onnx_runtime import load_model
 
     kinds = {}
     for path in ckpts:
-        recipe, _ = load_model(path, "cpu", use_ema=False)
+        recipe, _ = load_model(path, "cpu", use_ema=use_ema)
         kinds[path] = getattr(recipe, "input_kind", "gray")
         del recipe
     if len(set(kinds.values())) > 1:
@@ -396,7 +397,7 @@ def evaluate(options: Options, say=print) -> dict:
     for ckpt in options.ckpts:
         if not ckpt.is_file():
             raise UserError(f"checkpoint not found: {ckpt}")
-    kind = input_kind(options.ckpts)
+    kind = input_kind(options.ckpts, options.use_ema)
     check_data_kind(options, kind)
     if options.image_size == AUTO:
         options.image_size = None if kind == "nir" else GRAY_IMAGE_SIZE  # NIR: the size colorize writes
@@ -485,6 +486,10 @@ def evaluate(options: Options, say=print) -> dict:
                 "epoch": ckpt.get("epoch"),
                 "global_step": ckpt.get("global_step"),
                 "render_size": render_size,
+                # What the net actually ran with: use_ema=true gives a checkpoint without
+                # an average its raw weights; temperature is a CIC recipe's (or export's) own.
+                "uses_ema": getattr(recipe, "uses_ema", None),
+                "temperature": _temperature_of(recipe),
                 "seconds": round(time.perf_counter() - started, 3),
                 "metrics": {c: metrics.get(c) for c in COLUMNS},
                 "per_image": rows,
@@ -507,6 +512,9 @@ def evaluate(options: Options, say=print) -> dict:
         "image_size": options.image_size,
         "device": str(device),
         "precision": options.precision,
+        "use_ema": options.use_ema,
+        "temperature": options.temperature,  # null: each checkpoint's own (see checkpoints[].temperature)
+        "render_size": options.render_size,  # null: each checkpoint's training resolution (checkpoints[].render_size)
         "skipped": skipped,
         "inception": inception.info if inception is not None else {"status": inception_status},
         **({"fid_forced": f"FID forced over {count} photos (fewer than 2048): biased upwards, NOT comparable with papers"}
@@ -529,7 +537,8 @@ def evaluate(options: Options, say=print) -> dict:
         grid_header=[f"{'NIR' if kind == 'nir' else 'gray'} (input)",
                      *([f"output: {name}" for name in short_names(labels)] if len(labels) > 1 else ["output"]), "truth"],
         grid=[(names[i], [grays[i], *(shown[i] for shown in outputs), truths[i]]) for i in range(samples)],
-        notes=_notes(options, count, skipped, report["inception"], kind) + (scores.notes() if scores is not None else []),
+        notes=_notes(options, count, skipped, report["inception"], kind) + [_settings_note(options, results)]
+        + (scores.notes() if scores is not None else []),
         figures=figures,
     )
     write_report(html, output / "report.html")
@@ -644,6 +653,31 @@ def _notes(options: Options, count: int, skipped: dict, inception: dict, kind: s
         if options.fid_force and count < 2048:
             notes.append(f"FID forced over {count} photos (fewer than 2048): biased upwards, NOT comparable with papers.")
     return notes
+
+
+def _temperature_of(recipe) -> float | None:
+    """A CIC recipe's (or CIC export's) decoding temperature; None for other recipes."""
+    try:
+        return float(recipe.temperature)
+    except (AttributeError, TypeError, ValueError):
+        return None
+
+
+def _settings_note(options: Options, results: list[dict]) -> str:
+    """The decoding settings the outputs were made with, as metrics.json records them."""
+    sizes = ", ".join(str(s) for s in dict.fromkeys(r["render_size"] for r in results))
+    ema = [r["ckpt"] for r in results if r.get("uses_ema")]
+    parts = [
+        f"use_ema={'true' if options.use_ema else 'false'} (EMA weights for {len(ema)} of {len(results)} checkpoint(s))",
+        f"render_size={options.render_size}" if options.render_size is not None
+        else f"render_size=each checkpoint's training resolution ({sizes})",
+    ]
+    temperatures = [r["temperature"] for r in results if r.get("temperature") is not None]
+    if options.temperature is not None:
+        parts.append(f"temperature={options.temperature:g}")
+    elif temperatures:
+        parts.append(f"temperature=the checkpoint's ({', '.join(f'{t:g}' for t in dict.fromkeys(temperatures))})")
+    return f"Settings: {', '.join(parts)}, precision={options.precision}."
 
 
 def _write_json(data: dict, path: Path) -> None:

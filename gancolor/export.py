@@ -11,6 +11,8 @@ Options (key=value; defaults in conf/export.yaml):
   format=onnx|torchscript   onnx needs the extra: pip install 'gancolor[onnx]'
   overwrite=false           an existing output is an error unless true
   temperature=T             model=cic only: the annealed-mean temperature the graph decodes at
+  use_ema=true              the generators' EMA weights where the checkpoint has them (model.ema_decay);
+                            false: the raw weights. The graph holds the ones chosen (metadata "weights")
   opset=17                  ONNX opset
 
 The graph is the recipe's whole `colorize`: normalised L (N, 1, H, W) in, normalised ab
@@ -113,6 +115,7 @@ class Options:
     overwrite: bool = False
     temperature: float | None = None
     opset: int = 17
+    use_ema: bool = True
 
     @classmethod
     def from_config(cls, cfg) -> "Options":
@@ -131,6 +134,7 @@ class Options:
             overwrite=bool_option("overwrite", cfg.overwrite),
             temperature=temperature_option(cfg.get("temperature")),
             opset=int_option("opset", cfg.opset, 7),
+            use_ema=bool_option("use_ema", cfg.get("use_ema", True)),
         )
 
 
@@ -197,6 +201,8 @@ def metadata(recipe, ckpt: dict, source: Path) -> dict[str, str]:
         "stride": str(net_stride(recipe)),
         "padding": "inside the graph: reflected at the bottom/right to a multiple of stride, cropped back",
         "source": source.name,
+        # Which weights the graph holds: colorize cannot choose once they are inside.
+        "weights": "EMA (the generators' exponential moving average)" if getattr(recipe, "uses_ema", False) else "raw",
     }
     if ckpt.get("global_step") is not None:
         meta["global_step"] = str(ckpt["global_step"])
@@ -419,7 +425,7 @@ def export(options: Options, say=print) -> str:
     if options.format == "onnx":
         _needs_onnx()
     source = run_checkpoint(options.ckpt, say)
-    recipe, ckpt = load_model(source, "cpu", exported=False)
+    recipe, ckpt = load_model(source, "cpu", exported=False, use_ema=options.use_ema)
     apply_temperature(recipe, options.temperature)
     graph = ColorizeGraph(recipe).eval()
     name = f"{recipe.name} ({', '.join(type(n).__name__ for n in recipe.generator_modules())})"
@@ -433,7 +439,8 @@ def export(options: Options, say=print) -> str:
     sizes = " and ".join("x".join(map(str, s[2:])) for s in CHECK_SHAPES)
     return (
         f"gancolor: exported {name} -> {options.output} ({options.format}, {len(data) / 1e6:.1f} MB"
-        f"{', inputs L and hints' if takes_hints(recipe) else ''}); "
+        f"{', inputs L and hints' if takes_hints(recipe) else ''}"
+        f"{', EMA weights (use_ema=false exports the raw ones)' if getattr(recipe, 'uses_ema', False) else ''}); "
         f"matches PyTorch {'exactly' if worst == 0 else f'to {worst:.1g}'} at {sizes}"
     )
 

@@ -17,7 +17,6 @@ the column. FID and KID compare with papers only over the TF-Inception weights
 from __future__ import annotations
 
 import os
-import pickle
 from pathlib import Path
 
 import torch
@@ -204,16 +203,12 @@ def read_state_dict(path: Path) -> dict[str, torch.Tensor]:
             state = load_file(str(path))
         else:
             state = torch.load(path, map_location="cpu", weights_only=True)
-    except pickle.UnpicklingError as exc:
-        if "GLOBAL" not in str(exc):  # not a torch file at all: corrupt, truncated, another format
-            raise MetricUnavailable(f"unavailable: cannot read weights {path}: not a torch weights file") from None
-        # weights_only=True met a class or function (GLOBAL): pickled objects, maybe code.
-        raise MetricUnavailable(
-            f"unavailable: refused {path}: it holds pickled objects other than tensors, which could run code "
-            "(read with torch.load(weights_only=True); give a plain state dict or .safetensors)"
-        ) from None
-    except Exception as exc:  # noqa: BLE001 - corrupt, truncated, wrong format
-        reason = str(exc).strip().splitlines()[0][:200] if str(exc).strip() else type(exc).__name__
+    except Exception as exc:  # noqa: BLE001 - corrupt, truncated, wrong format, pickled code
+        from gancolor.nets.weights import load_failure
+
+        reason = load_failure(exc, path)
+        if "could run code" in reason:
+            raise MetricUnavailable(f"unavailable: refused {path}: {reason}") from None
         raise MetricUnavailable(f"unavailable: cannot read weights {path}: {reason}") from None
     if isinstance(state, dict) and isinstance(state.get("state_dict"), dict):
         state = state["state_dict"]

@@ -53,6 +53,13 @@ def load_model(path: str | os.PathLike, device: str | torch.device = "cpu", expo
     if path.suffix.lower() == ".onnx":
         if not exported:
             raise CheckpointError(f"{path} is already an exported graph: export needs the checkpoint it came from")
+        if not use_ema:
+            # The graph holds the weights it was exported with (the EMA ones where its
+            # checkpoint had them); loading it anyway would ignore the option silently.
+            raise ConfigError(
+                f"use_ema=false: {path.name} is an exported graph with its weights inside; "
+                "export the checkpoint again with use_ema=false, or use the checkpoint itself"
+            )
         recipe = OnnxRecipe(path, device)
         return recipe, {"config": {"data": {"image_size": recipe.render_size}}}
     if _is_torchscript(path):
@@ -123,6 +130,9 @@ class OnnxRecipe(nn.Module):
         self.name = self.metadata.get("recipe", "onnx")
         self.stride = int(self.metadata.get("stride", 1))
         self.render_size = int(self.metadata.get("render_size", 256))
+        # Which weights the graph holds, as its checkpoint's recipe says (None: an export
+        # older than the "weights" metadata).
+        self.uses_ema = self.metadata["weights"].startswith("EMA") if "weights" in self.metadata else None
 
     @property
     def temperature(self) -> float:

@@ -19,7 +19,7 @@ from PIL import Image
 # name -> (column title, what it measures, better when): shown in the table head and legend.
 METRIC_INFO: dict[str, tuple[str, str, str]] = {
     "psnr": ("PSNR (dB)", "peak signal-to-noise ratio of output vs truth, sRGB in [0, 1], capped at 100 dB", "higher"),
-    "ssim": ("SSIM", "structural similarity (torchmetrics, 11x11 Gaussian window)", "higher"),
+    "ssim": ("SSIM", "structural similarity (kornia.metrics.ssim: 11x11 Gaussian window, sigma 1.5, on RGB in [0, 1], mean of the map)", "higher"),
     "mae": ("MAE", "mean absolute error, sRGB in [0, 1]", "lower"),
     "mse": ("MSE", "mean squared error, sRGB in [0, 1]", "lower"),
     "colorfulness": ("colourfulness", "Hasler & Suesstrunk (2003) M of the outputs (truth: colorfulness_true)", "closer to truth"),
@@ -174,7 +174,7 @@ th {{ background: #f4f4f4; }}
 td.na {{ color: #888; font-size: 85%; text-align: left; max-width: 18em; }}
 table.grid td {{ padding: 2px; border: none; }}
 table.grid th {{ background: none; border: none; text-align: center; }}
-th.cap {{ font-weight: normal; font-size: 85%; max-width: 12em; word-break: break-all; text-align: left; }}
+th.cap {{ font-weight: normal; font-size: 85%; min-width: 8em; max-width: 16em; overflow-wrap: break-word; text-align: left; }}
 img {{ display: block; }}
 </style></head><body>
 <h1>{escape(report.title)}</h1>

@@ -230,3 +230,40 @@ def test_classifier_mistakes_are_one_line_and_exit_2(case, message, mistakes, we
     line = one_error_line(capsys.readouterr().err)
     assert message in line, line
     assert not out.exists()
+
+
+def test_a_file_that_holds_no_weights_is_named_so_in_gancolor_words(class_folder, tmp_path, capsys):
+    """classifier.weights= a JPEG: one line, 'not a safetensors file or a torch state dict',
+    never torch's advice to load with weights_only=False (which would let a file run code),
+    nor a sentence cut in half. The other weights loaders say it alike."""
+    from gancolor.checkpoint import load_checkpoint
+    from gancolor.errors import CheckpointError
+    from gancolor.metrics import MetricUnavailable
+    from gancolor.metrics import read_state_dict as metric_weights
+    from gancolor.nets.weights import read_state_dict as net_weights
+
+    photo = tmp_path / "photo.jpg"
+    Image.fromarray(np.full((8, 8, 3), 90, np.uint8)).save(photo)
+    with pytest.raises(SystemExit) as exit_:
+        main([f"ckpt={tiny_checkpoint(tmp_path / 'g.pt')}", f"output={tmp_path / 'eval'}", f"data.root={class_folder}",
+              f"classifier={CLASSIFIER}", f"classifier.weights={photo}", *CLASSIFIER_INPUT, *QUIET])
+    line = one_error_line(capsys.readouterr().err)
+    assert exit_.value.code == 2
+    assert line.endswith(f"classifier.weights: cannot read {photo}: not a safetensors file or a torch state dict"), line
+
+    good = tmp_path / "good.pt"
+    torch.save({"w": torch.zeros(3)}, good)
+    truncated = tmp_path / "truncated.pt"
+    truncated.write_bytes(good.read_bytes()[:200])
+    disguised = tmp_path / "photo.safetensors"
+    disguised.write_bytes(photo.read_bytes())
+    for path in (photo, truncated, disguised):
+        messages = []
+        for load, error in ((net_weights, CheckpointError), (metric_weights, MetricUnavailable), (load_checkpoint, CheckpointError)):
+            with pytest.raises(error) as info:
+                load(path)
+            messages.append(str(info.value))
+        assert all("weights_only" not in m and "\n" not in m for m in messages), messages
+        assert all("not a safetensors file or a torch state dict" in m for m in messages[:2]), messages
+        if path == truncated:
+            assert messages[2].endswith("not a PyTorch checkpoint file (a truncated or damaged one?)"), messages

@@ -683,3 +683,56 @@ def test_the_cpu_twin_colours_as_the_original(ckpt, colorizer):
     assert all(p.device.type == "cpu" for p in twin.recipe.parameters())
     gray = texture(30, 40)
     np.testing.assert_array_equal(twin(gray), colorizer(gray))
+
+
+def test_output_in_place_of_the_input_folder_is_refused_in_one_line(tmp_path, ckpt, capsys, monkeypatch):
+    """output= the input folder (or a folder holding it) would pass every input over as an
+    earlier result: said as such, not as 'no image files'."""
+    (tmp_path / "t2" / "sub").mkdir(parents=True)
+    Image.fromarray(texture(16, 16)).save(tmp_path / "t2" / "sub" / "a.png")
+    monkeypatch.chdir(tmp_path)
+    for args, message in (
+        (["input=t2/", "output=t2/"], "output=t2 is the input folder: choose another folder for the results"),
+        (["input=t2/sub", "output=t2"], "output=t2 is a folder that holds the input folder t2/sub: choose another folder"),
+        (["input=t2/**/*.png", "output=t2"], "output=t2 holds every file t2/**/*.png matches: choose another folder"),
+    ):
+        with pytest.raises(SystemExit) as info:
+            colorize(ckpt, *args)
+        lines = [line for line in capsys.readouterr().err.splitlines() if line.strip()]
+        assert info.value.code == 2 and len(lines) == 1 and message in lines[0], lines
+    assert sorted(p.name for p in (tmp_path / "t2").rglob("*")) == ["a.png", "sub"]
+    assert colorize(ckpt, "input=t2/sub", "output=t2/out") == 0  # a new folder beside the photos is fine
+
+
+def test_output_ext_that_disagrees_with_a_named_output_file_is_refused(tmp_path, ckpt, capsys):
+    """With output=x.jpg the name decides the format: output_ext=png beside it was silently
+    ignored, so it is refused; output_ext naming the same format is fine. The alpha note
+    of a named output says what keeps alpha there (its name), not output_ext."""
+    Image.fromarray(np.dstack([colour(20, 30), np.full((20, 30), 200, np.uint8)])).save(tmp_path / "a.png")
+    with pytest.raises(SystemExit) as info:
+        colorize(ckpt, f"input={tmp_path / 'a.png'}", f"output={tmp_path / 'x.jpg'}", "output_ext=png")
+    lines = [line for line in capsys.readouterr().err.splitlines() if line.strip()]
+    assert info.value.code == 2 and len(lines) == 1
+    assert "output_ext=png but output names a .jpg file: name it x.png, or leave output_ext out" in lines[0]
+    assert not (tmp_path / "x.jpg").exists()
+    assert colorize(ckpt, f"input={tmp_path / 'a.png'}", f"output={tmp_path / 'x.jpeg'}", "output_ext=jpg") == 0
+    err = capsys.readouterr().err
+    assert "alpha dropped (JPEG has none; an output named .png keeps it)" in err and "output_ext=" not in err
+    with Image.open(tmp_path / "x.jpeg") as image:
+        assert image.format == "JPEG"
+
+
+def test_pillows_decompression_bomb_warning_stays_quiet_under_max_pixels(tmp_path, ckpt, monkeypatch):
+    """Photos over Pillow's own limit (89.5 MP; lowered here to keep the photo small) but
+    under max_pixels: gancolor's limit decides, and Pillow's warning, raised when the
+    folder's files are first opened, never reaches the terminal."""
+    import warnings
+
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 1000)
+    (tmp_path / "in").mkdir()
+    Image.fromarray(texture(40, 48)).save(tmp_path / "in" / "big.png")  # 1920 px: Pillow warns, short of refusing
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        assert colorize(ckpt, f"input={tmp_path / 'in'}", f"output={tmp_path / 'out'}") == 0
+    assert not [w for w in caught if issubclass(w.category, Image.DecompressionBombWarning)], [str(w.message) for w in caught]
+    assert (tmp_path / "out" / "big.png").is_file()

@@ -209,3 +209,41 @@ def test_a_folder_holding_a_training_split_is_scored_whole_with_a_note(ckpts, tm
     assert main([*args, f"data.root={tmp_path / 'set' / 'val'}", f"output={tmp_path / 'val'}"]) == 0
     assert "holds train/" not in capsys.readouterr().err
     assert json.loads((tmp_path / "val" / "metrics.json").read_text())["num_images"] == 1
+
+
+def test_metrics_json_and_the_report_record_the_decoding_settings(ckpts, photos, tmp_path, capsys):
+    """use_ema, temperature and render_size are in metrics.json (as asked, and what each
+    checkpoint ran with) and in the report's notes: two runs that differ only in them
+    must be told apart from their files."""
+    out = tmp_path / "eval"
+    assert main([f"ckpt={ckpts[0]}", f"data.root={photos}", f"output={out}", "data.max_images=1", "num_samples=1",
+                 "progress_bar=false", "use_ema=false", "render_size=40"]) == 0
+    report = json.loads((out / "metrics.json").read_text())
+    assert (report["use_ema"], report["temperature"], report["render_size"]) == (False, None, 40)
+    entry = report["checkpoints"][0]
+    assert (entry["uses_ema"], entry["temperature"], entry["render_size"]) == (False, None, 40)
+    html = (out / "report.html").read_text()
+    assert "Settings: use_ema=false (EMA weights for 0 of 1 checkpoint(s)), render_size=40, precision=32." in html
+
+    assert main([f"ckpt={ckpts[0]}", f"data.root={photos}", f"output={out}", "data.max_images=1", "num_samples=1",
+                 "progress_bar=false"]) == 0
+    report = json.loads((out / "metrics.json").read_text())
+    assert (report["use_ema"], report["render_size"], report["checkpoints"][0]["render_size"]) == (True, None, RENDER)
+    assert f"render_size=each checkpoint&#x27;s training resolution ({RENDER})" in (out / "report.html").read_text()
+
+
+def test_the_report_says_which_ssim_and_keeps_file_names_readable():
+    """The SSIM legend names what metrics.ssim runs (kornia's), not torchmetrics; the sample
+    grid's file names wrap between words where they must, never a character or two a line
+    (break-all in a column the images squeezed), and keep a readable minimum width."""
+    import re
+
+    from gancolor.report import Report, render
+
+    photo = np.zeros((8, 8, 3), np.uint8)
+    html = render(Report(title="t", columns=["ssim"], rows=[("a.pt", {"ssim": 0.5})], grid_header=["gray", "output", "truth"],
+                         grid=[("holiday 2019/a very long file name.jpg", [photo, photo, photo])]))
+    assert "kornia.metrics.ssim: 11x11 Gaussian window, sigma 1.5" in html and "torchmetrics" not in html
+    caption_style = re.search(r"th\.cap \{([^}]*)\}", html).group(1)
+    assert "break-all" not in caption_style and "min-width: 8em" in caption_style
+    assert '<th class="cap">holiday 2019/a very long file name.jpg</th>' in html

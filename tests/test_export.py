@@ -196,3 +196,38 @@ def test_colorize_refuses_what_it_must_not_run(exported, tmp_path, capsys, photo
             colorize.main([*args, f"input={photo}", f"output={tmp_path / 'out'}"])
         assert info.value.code == 2 and message in one_error(capsys), args
     assert not (tmp_path / "out").exists()
+
+
+def test_an_export_says_it_holds_ema_weights_and_onnx_refuses_use_ema_false(ckpt, tmp_path, capsys, photos, one_thread):
+    """An export holds one set of weights (the EMA ones where the checkpoint has them):
+    use_ema=false given with it would be silently ignored, so it is refused, in one line,
+    by colorize, evaluate and the app; export itself takes use_ema=false for raw weights."""
+    from gancolor import evaluate
+    from gancolor.app import load_app
+    from gancolor.checkpoint import atomic_save, load_checkpoint
+    from gancolor.errors import ConfigError
+
+    state = load_checkpoint(ckpt)
+    state["ema"] = {"generator": {k.removeprefix("generator."): v + 0.01 if v.is_floating_point() else v
+                                  for k, v in state["nets"].items() if k.startswith("generator.")}}
+    with_ema = atomic_save(state, tmp_path / "ema.pt")
+    lines = {}
+    for flag in ("true", "false"):
+        assert export.main([f"ckpt={with_ema}", f"output={tmp_path / f'{flag}.onnx'}", f"use_ema={flag}"]) == 0
+        lines[flag] = capsys.readouterr().out
+    assert "EMA weights" in lines["true"] and "EMA" not in lines["false"]
+    assert (tmp_path / "true.onnx").read_bytes() != (tmp_path / "false.onnx").read_bytes()
+    assert "EMA weights" not in (export.main([f"ckpt={ckpt}", f"output={tmp_path / 'plain.onnx'}"]), capsys.readouterr().out)[1]
+
+    onnx_file = tmp_path / "true.onnx"
+    photo = photo_file(tmp_path / "in", photos)
+    message = "use_ema=false: true.onnx is an exported graph with its weights inside"
+    with pytest.raises(SystemExit) as info:
+        colorize.main([f"ckpt={onnx_file}", f"input={photo}", f"output={tmp_path / 'out'}", "use_ema=false"])
+    assert info.value.code == 2 and message in one_error(capsys)
+    with pytest.raises(SystemExit) as info:
+        evaluate.main([f"ckpt={onnx_file}", f"data.root={photo.parent}", f"output={tmp_path / 'eval'}", "use_ema=false"])
+    assert info.value.code == 2 and message in one_error(capsys)
+    with pytest.raises(ConfigError, match="use_ema=false"):
+        load_app(onnx_file, tmp_path / "app", device="cpu", use_ema=False)
+    assert not (tmp_path / "out").exists() and not (tmp_path / "eval").exists()

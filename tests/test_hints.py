@@ -256,3 +256,38 @@ def test_evaluate_reports_metrics_against_hints_sampled_from_the_truth(trained, 
         assert exit_info.value.code == 2
         errors = [line for line in capsys.readouterr().err.splitlines() if line.startswith("gancolor: error")]
         assert len(errors) == 1 and message in errors[0], errors
+
+
+def test_a_bad_file_in_a_hints_folder_skips_only_its_photo(tmp_path, capsys, one_thread):
+    """colorize over a folder with hints=FOLDER: a hints file that is not JSON, or whose
+    point lies off its photo, is that photo's failure (one line, counted in the summary,
+    exit 2 as for any skipped input); the photos before and after it are still done."""
+    _, ckpt = trained_hints_model(tmp_path / "hints.pt", steps=0)  # untrained: only the plumbing matters
+    gray = color.float_to_uint8(halves(np.random.default_rng(1), 1, 40, 30, ab=np.zeros((1, 2, 2))))[0].permute(1, 2, 0).numpy()
+    (tmp_path / "in").mkdir()
+    (tmp_path / "hint_files").mkdir()
+    for name in ("a", "b", "c", "d"):
+        Image.fromarray(gray).save(tmp_path / "in" / f"{name}.png")
+    (tmp_path / "hint_files" / "a.json").write_text(json.dumps([{"x": 3, "y": 4, "color": "#ff0000"}]))
+    (tmp_path / "hint_files" / "b.json").write_text("{not json")
+    (tmp_path / "hint_files" / "c.json").write_text(json.dumps([{"x": 300, "y": 4, "color": "#ff0000"}]))
+    capsys.readouterr()
+    code = colorize_main([f"ckpt={ckpt}", f"input={tmp_path / 'in'}", f"output={tmp_path / 'out'}",
+                          f"hints={tmp_path / 'hint_files'}", "progress_bar=false"])
+    out, err = capsys.readouterr()
+    assert code == 2
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["a.png", "d.png"]
+    skipped = [line for line in err.splitlines() if line.startswith("gancolor: skipped")]
+    assert len(skipped) == 2, err
+    assert skipped[0].startswith(f"gancolor: skipped {tmp_path / 'in' / 'b.png'}: hints: cannot read {tmp_path / 'hint_files' / 'b.json'}")
+    assert skipped[1].startswith(f"gancolor: skipped {tmp_path / 'in' / 'c.png'}: {tmp_path / 'hint_files' / 'c.json'}: point 0")
+    assert "outside the 30x40 image" in skipped[1]
+    assert "2 colourised" in out and "2 files skipped: 2 bad hints" in out
+
+    # One photo and one hints file: still a bad argument, one line, before any output.
+    with pytest.raises(SystemExit) as info:
+        colorize_main([f"ckpt={ckpt}", f"input={tmp_path / 'in' / 'b.png'}", f"output={tmp_path / 'one.png'}",
+                       f"hints={tmp_path / 'hint_files' / 'b.json'}", "progress_bar=false"])
+    errors = [line for line in capsys.readouterr().err.splitlines() if line.strip()]
+    assert info.value.code == 2 and len(errors) == 1 and "cannot read" in errors[0], errors
+    assert not (tmp_path / "one.png").exists()

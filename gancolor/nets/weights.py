@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import logging
 import os
+import pickle
 import re
 from pathlib import Path
 from urllib.parse import urlparse
@@ -35,6 +36,26 @@ GANCOLOR_ENCODER_PREFIX = "generator.encoder."  # in a gancolor checkpoint's net
 HEAD_PREFIXES = ("fc.", "head.", "head_", "classifier.", "last_linear.", "pre_logits.")
 
 
+NOT_WEIGHTS = "not a safetensors file or a torch state dict"
+
+
+def load_failure(exc: BaseException, file: Path) -> str:
+    """Why torch.load(weights_only=True) or safetensors could not read `file`, in words
+    of gancolor's: torch's own messages run to several sentences and advise
+    weights_only=False, which would let the file run code (and cut to one line, they
+    stop mid-sentence)."""
+    text = str(exc)
+    if "GLOBAL" in text or "Unsupported global" in text:
+        # weights_only=True met a class or function: pickled objects, maybe code.
+        return "it holds pickled objects other than tensors, which could run code: give a plain state dict or .safetensors"
+    if file.suffix.lower() == ".safetensors" or isinstance(exc, pickle.UnpicklingError) or "Weights only load failed" in text:
+        return NOT_WEIGHTS
+    if "PytorchStreamReader" in text or "zip archive" in text or isinstance(exc, EOFError):
+        return f"{NOT_WEIGHTS} (a truncated or damaged one?)"
+    first = " ".join(text.split()).split(". ")[0].rstrip(".")[:200]  # the first sentence, whole
+    return f"{NOT_WEIGHTS} ({first})" if first else NOT_WEIGHTS
+
+
 def read_state_dict(path: str | os.PathLike, where: str = "generator.encoder.weights") -> dict[str, torch.Tensor]:
     """The tensors of a weights file, flat {name: tensor}, on the CPU."""
     file = Path(path).expanduser()
@@ -48,8 +69,7 @@ def read_state_dict(path: str | os.PathLike, where: str = "generator.encoder.wei
         else:
             state = torch.load(file, map_location="cpu", weights_only=True)
     except Exception as exc:  # not a weights file, truncated, pickled code...
-        reason = " ".join(str(exc).split())[:200] or type(exc).__name__
-        raise CheckpointError(f"{where}: cannot read {file}: {reason}") from None
+        raise CheckpointError(f"{where}: cannot read {file}: {load_failure(exc, file)}") from None
     return _unwrap(state, file)
 
 
