@@ -40,6 +40,9 @@ from gancolor.validation import validate
 log = logging.getLogger("gancolor.trainer")
 
 PHASES = ("pretrain", "critic", "adversarial")
+# Why a run can have no validation images: a train/ + val/ layout splits by its folders,
+# any other by data.val_fraction.
+NO_VALIDATION_CAUSES = "an empty val/ folder beside train/, data.val_fraction=0, or too few photos"
 
 
 
@@ -354,11 +357,12 @@ class Trainer:
         if data.val_size:
             return True
         if self.lr_policy.name == "plateau":
-            raise ConfigError("trainer.lr_policy=plateau follows trainer.monitor, but there are no validation images "
-                              "(data.val_fraction=0, or too few photos): choose another trainer.lr_policy")
+            raise ConfigError(f"trainer.lr_policy=plateau follows trainer.monitor, but there are no validation images "
+                              f"({NO_VALIDATION_CAUSES}): choose another trainer.lr_policy")
         if self.is_main:
-            log.warning("no validation images (data.val_fraction=0, or too few photos): this run is not validated, so it "
-                        "logs no val/ metrics, writes no sample grids and no best.pt; checkpoints/last.pt is saved as usual")
+            log.warning("no validation images (%s): this run is not validated, so it "
+                        "logs no val/ metrics, writes no sample grids and no best.pt; checkpoints/last.pt is saved as usual",
+                        NO_VALIDATION_CAUSES)
         return False
 
     def reached_max_steps(self) -> bool:

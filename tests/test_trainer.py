@@ -301,7 +301,8 @@ def test_without_validation_images_a_run_trains_unvalidated_and_says_so_once(tmp
     with caplog.at_level(logging.WARNING, logger="gancolor.trainer"):
         trainer, logger = fit(tmp_path, data=TinyData(val=0), max_epochs=2, save_every_n_epochs=1)
     assert trainer.epoch == 2 and logger.val_rows() == []
-    assert len([r for r in caplog.records if "no validation images" in r.getMessage()]) == 1
+    said = [r.getMessage() for r in caplog.records if "no validation images" in r.getMessage()]
+    assert len(said) == 1 and "an empty val/ folder beside train/" in said[0]  # the layout's own cause too
     run = tmp_path / "run"
     assert (run / "checkpoints" / "last.pt").is_file() and not (run / "checkpoints" / "best.pt").exists()
     assert not list((run / "samples").iterdir())
