@@ -74,10 +74,11 @@ def prepare_run(overrides: list[str]):
     cfg = check_overrides(overrides)
     resume = last_value(overrides, "resume")
     if resume:
-        from gancolor.resume import check_resume_overrides, refuse_bad_resume
+        from gancolor.resume import refuse_bad_resume
 
-        check_resume_overrides(overrides)  # before Hydra rewrites the run's .hydra/ and train.log
-        refuse_bad_resume(overrides)  # limits that leave nothing to train, another number of processes
+        # Before Hydra rewrites the run's .hydra/ and train.log: overrides that would change the
+        # experiment, limits that leave nothing to train, another number of processes.
+        refuse_bad_resume(overrides)
     else:
         say(noops.warning([(cfg, overrides)]))
     run_dir = planned_dir(overrides, "hydra.run.dir", cfg)

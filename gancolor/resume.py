@@ -60,11 +60,23 @@ def override_key(override: str) -> str:
     return override.split("=", 1)[0].lstrip("+~")
 
 
-def check_resume_overrides(overrides: list[str]) -> None:
-    """Refuse a resume command line that changes more than RESUME_ALLOWED."""
+def check_resume_overrides(overrides: list[str], cfg: DictConfig | None = None, stored: dict | None = None) -> None:
+    """Refuse a resume command line that changes more than RESUME_ALLOWED. With the
+    composed `cfg` and the run's `stored` config, a key given the value the run already
+    has passes: it changes nothing (a command line copied from the run's own)."""
+    stored_cfg = OmegaConf.create(stored) if stored is not None else None
+
+    def unchanged(o: str) -> bool:
+        key = override_key(o)
+        if cfg is None or stored_cfg is None or o.startswith("~") or "=" not in o:
+            return False
+        missing = object()
+        old = OmegaConf.select(stored_cfg, key, default=missing)
+        return old is not missing and old == OmegaConf.select(cfg, key, default=None)
+
     refused = [
         o for o in overrides
-        if not any(override_key(o) == a or override_key(o).startswith(a + ".") for a in RESUME_ALLOWED)
+        if not any(override_key(o) == a or override_key(o).startswith(a + ".") for a in RESUME_ALLOWED) and not unchanged(o)
     ]
     if refused:
         raise ConfigError(
@@ -75,7 +87,7 @@ def check_resume_overrides(overrides: list[str]) -> None:
 
 def resume_config(cfg: DictConfig, stored: dict, overrides: list[str]) -> DictConfig:
     """The stored config of the run being resumed, with the allowed overrides applied."""
-    check_resume_overrides(overrides)
+    check_resume_overrides(overrides, cfg, stored)
     merged = OmegaConf.create(stored)
     for o in overrides:
         key = override_key(o)

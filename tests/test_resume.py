@@ -236,6 +236,11 @@ def test_resume_config_takes_the_stored_config_and_only_allowed_overrides():
     assert merged.trainer.max_steps == 8 and merged.trainer.keep_last == 2 and merged.logger.name == "new"
     with pytest.raises(ConfigError, match="cannot change model.lr=0.1, seed=9"):
         resume_config(composed, stored, ["model.lr=0.1", "seed=9"])
+    # The run's own value changes nothing: a command line copied from the run passes.
+    same = OmegaConf.create({**stored, "model": {"lr": 2e-4}, "seed": 1})
+    assert resume_config(same, stored, ["model.lr=0.0002", "seed=1"]).model.lr == 0.0002
+    with pytest.raises(ConfigError, match="cannot change seed=9$|cannot change seed=9 "):
+        resume_config(OmegaConf.create({**stored, "seed": 9}), stored, ["model.lr=0.0002", "seed=9"])
 
 
 def test_a_resume_must_leave_something_to_train_with_as_many_processes():
