@@ -185,7 +185,7 @@ def find_job_folders(sweep_dir: Path) -> list[Path]:
 
 
 def read_job(folder: Path, sweep_dir: Path, monitor: str, mode: str) -> dict:
-    override_list = [str(o) for o in (OmegaConf.load(folder / ".hydra" / "overrides.yaml") or [])]
+    override_list = [as_typed(str(o)) for o in (OmegaConf.load(folder / ".hydra" / "overrides.yaml") or [])]
     num = None
     hydra_yaml = folder / ".hydra" / "hydra.yaml"
     if hydra_yaml.is_file():
@@ -224,6 +224,13 @@ def read_job(folder: Path, sweep_dir: Path, monitor: str, mode: str) -> dict:
         "best": best,
         "status": status,
     }
+
+
+def as_typed(override: str) -> str:
+    """An override as the user types it: Hydra's sweeper writes a job's booleans the
+    Python way (trainer.progress_bar=False), which the command line would not parse."""
+    key, sep, value = override.partition("=")
+    return f"{key}={value.lower()}" if sep and value in ("True", "False") else override
 
 
 def varying_keys(overrides: list[dict[str, str]]) -> list[str]:

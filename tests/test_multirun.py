@@ -89,7 +89,9 @@ def test_summary_lists_every_job_with_its_final_and_best_metrics(tmp_path):
         {"step": 5, "val/psnr": 21.0, "val/ssim": 0.5, "epoch": 0},
         {"step": 10, "val/psnr": 20.0, "val/ssim": 0.6, "epoch": 1},
     ])
-    fake_job(tmp_path / "a" / "2_pix2pix", 2, ["model.lr=2e-4", "loss.gan_mode=vanilla"], [{"step": 3, "train/G/loss": 2.0}])
+    # Hydra's sweeper writes booleans as Python does; the table shows them as they are typed.
+    fake_job(tmp_path / "a" / "2_pix2pix", 2, ["model.lr=2e-4", "loss.gan_mode=vanilla", "trainer.progress_bar=False"],
+             [{"step": 3, "train/G/loss": 2.0}])
     fake_job(tmp_path / "b" / "3_cyclegan", 3, ["model.lr=2e-4", "loss.gan_mode=lsgan", "model=cyclegan"], None)
     (tmp_path / "a" / "10_pix2pix" / "metrics.jsonl").open("a").write('{"step": 11, "val/psn')  # killed mid-write
 
@@ -105,6 +107,8 @@ def test_summary_lists_every_job_with_its_final_and_best_metrics(tmp_path):
 
     md = md_path.read_text()
     assert "hinge\\|x" in md  # a pipe in a value does not break the table
+    assert "| false |" in md and "False" not in md
+    assert [r["trainer.progress_bar"] for r in rows] == ["false", "", ""]
     assert "Best val/psnr (max): 21, job 10" in md
 
 
