@@ -219,16 +219,13 @@ VALUE_RANGES = {
 
 def value_range_problem(cfg) -> str | None:
     """The first optimiser or loss number out of its range (VALUE_RANGES)."""
-    from omegaconf import DictConfig
+    from fnmatch import fnmatchcase
+
+    from omegaconf import OmegaConf
 
     for key in leaf_keys(cfg):
-        group, _, leaf = key.partition(".")
-        rule = VALUE_RANGES.get(key) or next(
-            (r for pattern, r in VALUE_RANGES.items() if pattern.endswith("*") and key.startswith(pattern[:-1])), None
-        )
-        if rule is None or not isinstance(cfg.get(group), DictConfig):
-            continue
-        value = cfg[group].get(leaf)
+        rule = next((r for pattern, r in VALUE_RANGES.items() if fnmatchcase(key, pattern)), None)
+        value = OmegaConf.select(cfg, key, default=None) if rule else None
         if isinstance(value, (int, float)) and not isinstance(value, bool) and not rule[0](value):
             return f"{key} must be {rule[1]}, got {value}"
     return None
