@@ -160,7 +160,7 @@ def render(report: Report) -> str:
         for caption, images in report.grid:
             cells = "".join(f'<td><img src="{_image_uri(img)}" alt="{escape(caption)}"></td>' for img in images)
             rows.append(f'<tr><th class="cap">{escape(caption)}</th>{cells}</tr>')
-        grid = f'<h2>Samples</h2><table class="grid"><tr><th></th>{header}</tr>{"".join(rows)}</table>'
+        grid = f'<h2>Samples</h2><div class="scroll"><table class="grid"><tr><th></th>{header}</tr>{"".join(rows)}</table></div>'
     notes = "".join(f"<li>{escape(n)}</li>" for n in report.notes)
     # Figure markup comes from line_chart / html_table, which escape every text they draw.
     figures = "".join(f"<figure><figcaption>{escape(caption)}</figcaption>{markup}</figure>" for caption, markup in report.figures)
@@ -176,9 +176,10 @@ table.grid td {{ padding: 2px; border: none; }}
 table.grid th {{ background: none; border: none; text-align: center; }}
 th.cap {{ font-weight: normal; font-size: 85%; min-width: 8em; max-width: 16em; overflow-wrap: break-word; text-align: left; }}
 img {{ display: block; }}
+.scroll {{ overflow-x: auto; max-width: 100%; }}  /* a wide table scrolls by itself, not the page */
 </style></head><body>
 <h1>{escape(report.title)}</h1>
-<table><tr><th>checkpoint</th>{head}</tr>{''.join(body)}</table>
+<div class="scroll"><table><tr><th>checkpoint</th>{head}</tr>{''.join(body)}</table></div>
 <ul>{legend}</ul>
 <ul>{notes}</ul>
 {figures}
