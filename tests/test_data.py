@@ -487,6 +487,22 @@ def test_aligned_pairs_share_crop_and_flip(tmp_path, direction):
     assert set(val) == {"rgb", "input_rgb", "path"}
 
 
+def test_aligned_warns_once_when_given_ordinary_photos(tmp_path, caplog):
+    # Landscape photos read as A|B have portrait halves; pix2pix's A|B files have square ones.
+    for name in ("coffee", "rocket", "chelsea"):
+        _save(_half(getattr(skdata, name)()), tmp_path / "photos" / f"{name}.png")
+    square = _half(skdata.astronaut())
+    _save(np.concatenate([_gray_twin(square), square], axis=1), tmp_path / "pairs" / "astronaut.png")
+    with caplog.at_level(logging.WARNING, logger="gancolor.data"):
+        AlignedDataModule(tmp_path / "photos", image_size=32, num_workers=0, val_fraction=0).setup()
+    warnings = [r.getMessage() for r in caplog.records if "side by side" in r.getMessage()]
+    assert len(warnings) == 1 and "3 of 3 files" in warnings[0] and "use data=folder" in warnings[0], warnings
+    caplog.clear()
+    with caplog.at_level(logging.WARNING, logger="gancolor.data"):
+        AlignedDataModule(tmp_path / "pairs", image_size=32, num_workers=0, val_fraction=0).setup()
+    assert not [r for r in caplog.records if "side by side" in r.getMessage()]
+
+
 def test_aligned_dataset_rejects_unknown_direction():
     with pytest.raises(ConfigError, match="^data.direction: .*'sideways'$"):
         AlignedDataset([], None, direction="sideways")
