@@ -24,6 +24,8 @@ Options (key=value; defaults in conf/colorize.yaml):
   progress_bar=true
   temperature=T       model=cic only: annealed-mean temperature (lower: more vivid; 0: the mode)
   use_ema=true        the generators' EMA weights where the checkpoint has them (model.ema_decay); false: raw
+  tta=none            flip: also run the photo mirrored and average the two (twice the net's time;
+                      higher PSNR/SSIM, a little less colour: BENCHMARKS.md, Quality)
   hints=PATH          a hints model only (experiment=pix2pix_hints): a .json list of
                       {"x": .., "y": .., "color": "#rrggbb"} in the photo's pixels, or a scribble
                       .png of its size (non-transparent pixels are hints); for a folder of inputs,
@@ -87,6 +89,7 @@ from gancolor.options import (
     int_option,
     int_or_auto_option,
     temperature_option,
+    tta_option,
 )
 
 # Output formats by extension; the first extension of each format is what output_ext
@@ -130,6 +133,7 @@ class Options:
     progress_bar: bool = True
     temperature: float | None = None
     use_ema: bool = True
+    tta: str = "none"
     hints: Path | None = None  # a hints file (one input) or a folder of them, matched by name
 
     @classmethod
@@ -160,6 +164,7 @@ class Options:
             progress_bar=bool_option("progress_bar", cfg.progress_bar),
             temperature=temperature_option(cfg.get("temperature")),
             use_ema=bool_option("use_ema", cfg.get("use_ema", True)),
+            tta=tta_option(cfg.get("tta", "none")),
             hints=None if cfg.get("hints") is None else Path(str(cfg.hints)).expanduser(),
         )
 
@@ -398,7 +403,7 @@ def run(options: Options, log=None) -> Tally:
     apply_temperature(recipe, options.temperature)
     check_hints_option(options, jobs, recipe)
     render_size = options.render_size or trained_size(ckpt)
-    colorizer = Colorizer(recipe, render_size, device, options.precision)
+    colorizer = Colorizer(recipe, render_size, device, options.precision, options.tta)
     try:
         tally = process(jobs, colorizer, options, log)
     finally:

@@ -34,7 +34,8 @@ data.max_images=N, output=DIR, num_samples=8, render_size=N, device=auto,
 precision=32|bf16, lpips.weights=auto|PATH|null, lpips.net=alex|vgg|squeeze,
 fid.weights=auto|PATH|null, fid.force=false, kid.subsets=100, kid.subset_size=1000,
 progress_bar=true, use_ema=true (the generators' EMA
-weights where a checkpoint has them; false: the raw weights).
+weights where a checkpoint has them; false: the raw weights), tta=none|flip (flip: each
+photo also mirrored, the two predictions averaged, as colorize's tta).
 
 Colourise-then-classify (gancolor.classify): with classifier=NAME (a timm model) and
 classifier.weights=PATH, data.root in class-folder layout (DIR/<class>/<images>), the
@@ -74,7 +75,7 @@ from gancolor.colorize import apply_temperature
 from gancolor.commandline import compose_command
 from gancolor.config_check import folder_problem
 from gancolor.errors import ConfigError, DataError, UserError, fail
-from gancolor.options import bool_option, int_option, temperature_option
+from gancolor.options import bool_option, int_option, temperature_option, tta_option
 
 COLUMNS = [
     "psnr", "ssim", "mae", "mse", "colorfulness", "colorfulness_true", "colorfulness_ratio",
@@ -111,6 +112,7 @@ class Options:
     temperature: float | None = None
     classifier: ClassifierOptions | None = None  # colourise-then-classify (gancolor.classify)
     use_ema: bool = True
+    tta: str = "none"
     hint_points: list[int] | None = None  # hints checkpoints: also colourise with N hints sampled from the truth, each N
     hint_locations: str = "uniform"
     hint_seed: int = 0
@@ -156,6 +158,7 @@ class Options:
             temperature=temperature_option(cfg.get("temperature")),
             classifier=ClassifierOptions.from_config(cfg.get("classifier")),
             use_ema=bool_option("use_ema", cfg.get("use_ema", True)),
+            tta=tta_option(cfg.get("tta", "none")),
             **hint_options(cfg.get("hints")),
         )
 
@@ -436,7 +439,7 @@ def evaluate(options: Options, say=print) -> dict:
         render_size = options.render_size or trained_size(ckpt)
         if options.hint_points and not takes_hints(recipe):
             raise ConfigError(f"hints.points: {ckpt_path} {TRAINED_WITHOUT_HINTS}; or evaluate it without hints.points")
-        colorizer = Colorizer(recipe, render_size, device, options.precision)
+        colorizer = Colorizer(recipe, render_size, device, options.precision, options.tta)
         per_image: dict[str, list[torch.Tensor]] = defaultdict(list)
         rows, shown, lpips_values = [], [], []
         started = time.perf_counter()
@@ -513,6 +516,7 @@ def evaluate(options: Options, say=print) -> dict:
         "device": str(device),
         "precision": options.precision,
         "use_ema": options.use_ema,
+        "tta": options.tta,
         "temperature": options.temperature,  # null: each checkpoint's own (see checkpoints[].temperature)
         "render_size": options.render_size,  # null: each checkpoint's training resolution (checkpoints[].render_size)
         "skipped": skipped,
@@ -677,7 +681,7 @@ def _settings_note(options: Options, results: list[dict]) -> str:
         parts.append(f"temperature={options.temperature:g}")
     elif temperatures:
         parts.append(f"temperature=the checkpoint's ({', '.join(f'{t:g}' for t in dict.fromkeys(temperatures))})")
-    return f"Settings: {', '.join(parts)}, precision={options.precision}."
+    return f"Settings: {', '.join(parts)}, tta={options.tta}, precision={options.precision}."
 
 
 def _write_json(data: dict, path: Path) -> None:

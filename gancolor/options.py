@@ -66,3 +66,15 @@ def temperature_option(value) -> float | None:
     if temperature < 0:
         raise ConfigError(f"temperature must be >= 0, got {temperature}")
     return temperature
+
+
+TTA_MODES = ("none", "flip")
+
+
+def tta_option(value) -> str:
+    """Test-time augmentation: none, or flip (the net also sees the photo mirrored
+    left-right, and the two predictions are averaged: twice the net's time)."""
+    mode = str(value).lower() if isinstance(value, str) else value
+    if mode not in TTA_MODES:
+        raise ConfigError(f"tta must be one of {', '.join(TTA_MODES)}, got {value!r}")
+    return mode

@@ -414,6 +414,7 @@ def test_interrupted_write_leaves_no_partial_file(tmp_path, ckpt, monkeypatch):
         (["ckpt=c.pt", "input=x", "output=y", "quality=101"], "quality must be 1..100"),
         (["ckpt=c.pt", "input=x", "output=y", "render_size=0"], "render_size must be >= 1"),
         (["ckpt=c.pt", "input=x", "output=y", "precision=fp8"], "precision must be 32 or bf16"),
+        (["ckpt=c.pt", "input=x", "output=y", "tta=rotate"], "tta must be one of none, flip, got 'rotate'"),
         (["input"], "expected key=value"),
     ],
 )
@@ -673,6 +674,36 @@ def test_evaluate_never_scores_an_image_it_could_not_colourise(tmp_path, ckpt, c
     err = [line for line in capsys.readouterr().err.splitlines() if line.startswith("gancolor: error")]
     assert err == ["gancolor: error: out of memory colourising a.png, even on the CPU: lower data.image_size"]
     assert not (tmp_path / "eval").exists()
+
+
+def test_flip_tta_colours_a_mirrored_photo_as_the_mirror_of_its_colours(colorizer):
+    """tta=flip averages the net's prediction with its prediction of the mirrored photo,
+    mirrored back: so the mirrored photo gets the mirrored colours, which the net alone
+    (random weights here, like any net's left-right biases) does not give. (A width
+    whose frame is padded alike on both sides; otherwise the two views differ by a pixel's
+    shift and the symmetry is approximate.)"""
+    flip = Colorizer(colorizer.recipe, RENDER, tta="flip")
+    gray = texture(40, 48, seed=3)
+
+    def ab(c: Colorizer, pixels: np.ndarray) -> torch.Tensor:
+        return c.predict([c.prepare(np.ascontiguousarray(pixels)).small])[0]
+
+    def asymmetry(c: Colorizer) -> float:
+        return float((ab(c, gray) - ab(c, gray[:, ::-1]).flip(-1)).abs().mean() / ab(c, gray).abs().mean())
+
+    assert asymmetry(colorizer) > 0.05
+    assert asymmetry(flip) < 1e-6
+    average = (ab(colorizer, gray) + ab(colorizer, gray[:, ::-1]).flip(-1)) / 2
+    torch.testing.assert_close(ab(flip, gray), average, atol=1e-6, rtol=0)
+
+
+def test_flip_tta_from_the_command_line(tmp_path, ckpt):
+    Image.fromarray(texture(40, 48, seed=3)).save(tmp_path / "a.png")
+    assert colorize(ckpt, f"input={tmp_path / 'a.png'}", f"output={tmp_path / 'plain.png'}") == 0
+    assert colorize(ckpt, f"input={tmp_path / 'a.png'}", f"output={tmp_path / 'flip.png'}", "tta=flip") == 0
+    plain, flipped = (np.asarray(Image.open(tmp_path / name)) for name in ("plain.png", "flip.png"))
+    assert plain.shape == flipped.shape == (40, 48, 3)
+    assert np.abs(plain.astype(int) - flipped.astype(int)).max() >= 1  # the tiny random net's colours are faint
 
 
 def test_the_cpu_twin_colours_as_the_original(ckpt, colorizer):

@@ -219,16 +219,17 @@ def test_metrics_json_and_the_report_record_the_decoding_settings(ckpts, photos,
     assert main([f"ckpt={ckpts[0]}", f"data.root={photos}", f"output={out}", "data.max_images=1", "num_samples=1",
                  "progress_bar=false", "use_ema=false", "render_size=40"]) == 0
     report = json.loads((out / "metrics.json").read_text())
-    assert (report["use_ema"], report["temperature"], report["render_size"]) == (False, None, 40)
+    assert (report["use_ema"], report["temperature"], report["render_size"], report["tta"]) == (False, None, 40, "none")
     entry = report["checkpoints"][0]
     assert (entry["uses_ema"], entry["temperature"], entry["render_size"]) == (False, None, 40)
     html = (out / "report.html").read_text()
-    assert "Settings: use_ema=false (EMA weights for 0 of 1 checkpoint(s)), render_size=40, precision=32." in html
+    assert "Settings: use_ema=false (EMA weights for 0 of 1 checkpoint(s)), render_size=40, tta=none, precision=32." in html
 
     assert main([f"ckpt={ckpts[0]}", f"data.root={photos}", f"output={out}", "data.max_images=1", "num_samples=1",
-                 "progress_bar=false"]) == 0
+                 "progress_bar=false", "tta=flip"]) == 0
     report = json.loads((out / "metrics.json").read_text())
     assert (report["use_ema"], report["render_size"], report["checkpoints"][0]["render_size"]) == (True, None, RENDER)
+    assert report["tta"] == "flip" and ", tta=flip, " in (out / "report.html").read_text()
     assert f"render_size=each checkpoint&#x27;s training resolution ({RENDER})" in (out / "report.html").read_text()
 
 
