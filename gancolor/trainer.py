@@ -383,8 +383,10 @@ class Trainer:
             batches = iter(loader)
         bar = tqdm(batches, desc=f"{phase} {epoch + 1}/{self.max_epochs}", initial=self.batch_in_epoch, total=total,
                    disable=not self.progress_bar, leave=False, dynamic_ncols=True)
+        stepping = False
         try:
             for raw in self.timed(bar):
+                stepping = True
                 batch = self.data.device_batch(raw, self.device)
                 if self.channels_last:
                     batch = {k: v.contiguous(memory_format=torch.channels_last) if v.dim() == 4 else v for k, v in batch.items()}
@@ -395,6 +397,7 @@ class Trainer:
                 images += len(raw["path"])
                 self.global_step += 1
                 self.batch_in_epoch += 1
+                stepping = False
                 log_step = self.global_step % self.log_every_n_steps == 0
                 if log_step:
                     means = self.flush_logs(epoch, phase, images, tick)
@@ -412,9 +415,13 @@ class Trainer:
                 if self.save_every_n_steps and self.global_step % self.save_every_n_steps == 0 and self.batch_in_epoch < total:
                     self.save(phase)
         except Exception:
-            # Ctrl-C also reaches DataLoader workers, which then die: the next fetch
-            # fails. With a stop requested that is expected; save instead of crashing.
-            if self.stop_signal is None:
+            # A fetch failing once a stop is requested (a loader worker that died of the
+            # signal all the same; datamodule.init_worker has them ignore it) ends the
+            # epoch where the last step did: save instead of crashing.
+            # An error inside a step is raised whatever: saving then would store half a
+            # step (a forward's BatchNorm statistics, one net stepped and not the other),
+            # and the last checkpoint is the state to resume from.
+            if self.stop_signal is None or stepping:
                 raise
             return False
         finally:

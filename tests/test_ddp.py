@@ -31,12 +31,14 @@ TINY = [
     "trainer.num_samples=1",
     "logger=none",
     "model.ema_decay=0.9",  # the generator's average is of the plain net, on every rank alike
+    "data.num_workers=1",  # loader processes in each rank's process group, as a real run has
 ]
 
 
 def torchrun(args: list[str], cwd: Path, cache: Path, preempt: bool = False) -> subprocess.CompletedProcess:
-    """torchrun with 2 processes; `preempt`: SIGTERM to both workers, as a cluster sends
-    it, once the run has logged a step."""
+    """torchrun with 2 processes; `preempt`: SIGTERM to both workers' process groups
+    (each rank and its DataLoader processes), as torchrun passes on a cluster's SIGTERM,
+    once the run has logged a step."""
     env = {**gancolor_env(cache), "OMP_NUM_THREADS": "1"}
     command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", "-m", "gancolor", *args]
     process = subprocess.Popen(command, cwd=cwd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
@@ -49,7 +51,7 @@ def torchrun(args: list[str], cwd: Path, cache: Path, preempt: bool = False) -> 
         workers = subprocess.run(["pgrep", "-P", str(process.pid)], capture_output=True, text=True).stdout.split()
         assert len(workers) == 2, workers
         for pid in workers:
-            os.kill(int(pid), signal.SIGTERM)
+            os.killpg(os.getpgid(int(pid)), signal.SIGTERM)
     stdout, stderr = process.communicate(timeout=300)
     return subprocess.CompletedProcess(command, process.returncode, stdout, stderr)
 

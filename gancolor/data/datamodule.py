@@ -21,6 +21,7 @@ import logging
 import math
 import os
 import random
+import signal
 import tempfile
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -56,6 +57,22 @@ def lab_batch(batch: dict[str, Any], device: torch.device | str | None = None) -
     if PAIRED_TARGET in batch:
         L = color.batch_to_lab(batch[PAIRED_TARGET], device)[0]
     return L, ab
+
+
+def init_worker(worker_id: int) -> None:
+    """DataLoader worker_init_fn: stop signals are the training process's to handle,
+    then `seed_worker`.
+
+    Ctrl-C and a scheduler's or torchrun's SIGTERM reach the whole process group, loader
+    workers included. A worker killed by one makes torch raise in the training process
+    from its SIGCHLD handler, at any point of a step: the run then crashed, or saved a
+    half-done step (a generator forward's BatchNorm statistics without its optimiser
+    step), and its resume was not exact. Ignoring them here, the trainer finishes the
+    step, saves, and the loader ends its workers itself.
+    """
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    seed_worker(worker_id)
 
 
 def seed_worker(worker_id: int) -> None:
@@ -255,7 +272,7 @@ class FolderDataModule:
             "num_workers": workers,
             "pin_memory": torch.cuda.is_available(),
             "persistent_workers": workers > 0,
-            "worker_init_fn": seed_worker if workers > 0 else None,
+            "worker_init_fn": init_worker if workers > 0 else None,
             **({"prefetch_factor": self.prefetch_factor} if workers > 0 else {}),
         }
 
