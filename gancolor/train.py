@@ -152,12 +152,20 @@ def train_job(cfg: DictConfig) -> float | None:
 
 
 def quiet_secondary_rank() -> None:
-    """Ranks other than 0 keep warnings on the console and write nothing to train.log."""
+    """Ranks other than 0 write nothing to train.log, and keep on the console only
+    errors and other libraries' warnings: gancolor's own warnings (a skipped image, a
+    checkpoint fallback) are the same on every rank, and rank 0 says them."""
     root = logging.getLogger()
     for handler in list(root.handlers):
         if isinstance(handler, logging.FileHandler):
             root.removeHandler(handler)
+        else:
+            handler.addFilter(_not_gancolor_below_error)
     root.setLevel(logging.WARNING)
+
+
+def _not_gancolor_below_error(record: logging.LogRecord) -> bool:
+    return record.levelno >= logging.ERROR or not (record.name == "gancolor" or record.name.startswith("gancolor."))
 
 
 def log_to_file_only(level: int, message: str) -> None:

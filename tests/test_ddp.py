@@ -122,3 +122,23 @@ def test_two_processes_stop_together_resume_exactly_and_end_as_two_nodes_do(tmp_
     assert other["global_step"] == ckpt["global_step"] and other["nets"].keys() == ckpt["nets"].keys()
     for key, value in ckpt["nets"].items():
         assert torch.equal(value, other["nets"][key]), key
+
+
+def gancolor_lines(result: subprocess.CompletedProcess) -> list[str]:
+    """gancolor's own lines on stderr (torchrun adds its ChildFailedError report)."""
+    return [line for line in result.stderr.splitlines() if line.startswith("gancolor: ")]
+
+
+def test_a_mistake_under_torchrun_is_said_once_by_rank_0(tmp_path):
+    cache = tmp_path / "cache"
+    # Found before the ranks join their group (the command line), and after (the data folder).
+    bad_value = torchrun(["trainer=ddp", "data.batch_size=abc", "logger=none"], tmp_path, cache)
+    assert bad_value.returncode != 0
+    assert gancolor_lines(bad_value) == ["gancolor: error: data.batch_size must be an integer, got 'abc'"], bad_value.stderr[-3000:]
+    (tmp_path / "empty").mkdir()
+    no_photos = torchrun(["trainer=ddp", "data=folder", f"data.root={tmp_path / 'empty'}", "logger=none"], tmp_path, cache)
+    assert no_photos.returncode != 0
+    assert [line.split(" under ")[0] for line in gancolor_lines(no_photos)] == [
+        "gancolor: error: data.root: no images (any format Pillow reads)"], no_photos.stderr[-3000:]
+    assert not (tmp_path / "runs").exists()
+
