@@ -121,12 +121,12 @@ def train(cfg: DictConfig) -> float | None:
         if distributed.is_main():
             saved = started and (run_dir / "checkpoints" / "last.pt").is_file()
             where = f" at step {trainer.global_step}" if started else ""
-            hint = f"; resume from its last checkpoint with: python -m gancolor resume={run_dir}" if saved else ""
+            hint = f"; resume from its last checkpoint with: {distributed.resume_command(run_dir)}" if saved else ""
             print(f"gancolor: aborted by Ctrl-C{where}{hint}", file=sys.stderr, flush=True)
         sys.exit(130)
     if trainer.stop_signal is not None:
         name = signal.Signals(trainer.stop_signal).name
-        message = f"stopped by {name} at step {trainer.global_step}; resume with: python -m gancolor resume={run_dir}"
+        message = f"stopped by {name} at step {trainer.global_step}; resume with: {distributed.resume_command(run_dir)}"
         if distributed.is_main():  # every rank stops; one says so
             log.warning("%s", message)
             print(f"gancolor: {message}", file=sys.stderr, flush=True)

@@ -91,6 +91,7 @@ def test_two_processes_stop_together_resume_exactly_and_end_as_two_nodes_do(tmp_
     runs = list((tmp_path / "runs" / "pix2pix").iterdir())
     assert len(runs) == 1, "both ranks write into one run folder"
     run = runs[0]
+    assert f"resume with: torchrun --nproc_per_node=2 -m gancolor resume={run}" in stopped.stderr, "the command that can continue it"
     assert "2 processes, effective batch 4" in (run / "train.log").read_text()
     ckpt = load_checkpoint(run / "checkpoints" / "last.pt")
     assert len(ckpt["rng"]) == 2, "the RNG state of each rank is saved"
@@ -142,3 +143,20 @@ def test_a_mistake_under_torchrun_is_said_once_by_rank_0(tmp_path):
         "gancolor: error: data.root: no images (any format Pillow reads)"], no_photos.stderr[-3000:]
     assert not (tmp_path / "runs").exists()
 
+
+def test_the_resume_command_starts_as_many_processes_as_the_run_had(monkeypatch):
+    from gancolor.distributed import resume_command
+
+    for name in ("WORLD_SIZE", "LOCAL_WORLD_SIZE", "GROUP_WORLD_SIZE"):
+        monkeypatch.delenv(name, raising=False)
+    assert resume_command("runs/a") == "python -m gancolor resume=runs/a"
+    monkeypatch.setenv("WORLD_SIZE", "4")  # torchrun --nproc_per_node=4
+    monkeypatch.setenv("LOCAL_WORLD_SIZE", "4")
+    monkeypatch.setenv("GROUP_WORLD_SIZE", "1")
+    assert resume_command("runs/a") == "torchrun --nproc_per_node=4 -m gancolor resume=runs/a"
+    monkeypatch.setenv("WORLD_SIZE", "16")  # torchrun --nnodes=2 --nproc_per_node=8
+    monkeypatch.setenv("LOCAL_WORLD_SIZE", "8")
+    monkeypatch.setenv("GROUP_WORLD_SIZE", "2")
+    assert resume_command("runs/a") == (
+        "the same torchrun command on each of the 2 machines (--nnodes=2 --nproc_per_node=8, your rendezvous options) "
+        "with -m gancolor resume=runs/a")
