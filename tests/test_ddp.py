@@ -148,9 +148,9 @@ def test_a_multirun_under_torchrun_is_refused_before_anything_is_written(tmp_pat
     sweep = tmp_path / "sweep"
     result = torchrun(["-m", "trainer=ddp", "loss.lambda_L1=10,100", "logger=none", f"hydra.sweep.dir={sweep}"], tmp_path, tmp_path / "cache")
     assert result.returncode != 0
-    assert gancolor_lines(result) == [
-        "gancolor: error: multirun (-m) under torchrun is not supported: run the sweep without torchrun, "
-        "or one torchrun per setting"], result.stderr[-3000:]
+    refusal = ("gancolor: error: multirun (-m) under torchrun is not supported: run the sweep without torchrun, "
+               "or one torchrun per setting")
+    assert gancolor_lines(result) == [refusal], result.stderr[-3000:]
     assert "exitcode  : 2" in result.stderr, "rank 0 exits as for any user mistake"
     assert not sweep.exists() and not (tmp_path / "multirun").exists() and not (tmp_path / "runs").exists()
 
