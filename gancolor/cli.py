@@ -27,6 +27,10 @@ def train_main() -> None:
     args = sys.argv[1:]
     flags = {a for a in args if a.startswith("-")}
     multirun = bool(flags & MULTIRUN_FLAGS)
+    if multirun and is_torchrun():
+        # Every rank would run the whole sweep as its own: each takes the sweep folder's
+        # lock, or names its own dated folder and summary. Refused before anything is written.
+        fail("multirun (-m) under torchrun is not supported: run the sweep without torchrun, or one torchrun per setting")
     lock = None
     # Hydra's other flags (--cfg, --help, --info, ...) take Hydra's own paths, unchecked.
     if flags <= MULTIRUN_FLAGS:

@@ -60,6 +60,20 @@ def launched_by_torchrun() -> bool:
     return int(os.environ.get("WORLD_SIZE", "1")) > 1
 
 
+def resume_command(run_dir) -> str:
+    """The command that continues this run: a resume must start as many processes as
+    trained it, so under torchrun it is torchrun's command (several machines: in words)."""
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    if world <= 1:
+        return f"python -m gancolor resume={run_dir}"
+    per_node = int(os.environ.get("LOCAL_WORLD_SIZE", world))
+    if per_node >= world:
+        return f"torchrun --nproc_per_node={world} -m gancolor resume={run_dir}"
+    nodes = int(os.environ.get("GROUP_WORLD_SIZE", world // per_node))
+    return (f"the same torchrun command on each of the {nodes} machines (--nnodes={nodes} --nproc_per_node={per_node}, "
+            f"your rendezvous options) with -m gancolor resume={run_dir}")
+
+
 def init_process_group() -> None:
     """Join the group torchrun set up (NCCL on GPUs, gloo on CPUs); idempotent."""
     if dist.is_initialized() or not launched_by_torchrun():

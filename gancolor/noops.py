@@ -83,11 +83,20 @@ def no_adversarial_epoch(cfg, overrides: list[str]) -> str | None:
             "pixel loss alone and no adversarial epoch runs")
 
 
+def ddp_without_torchrun(cfg) -> str | None:
+    """trainer=ddp started as `python -m gancolor`: it trains, in one process, which is
+    rarely what the command meant."""
+    if _get(cfg, "trainer.strategy") != "ddp" or not _not_torchrun(cfg):
+        return None
+    return "trainer=ddp without torchrun: one process; start it with torchrun --nproc_per_node=N -m gancolor ..."
+
+
 def warning(cfg_and_overrides: list[tuple[Any, list[str]]]) -> str | None:
-    """A line naming every ineffective option over the jobs given, and one for a run that
-    never reaches its adversarial phase (None: neither)."""
+    """A line naming every ineffective option over the jobs given, one for a run that
+    never reaches its adversarial phase, and one for trainer=ddp in one process (None: none)."""
     found = list(dict.fromkeys(item for cfg, overrides in cfg_and_overrides for item in ineffective_options(cfg, overrides)))
     phases = list(dict.fromkeys(filter(None, (no_adversarial_epoch(cfg, overrides) for cfg, overrides in cfg_and_overrides))))
+    phases += list(dict.fromkeys(filter(None, (ddp_without_torchrun(cfg) for cfg, _ in cfg_and_overrides))))
     lines = (["gancolor: warning: no effect in this config: " + "; ".join(found)] if found else []) + [
         f"gancolor: warning: {line}" for line in phases
     ]

@@ -121,12 +121,12 @@ def train(cfg: DictConfig) -> float | None:
         if distributed.is_main():
             saved = started and (run_dir / "checkpoints" / "last.pt").is_file()
             where = f" at step {trainer.global_step}" if started else ""
-            hint = f"; resume from its last checkpoint with: python -m gancolor resume={run_dir}" if saved else ""
+            hint = f"; resume from its last checkpoint with: {distributed.resume_command(run_dir)}" if saved else ""
             print(f"gancolor: aborted by Ctrl-C{where}{hint}", file=sys.stderr, flush=True)
         sys.exit(130)
     if trainer.stop_signal is not None:
         name = signal.Signals(trainer.stop_signal).name
-        message = f"stopped by {name} at step {trainer.global_step}; resume with: python -m gancolor resume={run_dir}"
+        message = f"stopped by {name} at step {trainer.global_step}; resume with: {distributed.resume_command(run_dir)}"
         if distributed.is_main():  # every rank stops; one says so
             log.warning("%s", message)
             print(f"gancolor: {message}", file=sys.stderr, flush=True)
@@ -152,12 +152,20 @@ def train_job(cfg: DictConfig) -> float | None:
 
 
 def quiet_secondary_rank() -> None:
-    """Ranks other than 0 keep warnings on the console and write nothing to train.log."""
+    """Ranks other than 0 write nothing to train.log, and keep on the console only
+    errors and other libraries' warnings: gancolor's own warnings (a skipped image, a
+    checkpoint fallback) are the same on every rank, and rank 0 says them."""
     root = logging.getLogger()
     for handler in list(root.handlers):
         if isinstance(handler, logging.FileHandler):
             root.removeHandler(handler)
+        else:
+            handler.addFilter(_not_gancolor_below_error)
     root.setLevel(logging.WARNING)
+
+
+def _not_gancolor_below_error(record: logging.LogRecord) -> bool:
+    return record.levelno >= logging.ERROR or not (record.name == "gancolor" or record.name.startswith("gancolor."))
 
 
 def log_to_file_only(level: int, message: str) -> None:

@@ -564,7 +564,7 @@ class Trainer:
                     error = exc
             failed = distributed.any_rank(error is not None, self.device)  # also: all wait for rank 0
         if failed:
-            hint = f"free some space, then resume with: python -m gancolor resume={self.run_dir}"
+            hint = f"free some space, then resume with: {distributed.resume_command(self.run_dir)}"
             raise checkpoint_write_error(error or OSError("rank 0 could not write it"), self.checkpoints.folder, hint)
         return path
 

@@ -280,6 +280,20 @@ def test_an_option_without_effect_is_named_in_one_warning():
     assert warning("trainer.max_epochs=3", "trainer.pretrain_epochs=2") is None
 
 
+def test_trainer_ddp_without_torchrun_says_it_trains_one_process(monkeypatch):
+    from gancolor import noops
+    from gancolor.commandline import config_problem
+
+    cfg, problem = config_problem(["trainer=ddp"])
+    assert problem is None
+    monkeypatch.delenv("WORLD_SIZE", raising=False)
+    assert noops.warning([(cfg, ["trainer=ddp"])]) == (
+        "gancolor: warning: trainer=ddp without torchrun: one process; start it with torchrun --nproc_per_node=N -m gancolor ..."
+    )
+    monkeypatch.setenv("WORLD_SIZE", "2")  # what torchrun --nproc_per_node=2 sets in each process
+    assert noops.warning([(cfg, ["trainer=ddp"])]) is None
+
+
 def test_every_option_of_the_no_effect_table_exists():
     from gancolor.config_check import has_key
     from gancolor.noops import NO_EFFECT
