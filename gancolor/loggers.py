@@ -14,6 +14,7 @@ import netrc
 import os
 import re
 import shlex
+import shutil
 import sys
 from pathlib import Path
 from typing import Any, Iterable, Sequence
@@ -260,11 +261,22 @@ class WandbLogger(Logger):
             # wandb's banners and end-of-run tables drown the training log; the one
             # line that matters (where the run is) is logged below instead.
             init["settings"] = wandb.Settings(silent=True)
+        made_run_dir = not self.run_dir.exists()
         self.run_dir.mkdir(parents=True, exist_ok=True)
+        before = _folder_state(self.run_dir / "wandb")
         try:
             self.run = wandb.init(**init)
         except Exception as exc:  # wandb's own errors: no key for online, unknown entity, timeout
             self._unset_env()
+            # What wandb made for the session that never started goes too: the run folder is
+            # left as it was, so the same command can simply be run again (gancolor.train
+            # removes a new run's folder that holds nothing else).
+            _put_back_folder(self.run_dir / "wandb", before)
+            if made_run_dir:
+                try:
+                    self.run_dir.rmdir()
+                except OSError:
+                    pass
             detail = " ".join(str(exc).split()) or type(exc).__name__
             raise TrackerError(
                 f"W&B could not start in {self.mode} mode ({why}): {detail}; "
@@ -412,6 +424,32 @@ class WandbLogger(Logger):
             else:
                 os.environ[name] = value
         self._restore_env = {}
+
+
+def _folder_state(folder: Path) -> dict[str, str | None] | None:
+    """The names in `folder`, with their symlinks' targets (wandb repoints latest-run and
+    its debug logs at each session); None when there is no such folder."""
+    if not folder.is_dir():
+        return None
+    return {p.name: (os.readlink(p) if p.is_symlink() else None) for p in folder.iterdir()}
+
+
+def _put_back_folder(folder: Path, before: dict[str, str | None] | None) -> None:
+    """Undo what was added to `folder` since _folder_state gave `before`."""
+    if before is None:
+        shutil.rmtree(folder, ignore_errors=True)
+        return
+    if not folder.is_dir():
+        return
+    for path in folder.iterdir():
+        if path.name not in before:
+            if path.is_dir() and not path.is_symlink():
+                shutil.rmtree(path, ignore_errors=True)
+            else:
+                path.unlink(missing_ok=True)
+        elif before[path.name] is not None and (not path.is_symlink() or os.readlink(path) != before[path.name]):
+            path.unlink()
+            os.symlink(before[path.name], path)
 
 
 def _table_cell(value: Any) -> Any:

@@ -18,6 +18,7 @@ from gancolor.loggers import (
     JsonlLogger,
     Logger,
     MultiLogger,
+    TrackerError,
     WandbLogger,
     resolve_wandb_mode,
     stored_wandb_run_id,
@@ -370,6 +371,57 @@ def test_wandb_mode_always_wins(clean_home, monkeypatch):
     monkeypatch.setenv("WANDB_MODE", "sometimes")
     with pytest.raises(ConfigError, match="WANDB_MODE must be one of online, offline, disabled"):
         resolve_wandb_mode()
+
+
+# -- a tracker that cannot start --------------------------------------------------------------
+
+
+def closed_port() -> int:
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]  # closed again on leaving: nothing answers there
+
+
+@pytest.fixture
+def no_server(offline, monkeypatch):
+    """Online, with a key, at a W&B server that refuses connections: wandb.init fails
+    for real, in about WANDB_INIT_TIMEOUT seconds."""
+    monkeypatch.setenv("WANDB_MODE", "online")
+    monkeypatch.setenv("WANDB_API_KEY", "k" * 40)
+    monkeypatch.setenv("WANDB_BASE_URL", f"http://127.0.0.1:{closed_port()}")
+    monkeypatch.setenv("WANDB_INIT_TIMEOUT", "2")
+    return offline
+
+
+def test_a_start_that_fails_takes_back_what_wandb_made_for_it(no_server, monkeypatch):
+    monkeypatch.setenv("WANDB_MODE", "offline")
+    WandbLogger(run_dir=no_server).finish()  # an earlier session, as a resumed run has
+    state = lambda: {p.name: os.readlink(p) if p.is_symlink() else None for p in (no_server / "wandb").iterdir()}  # noqa: E731
+    before = state()
+    monkeypatch.setenv("WANDB_MODE", "online")
+    with pytest.raises(TrackerError, match="W&B could not start in online mode"):
+        WandbLogger(run_dir=no_server)
+    assert state() == before
+
+
+def test_a_run_whose_tracker_cannot_start_leaves_no_folder(no_server, small_photo_folder, tmp_path):
+    import subprocess
+    import sys
+
+    run = tmp_path / "run"
+    args = [
+        "data=folder", f"data.root={small_photo_folder}", "data.image_size=32", "data.num_workers=0", "generator.ngf=8",
+        "discriminator.ndf=8", "trainer.max_steps=1", "trainer.progress_bar=false", "logger=wandb", f"hydra.run.dir={run}",
+    ]  # fmt: skip
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    result = subprocess.run([sys.executable, "-m", "gancolor", *args], env=env, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 2
+    lines = [line for line in result.stderr.splitlines() if line.startswith("gancolor: ")]
+    assert len(lines) == 1 and "W&B could not start in online mode" in lines[0], result.stderr[-2000:]
+    # Like a bad data folder: nothing left, so the same command can simply be run again.
+    assert not run.exists(), sorted(p.name for p in run.iterdir())
 
 
 # -- the other loggers ------------------------------------------------------------------------
