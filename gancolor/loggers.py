@@ -461,7 +461,8 @@ def _table_cell(value: Any) -> Any:
 
 
 def _hydra_multirun_group() -> str | None:
-    """In a Hydra multirun, the jobs of one sweep share a W&B group named after its folder."""
+    """In a Hydra multirun, the jobs of one sweep share a W&B group named after its folder;
+    a resumed job runs alone but keeps its sweep's group."""
     try:
         from hydra.core.hydra_config import HydraConfig
         from hydra.types import RunMode
@@ -470,10 +471,24 @@ def _hydra_multirun_group() -> str | None:
             return None
         hydra_cfg = HydraConfig.get()
         if hydra_cfg.mode != RunMode.MULTIRUN:
-            return None
+            return _resumed_job_group(Path(str(hydra_cfg.runtime.output_dir)))
         return f"multirun-{Path(str(hydra_cfg.sweep.dir)).name}"
     except Exception:  # outside a Hydra job, or a Hydra without these fields
         return None
+
+
+def _resumed_job_group(job_dir: Path) -> str | None:
+    """The group of a multirun job resumed on its own: its folder's .hydra/hydra.yaml (a
+    resume keeps the run's own, gancolor.run_folder.ResumedFolder.keep_own_record) says
+    it ran in a multirun, and its sweep folder is the one above that holds Hydra's
+    multirun.yaml (the recorded sweep.dir may be an unresolved ${now:...})."""
+    from omegaconf import OmegaConf
+
+    record = job_dir / ".hydra" / "hydra.yaml"
+    if not record.is_file() or str(OmegaConf.select(OmegaConf.load(record), "hydra.mode")) != "MULTIRUN":
+        return None
+    sweep = next((parent for parent in job_dir.resolve().parents if (parent / "multirun.yaml").is_file()), None)
+    return f"multirun-{sweep.name}" if sweep is not None else None
 
 
 class MultiLogger(Logger):

@@ -91,6 +91,7 @@ def train(cfg: DictConfig) -> float | None:
     try:
         resume = checkpoint_to_resume(cfg)
         if resume is not None:
+            _keep_resumed_run_record(run_dir)
             cfg = resume_config(cfg, resume["config"], list(HydraConfig.get().overrides.task))
             check_resume_continues(cfg, resume, distributed.world_size())
         seed_everything(int(cfg.seed))
@@ -180,6 +181,17 @@ def log_to_file_only(level: int, message: str) -> None:
     for handler in logging.getLogger().handlers:
         if isinstance(handler, logging.FileHandler):
             handler.handle(record)
+
+
+def _keep_resumed_run_record(run_dir: Path) -> None:
+    """A resume in the run's own folder keeps the run's .hydra/ record of how it started
+    (Hydra has just rewritten it with this command's); this command's overrides go to
+    train.log instead."""
+    resumed = run_folder.RESUMED
+    if resumed is None or not distributed.is_main() or resumed.folder.resolve() != run_dir.resolve():
+        return
+    resumed.keep_own_record()
+    log.info("resumed with: %s", " ".join(HydraConfig.get().overrides.task))
 
 
 def _put_back_resumed_run_dir(run_dir: Path) -> None:
