@@ -286,7 +286,7 @@ class WandbLogger(Logger):
         self.disabled = bool(getattr(self.run, "disabled", False)) or self.mode == "disabled"
         self.best: float | None = None
         self.last_step = 0
-        self._logged_files: dict[Path, tuple] = {}
+        self._logged_files: set[tuple] = set()  # _file_identity of every checkpoint logged
         if self.disabled:
             return
         (self.run_dir / WANDB_ID_FILE).write_text(self.run.id + "\n")
@@ -361,7 +361,7 @@ class WandbLogger(Logger):
         )
         artifact.add_file(str(path), name="checkpoint.pt")
         self.run.log_artifact(artifact, aliases=list(dict.fromkeys(aliases)))
-        self._logged_files[path] = (stat.st_size, stat.st_mtime_ns, stat.st_ino)
+        self._logged_files.add(_file_identity(stat))
 
     def finish(self) -> None:
         # Called from the trainer's `finally`: an exception on its way out means the
@@ -401,17 +401,24 @@ class WandbLogger(Logger):
 
     def _log_final_checkpoints(self) -> None:
         """With log_checkpoints, make sure the final last.pt and best.pt reach W&B even
-        when the trainer did not log them itself (or changed them after)."""
+        when the trainer did not log them itself (or changed them after). best.pt is a
+        hard link to the checkpoint it was (last.pt then), so the same file logged under
+        either name is not logged again. W&B puts `latest` on every version it is given:
+        best.pt goes first, and last.pt, the latest, after it."""
         if not self.log_checkpoints:
             return
         folder = self.run_dir / "checkpoints"
-        for filename, aliases in (("last.pt", ["latest"]), ("best.pt", ["best"])):
-            path = folder / filename
-            if not path.is_file():
-                continue
-            stat = path.stat()
-            if self._logged_files.get(path) != (stat.st_size, stat.st_mtime_ns, stat.st_ino):
-                self.log_checkpoint(path, aliases=aliases)
+        last, best = folder / "last.pt", folder / "best.pt"
+        unlogged = lambda path: path.is_file() and _file_identity(path.stat()) not in self._logged_files  # noqa: E731
+        if best.is_file() and last.is_file() and best.samefile(last):
+            if unlogged(last):
+                self.log_checkpoint(last, aliases=["latest", "best"], metadata=_saved_at(last))
+            return
+        best_now = unlogged(best)
+        if best_now:  # its own step, not the run's last one
+            self.log_checkpoint(best, aliases=["best"], metadata=_saved_at(best))
+        if last.is_file() and (best_now or unlogged(last)):
+            self.log_checkpoint(last, aliases=["latest"], metadata=_saved_at(last))
 
     def _set_env(self, name: str, value: str) -> None:
         self._restore_env.setdefault(name, os.environ.get(name))
@@ -424,6 +431,22 @@ class WandbLogger(Logger):
             else:
                 os.environ[name] = value
         self._restore_env = {}
+
+
+def _file_identity(stat: os.stat_result) -> tuple:
+    return stat.st_size, stat.st_mtime_ns, stat.st_ino
+
+
+def _saved_at(path: Path) -> dict:
+    """The step a checkpoint file was saved at, for its artifact's metadata (mmap: the
+    nets' weights are not read)."""
+    try:
+        import torch
+
+        ckpt = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+        return {"step": int(ckpt["global_step"])}
+    except Exception:  # noqa: BLE001 - not one of gancolor's checkpoints: no step to tell
+        return {}
 
 
 def _folder_state(folder: Path) -> dict[str, str | None] | None:

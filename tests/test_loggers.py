@@ -241,6 +241,38 @@ def test_final_checkpoints_are_logged_at_finish_when_enabled(offline):
     assert len({a.digest for a in models}) == 1
 
 
+def test_latest_stays_on_the_final_last_pt_and_best_keeps_its_own_step(offline):
+    from gancolor.checkpoint import CheckpointFolder
+
+    folder = CheckpointFolder(offline / "checkpoints")
+    folder.folder.mkdir(parents=True)
+
+    def models():
+        records = [a for a in read_offline_run(offline).artifacts if a.type == "model"]
+        # W&B moves an alias to the newest version given it: the last record holding it wins.
+        holder = lambda alias: json.loads([a for a in records if alias in a.aliases][-1].metadata)  # noqa: E731
+        return records, holder("latest"), holder("best")
+
+    # As the trainer logs them: step 3 improves (last.pt, also best.pt), step 4 does not.
+    logger = WandbLogger(run_dir=offline, log_checkpoints=True)
+    logger.log_checkpoint(folder.save({"global_step": 3}), aliases=["latest", "epoch-1", "best"], metadata={"step": 3})
+    folder.mark_best(folder.last)
+    logger.log_checkpoint(folder.save({"global_step": 4}), aliases=["latest", "step-4"], metadata={"step": 4})
+    logger.finish()
+    records, latest, best = models()
+    assert len(records) == 2, "best.pt is the step-3 file already logged"
+    assert (latest["file"], latest["step"], best["step"]) == ("last.pt", 4, 3)
+
+    # A resumed session: best.pt is from the earlier one, so it goes up at the end, with
+    # the step it was saved at; `latest` goes back to the final last.pt after it.
+    logger = WandbLogger(run_dir=offline, log_checkpoints=True)
+    logger.log_checkpoint(folder.save({"global_step": 5}), aliases=["latest", "step-5"], metadata={"step": 5})
+    logger.finish()
+    records, latest, best = models()
+    assert (latest["file"], latest["step"]) == ("last.pt", 5)
+    assert (best["file"], best["step"]) == ("best.pt", 3)
+
+
 def test_resume_continues_the_stored_run_id(offline):
     first = WandbLogger(run_dir=offline)
     run_id = first.run_id
