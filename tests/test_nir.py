@@ -188,6 +188,25 @@ def test_pix2pix_trains_on_nir_and_colourises_an_odd_sized_nir_file(trained, tmp
 # -- evaluate and export of an NIR checkpoint ------------------------------------------------
 
 
+@pytest.mark.parametrize(
+    "overrides, says",
+    [
+        (["experiment=nir_pix2pix", "model=cyclegan"], "but this model=cyclegan colourises gray ones: NIR needs model=pix2pix"),
+        (["experiment=nir_pix2pix", "model=cic"], "but this model=cic colourises gray ones: NIR needs model=pix2pix"),
+        (["model=stargan", "data=nir"], "but this model=stargan colourises gray ones: NIR needs model=pix2pix"),
+        (["experiment=nir_pix2pix", "model.target=ab"], "but model.target=ab colourises gray ones: set model.target=lab"),
+        (["model.target=rgb", "data=folder"], "model.target=rgb predicts the whole colour image from a near-infrared input"),
+    ],
+)
+def test_a_command_line_that_mixes_nir_and_gray_is_refused_with_the_mismatch_first(overrides, says):
+    # Before Hydra starts the job: the recipe's constructor would fail first on what the
+    # mismatch leaves (model.target for CycleGAN, ${data.domains}, D's channels), saying less.
+    from gancolor.commandline import config_problem
+
+    _, problem = config_problem([*overrides, "data.root=/nonexistent/nir"])
+    assert problem is not None and says in problem
+
+
 @pytest.fixture(scope="module")
 def val_pairs(tmp_path_factory, photos):
     """Held-out NIR/RGB pairs of odd sizes, one NIR 16-bit, in the EPFL layout, with one
