@@ -110,6 +110,21 @@ def test_side_by_side_names_the_file_without_partner(tmp_path, photos, caplog):
         module().setup()
 
 
+def test_the_log_counts_pairs_and_the_unpaired_warning_the_files_it_names(tmp_path, photos, caplog):
+    scenes = write_nir_pairs(tmp_path, photos) / "scenes"
+    Image.open(scenes / "scene_0_nir.png").save(scenes / "scene_0_nir.tiff")  # two NIR files for one scene
+    (scenes / "scene_1_rgb.png").unlink()
+    with caplog.at_level(logging.INFO, logger="gancolor.data"):
+        module(root=tmp_path).setup()
+    messages = [r.getMessage() for r in caplog.records]
+    unpaired = [m for m in messages if "without a partner" in m]
+    assert len(unpaired) == 1 and unpaired[0].startswith("data: 3 file(s) under") and unpaired[0].count("scenes/scene_") == 3
+    assert "scenes/scene_0_nir.tiff (one of 2 NIR files of one scene)" in unpaired[0]
+    assert f"data: 2 usable NIR/RGB pairs under {tmp_path}" in messages
+    assert f"data: 1 training and 1 validation NIR/RGB pairs from {tmp_path}" in messages
+    assert not [m for m in messages if "colour images" in m]
+
+
 def test_pairs_are_sized_as_decoded_upright(tmp_path, photos):
     # A portrait NIR stored landscape with an EXIF quarter turn pairs with its portrait RGB;
     # one whose sizes match only before that turn is left out, named, never a failure later.
