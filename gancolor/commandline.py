@@ -105,6 +105,7 @@ def config_problem(overrides: list[str]):
     try:
         problem = (
             check.added_key_problem(plain, defaults, CONF_DIR)
+            or check.input_kind_problem(cfg)
             or check.missing_values(cfg, choices)
             or check.value_type_problem(plain, cfg, defaults)
             or check.value_range_problem(cfg)

@@ -244,6 +244,52 @@ def missing_values(cfg, choices: list[str]) -> str | None:
     return f"missing {', '.join(f'{k}=...' for k in missing)}{by}"
 
 
+# The recipe that takes model.target (ab: gray inputs; lab, rgb: NIR ones); the others
+# colourise gray inputs. The data module that gives NIR inputs (gray: all the others).
+TARGET_RECIPES = ("gancolor.models.pix2pix.Pix2Pix",)
+NIR_DATA = ("gancolor.data.NIRDataModule", "gancolor.data.nir.NIRDataModule")
+NIR_TARGETS = ("lab", "rgb")
+
+
+def input_kind_message(model: str, target: str | None, given: str) -> str | None:
+    """A recipe (`model`, its model.target or None) and data that give `given` inputs
+    (gray or nir) that disagree, in one line; None when they agree."""
+    wanted = "nir" if target in NIR_TARGETS else "gray"
+    if wanted == given:
+        return None
+    if given == "nir" and target is not None:
+        return (f"data=nir gives near-infrared inputs, but model.target={target} colourises gray ones: "
+                "set model.target=lab (or rgb), as experiment=nir_pix2pix does")
+    if given == "nir":
+        return (f"data=nir gives near-infrared inputs, but this model={model} colourises gray ones: "
+                "NIR needs model=pix2pix model.target=lab (or rgb), as experiment=nir_pix2pix sets")
+    return (f"model.target={target} predicts the whole colour image from a near-infrared input, "
+            "which data=nir gives (as experiment=nir_pix2pix sets); this data module gives gray ones")
+
+
+def input_kind_problem(cfg) -> str | None:
+    """input_kind_message from the composed config, before anything is built (or an
+    interpolation resolved): a recipe's constructor would otherwise fail first on what
+    the mismatch leaves behind (experiment=nir_pix2pix's model.target handed to CycleGAN,
+    StarGAN's ${data.domains} that data=nir lacks, the discriminator's channels for
+    model.target=ab) and say less."""
+    from omegaconf import OmegaConf
+
+    def literal(key: str) -> str | None:
+        try:
+            value = OmegaConf.select(cfg, key, default=None, throw_on_resolution_failure=False)
+        except Exception:  # noqa: BLE001 - not a plain value: the other checks say what is wrong
+            return None
+        return value if isinstance(value, str) else None
+
+    recipe = literal("model._target_") or ""
+    target = literal("model.target") if recipe in TARGET_RECIPES else None
+    if recipe in TARGET_RECIPES and target not in ("ab", *NIR_TARGETS):
+        return None  # the recipe names the valid targets itself
+    given = "nir" if literal("data._target_") in NIR_DATA else "gray"
+    return input_kind_message(literal("model.name") or recipe.rsplit(".", 1)[-1].lower(), target, given)
+
+
 # The data configs' folder keys (conf/data/*.yaml).
 DATA_FOLDER_KEYS = ("root", "nir_root", "rgb_root")
 

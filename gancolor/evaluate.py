@@ -626,10 +626,19 @@ def short_names(paths: list[str]) -> list[str]:
     parts = [Path(p).parts for p in paths]
     longest = max((len(x) for x in parts), default=0)
     for depth in range(3, longest + 1):
-        names = [str(Path(*x[-depth:])) for x in parts]
+        names = [_last_parts(x, depth) for x in parts]
         if len(set(names)) == len(set(paths)):
             return names
     return [str(p) for p in paths]
+
+
+def _last_parts(parts: tuple[str, ...], depth: int) -> str:
+    """The last `depth` parts of a path; the whole path, with its leading / (a part of
+    its own), when only that would be left out: /tmp/x/nir.onnx, not tmp/x/nir.onnx."""
+    whole = Path(*parts)
+    if parts[:-depth] == (whole.anchor,) and whole.anchor:
+        return str(whole)
+    return str(Path(*parts[-depth:]))
 
 
 def _notes(options: Options, count: int, skipped: dict, inception: dict, kind: str = "gray") -> list[str]:

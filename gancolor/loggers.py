@@ -14,6 +14,7 @@ import netrc
 import os
 import re
 import shlex
+import shutil
 import sys
 from pathlib import Path
 from typing import Any, Iterable, Sequence
@@ -260,11 +261,22 @@ class WandbLogger(Logger):
             # wandb's banners and end-of-run tables drown the training log; the one
             # line that matters (where the run is) is logged below instead.
             init["settings"] = wandb.Settings(silent=True)
+        made_run_dir = not self.run_dir.exists()
         self.run_dir.mkdir(parents=True, exist_ok=True)
+        before = _folder_state(self.run_dir / "wandb")
         try:
             self.run = wandb.init(**init)
         except Exception as exc:  # wandb's own errors: no key for online, unknown entity, timeout
             self._unset_env()
+            # What wandb made for the session that never started goes too: the run folder is
+            # left as it was, so the same command can simply be run again (gancolor.train
+            # removes a new run's folder that holds nothing else).
+            _put_back_folder(self.run_dir / "wandb", before)
+            if made_run_dir:
+                try:
+                    self.run_dir.rmdir()
+                except OSError:
+                    pass
             detail = " ".join(str(exc).split()) or type(exc).__name__
             raise TrackerError(
                 f"W&B could not start in {self.mode} mode ({why}): {detail}; "
@@ -274,7 +286,7 @@ class WandbLogger(Logger):
         self.disabled = bool(getattr(self.run, "disabled", False)) or self.mode == "disabled"
         self.best: float | None = None
         self.last_step = 0
-        self._logged_files: dict[Path, tuple] = {}
+        self._logged_files: set[tuple] = set()  # _file_identity of every checkpoint logged
         if self.disabled:
             return
         (self.run_dir / WANDB_ID_FILE).write_text(self.run.id + "\n")
@@ -349,7 +361,7 @@ class WandbLogger(Logger):
         )
         artifact.add_file(str(path), name="checkpoint.pt")
         self.run.log_artifact(artifact, aliases=list(dict.fromkeys(aliases)))
-        self._logged_files[path] = (stat.st_size, stat.st_mtime_ns, stat.st_ino)
+        self._logged_files.add(_file_identity(stat))
 
     def finish(self) -> None:
         # Called from the trainer's `finally`: an exception on its way out means the
@@ -389,17 +401,24 @@ class WandbLogger(Logger):
 
     def _log_final_checkpoints(self) -> None:
         """With log_checkpoints, make sure the final last.pt and best.pt reach W&B even
-        when the trainer did not log them itself (or changed them after)."""
+        when the trainer did not log them itself (or changed them after). best.pt is a
+        hard link to the checkpoint it was (last.pt then), so the same file logged under
+        either name is not logged again. W&B puts `latest` on every version it is given:
+        best.pt goes first, and last.pt, the latest, after it."""
         if not self.log_checkpoints:
             return
         folder = self.run_dir / "checkpoints"
-        for filename, aliases in (("last.pt", ["latest"]), ("best.pt", ["best"])):
-            path = folder / filename
-            if not path.is_file():
-                continue
-            stat = path.stat()
-            if self._logged_files.get(path) != (stat.st_size, stat.st_mtime_ns, stat.st_ino):
-                self.log_checkpoint(path, aliases=aliases)
+        last, best = folder / "last.pt", folder / "best.pt"
+        unlogged = lambda path: path.is_file() and _file_identity(path.stat()) not in self._logged_files  # noqa: E731
+        if best.is_file() and last.is_file() and best.samefile(last):
+            if unlogged(last):
+                self.log_checkpoint(last, aliases=["latest", "best"], metadata=_saved_at(last))
+            return
+        best_now = unlogged(best)
+        if best_now:  # its own step, not the run's last one
+            self.log_checkpoint(best, aliases=["best"], metadata=_saved_at(best))
+        if last.is_file() and (best_now or unlogged(last)):
+            self.log_checkpoint(last, aliases=["latest"], metadata=_saved_at(last))
 
     def _set_env(self, name: str, value: str) -> None:
         self._restore_env.setdefault(name, os.environ.get(name))
@@ -414,6 +433,48 @@ class WandbLogger(Logger):
         self._restore_env = {}
 
 
+def _file_identity(stat: os.stat_result) -> tuple:
+    return stat.st_size, stat.st_mtime_ns, stat.st_ino
+
+
+def _saved_at(path: Path) -> dict:
+    """The step a checkpoint file was saved at, for its artifact's metadata (mmap: the
+    nets' weights are not read)."""
+    try:
+        import torch
+
+        ckpt = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+        return {"step": int(ckpt["global_step"])}
+    except Exception:  # noqa: BLE001 - not one of gancolor's checkpoints: no step to tell
+        return {}
+
+
+def _folder_state(folder: Path) -> dict[str, str | None] | None:
+    """The names in `folder`, with their symlinks' targets (wandb repoints latest-run and
+    its debug logs at each session); None when there is no such folder."""
+    if not folder.is_dir():
+        return None
+    return {p.name: (os.readlink(p) if p.is_symlink() else None) for p in folder.iterdir()}
+
+
+def _put_back_folder(folder: Path, before: dict[str, str | None] | None) -> None:
+    """Undo what was added to `folder` since _folder_state gave `before`."""
+    if before is None:
+        shutil.rmtree(folder, ignore_errors=True)
+        return
+    if not folder.is_dir():
+        return
+    for path in folder.iterdir():
+        if path.name not in before:
+            if path.is_dir() and not path.is_symlink():
+                shutil.rmtree(path, ignore_errors=True)
+            else:
+                path.unlink(missing_ok=True)
+        elif before[path.name] is not None and (not path.is_symlink() or os.readlink(path) != before[path.name]):
+            path.unlink()
+            os.symlink(before[path.name], path)
+
+
 def _table_cell(value: Any) -> Any:
     if value is None or isinstance(value, (str, bool, int)):
         return value
@@ -423,7 +484,8 @@ def _table_cell(value: Any) -> Any:
 
 
 def _hydra_multirun_group() -> str | None:
-    """In a Hydra multirun, the jobs of one sweep share a W&B group named after its folder."""
+    """In a Hydra multirun, the jobs of one sweep share a W&B group named after its folder;
+    a resumed job runs alone but keeps its sweep's group."""
     try:
         from hydra.core.hydra_config import HydraConfig
         from hydra.types import RunMode
@@ -432,10 +494,24 @@ def _hydra_multirun_group() -> str | None:
             return None
         hydra_cfg = HydraConfig.get()
         if hydra_cfg.mode != RunMode.MULTIRUN:
-            return None
+            return _resumed_job_group(Path(str(hydra_cfg.runtime.output_dir)))
         return f"multirun-{Path(str(hydra_cfg.sweep.dir)).name}"
     except Exception:  # outside a Hydra job, or a Hydra without these fields
         return None
+
+
+def _resumed_job_group(job_dir: Path) -> str | None:
+    """The group of a multirun job resumed on its own: its folder's .hydra/hydra.yaml (a
+    resume keeps the run's own, gancolor.run_folder.ResumedFolder.keep_own_record) says
+    it ran in a multirun, and its sweep folder is the one above that holds Hydra's
+    multirun.yaml (the recorded sweep.dir may be an unresolved ${now:...})."""
+    from omegaconf import OmegaConf
+
+    record = job_dir / ".hydra" / "hydra.yaml"
+    if not record.is_file() or str(OmegaConf.select(OmegaConf.load(record), "hydra.mode")) != "MULTIRUN":
+        return None
+    sweep = next((parent for parent in job_dir.resolve().parents if (parent / "multirun.yaml").is_file()), None)
+    return f"multirun-{sweep.name}" if sweep is not None else None
 
 
 class MultiLogger(Logger):

@@ -60,24 +60,28 @@ def override_key(override: str) -> str:
     return override.split("=", 1)[0].lstrip("+~")
 
 
-def check_resume_overrides(overrides: list[str], cfg: DictConfig | None = None, stored: dict | None = None) -> None:
+def check_resume_overrides(
+    overrides: list[str], cfg: DictConfig | None = None, stored: dict | None = None, choices: dict | None = None
+) -> None:
     """Refuse a resume command line that changes more than RESUME_ALLOWED. With the
     composed `cfg` and the run's `stored` config, a key given the value the run already
-    has passes: it changes nothing (a command line copied from the run's own)."""
+    has passes: it changes nothing (a command line copied from the run's own). So does
+    a group choice the run was composed with (`choices`, stored_choices), whatever the
+    keys inside it that may change compose to now: its other keys on the command line
+    are checked one by one."""
     stored_cfg = OmegaConf.create(stored) if stored is not None else None
 
     def unchanged(o: str) -> bool:
         key = override_key(o)
         if cfg is None or stored_cfg is None or o.startswith("~") or "=" not in o:
             return False
+        if is_group(key):
+            return unchanged_choice(key, o.split("=", 1)[1], cfg, stored_cfg, choices)
         missing = object()
         old = OmegaConf.select(stored_cfg, key, default=missing)
         return old is not missing and old == OmegaConf.select(cfg, key, default=None)
 
-    refused = [
-        o for o in overrides
-        if not any(override_key(o) == a or override_key(o).startswith(a + ".") for a in RESUME_ALLOWED) and not unchanged(o)
-    ]
+    refused = [o for o in overrides if not allowed(override_key(o)) and not unchanged(o)]
     if refused:
         raise ConfigError(
             f"resume continues a run with its own config; cannot change {', '.join(refused)} "
@@ -85,9 +89,68 @@ def check_resume_overrides(overrides: list[str], cfg: DictConfig | None = None, 
         )
 
 
-def resume_config(cfg: DictConfig, stored: dict, overrides: list[str]) -> DictConfig:
-    """The stored config of the run being resumed, with the allowed overrides applied."""
-    check_resume_overrides(overrides, cfg, stored)
+def allowed(key: str) -> bool:
+    return any(key == a or key.startswith(a + ".") for a in RESUME_ALLOWED)
+
+
+def is_group(key: str) -> bool:
+    """data, model, experiment...: a config group of conf/, whose override is a choice."""
+    from gancolor.commandline import CONF_DIR
+
+    return "." not in key and key not in ("", "hydra") and (CONF_DIR / key).is_dir()
+
+
+def unchanged_choice(key: str, value: str, cfg: DictConfig, stored_cfg: DictConfig, choices: dict | None) -> bool:
+    if choices is not None and key in choices:
+        return str(choices[key]) == value
+    # No record of the run's choices (a checkpoint moved out of its run folder): the node
+    # the choice composes, less the keys a resume may change anyway.
+    def fixed(node):
+        if not isinstance(node, DictConfig):
+            return node
+        plain = OmegaConf.to_container(node)
+        return {k: v for k, v in plain.items() if not allowed(f"{key}.{k}")}
+
+    missing = object()
+    old = OmegaConf.select(stored_cfg, key, default=missing)
+    return old is not missing and fixed(old) == fixed(OmegaConf.select(cfg, key, default=None))
+
+
+def stored_choices(resume_path: str | os.PathLike | None) -> dict | None:
+    """The group choices (data=folder, model=pix2pix, ...) the run that resume= names was
+    composed with: hydra.runtime.choices of its .hydra/hydra.yaml as it was before this
+    command's job started (Hydra rewrites .hydra/ then; gancolor.cli keeps the old one in
+    run_folder.RESUMED). None when that is unknown: a checkpoint outside a run folder."""
+    from gancolor import run_folder
+    from gancolor.checkpoint import run_dir_of
+
+    if not resume_path:
+        return None
+    run_dir = run_dir_of(resume_path)
+    if run_dir is None:
+        return None
+    held = run_folder.RESUMED
+    text = None
+    if held is not None and held.hydra is not None and held.folder.resolve() == Path(run_dir).resolve():
+        text = held.hydra.get("hydra.yaml")
+    elif (Path(run_dir) / ".hydra" / "hydra.yaml").is_file():
+        text = (Path(run_dir) / ".hydra" / "hydra.yaml").read_bytes()
+    if text is None:
+        return None
+    try:
+        choices = OmegaConf.select(OmegaConf.create(text.decode()), "hydra.runtime.choices")
+    except Exception:  # noqa: BLE001 - an unreadable file is no record: compare the nodes instead
+        return None
+    return OmegaConf.to_container(choices) if isinstance(choices, DictConfig) else None
+
+
+def resume_config(cfg: DictConfig, stored: dict, overrides: list[str], choices: dict | None = None) -> DictConfig:
+    """The stored config of the run being resumed, with the allowed overrides applied.
+    `choices`: the run's own group choices (stored_choices); by default read from the
+    run folder that cfg.resume names."""
+    if choices is None:
+        choices = stored_choices(cfg.get("resume"))
+    check_resume_overrides(overrides, cfg, stored, choices)
     merged = OmegaConf.create(stored)
     for o in overrides:
         key = override_key(o)
@@ -95,6 +158,8 @@ def resume_config(cfg: DictConfig, stored: dict, overrides: list[str]) -> DictCo
             continue
         if key == "logger":  # a group choice: take the whole newly composed node
             merged.logger = cfg.logger
+        elif is_group(key):
+            continue  # the run's own choice (else refused above): its stored node stays as it was
         else:
             OmegaConf.update(merged, key, OmegaConf.select(cfg, key), force_add=True)
     return merged

@@ -163,6 +163,17 @@ class ResumedFolder:
         log = self.folder / "train.log"
         self.log_size = log.stat().st_size if log.is_file() else None
 
+    def keep_own_record(self) -> None:
+        """Put the run's own .hydra/ files back over those Hydra wrote for this resume:
+        they say how the run started (a multirun job's number, swept values and sweep),
+        which `python -m gancolor.multirun` and the W&B group read after a resume too."""
+        if self.hydra is None:
+            return  # the run had none: Hydra's new ones are the only record
+        hydra_dir = self.folder / ".hydra"
+        hydra_dir.mkdir(exist_ok=True)
+        for name, data in self.hydra.items():
+            (hydra_dir / name).write_bytes(data)
+
     def put_back(self) -> None:
         hydra_dir = self.folder / ".hydra"
         if self.hydra is None:

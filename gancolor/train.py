@@ -60,15 +60,25 @@ def warn_if_gpu_preset_on_cpu(device: torch.device) -> None:
 
 
 def build_logger(cfg: DictConfig, run_dir: Path, config: dict, run_id: str | None = None) -> Logger:
+    return with_metrics_file(run_dir, build_tracker(cfg, run_dir, config, run_id))
+
+
+def build_tracker(cfg: DictConfig, run_dir: Path, config: dict, run_id: str | None = None) -> Logger:
+    """What logger= chose (W&B), started; a Logger that does nothing for logger=none and
+    on ranks other than 0 (rank 0 alone logs, writes samples and talks to W&B)."""
+    if not distributed.is_main() or cfg.logger is None or not cfg.logger.get("_target_"):
+        return Logger()
+    # Partial first: handed to instantiate, the config's own _target_ keys would be built.
+    make_logger = build(cfg.logger, "logger", _partial_=True)
+    extra = {"run_id": run_id} if run_id else {}
+    return make_logger(run_dir=str(run_dir), run_config=config, **extra)
+
+
+def with_metrics_file(run_dir: Path, tracker: Logger) -> Logger:
+    """metrics.jsonl in front of the tracker, on rank 0."""
     if not distributed.is_main():
-        return Logger()  # rank 0 alone logs, writes samples and talks to W&B
-    loggers: list[Logger] = [JsonlLogger(run_dir / "metrics.jsonl")]
-    if cfg.logger is not None and cfg.logger.get("_target_"):
-        # Partial first: handed to instantiate, the config's own _target_ keys would be built.
-        make_logger = build(cfg.logger, "logger", _partial_=True)
-        extra = {"run_id": run_id} if run_id else {}
-        loggers.append(make_logger(run_dir=str(run_dir), run_config=config, **extra))
-    return MultiLogger(loggers)
+        return tracker
+    return MultiLogger([JsonlLogger(run_dir / "metrics.jsonl"), tracker])
 
 
 def train(cfg: DictConfig) -> float | None:
@@ -81,6 +91,7 @@ def train(cfg: DictConfig) -> float | None:
     try:
         resume = checkpoint_to_resume(cfg)
         if resume is not None:
+            _keep_resumed_run_record(run_dir)
             cfg = resume_config(cfg, resume["config"], list(HydraConfig.get().overrides.task))
             check_resume_continues(cfg, resume, distributed.world_size())
         seed_everything(int(cfg.seed))
@@ -93,15 +104,19 @@ def train(cfg: DictConfig) -> float | None:
         check_input_kind(recipe, data)  # NIR data with a gray recipe, or the reverse
         data.setup()  # finds and checks the images: a bad folder fails here, not mid-run
         config = OmegaConf.to_container(cfg, resolve=True)
-        if not distributed.is_main():
-            pass
-        elif resume is None:
-            (run_dir / "config.yaml").write_text(OmegaConf.to_yaml(config))
-        else:
-            drop_metrics_after(run_dir / "metrics.jsonl", resume["global_step"])
-        started = True
-        logger = KeepLogging(build_logger(cfg, run_dir, config, run_id=resume.get("logger_run_id") if resume else None))
+        # The tracker starts before the run folder gains anything: one that cannot start
+        # (W&B online without a key or a server) is refused like a bad data folder, which
+        # leaves no run behind, so the same command can simply be run again.
+        logger = build_tracker(cfg, run_dir, config, run_id=resume.get("logger_run_id") if resume else None)
         try:
+            if not distributed.is_main():
+                pass
+            elif resume is None:
+                (run_dir / "config.yaml").write_text(OmegaConf.to_yaml(config))
+            else:
+                drop_metrics_after(run_dir / "metrics.jsonl", resume["global_step"])
+            started = True
+            logger = KeepLogging(with_metrics_file(run_dir, logger))  # metrics.jsonl opens after the rows are dropped
             metrics = trainer.fit(recipe, data, run_dir, logger, config, resume=resume)
         finally:
             logger.finish()
@@ -174,6 +189,17 @@ def log_to_file_only(level: int, message: str) -> None:
     for handler in logging.getLogger().handlers:
         if isinstance(handler, logging.FileHandler):
             handler.handle(record)
+
+
+def _keep_resumed_run_record(run_dir: Path) -> None:
+    """A resume in the run's own folder keeps the run's .hydra/ record of how it started
+    (Hydra has just rewritten it with this command's); this command's overrides go to
+    train.log instead."""
+    resumed = run_folder.RESUMED
+    if resumed is None or not distributed.is_main() or resumed.folder.resolve() != run_dir.resolve():
+        return
+    resumed.keep_own_record()
+    log.info("resumed with: %s", " ".join(HydraConfig.get().overrides.task))
 
 
 def _put_back_resumed_run_dir(run_dir: Path) -> None:

@@ -248,3 +248,12 @@ def test_the_report_says_which_ssim_and_keeps_file_names_readable():
     caption_style = re.search(r"th\.cap \{([^}]*)\}", html).group(1)
     assert "break-all" not in caption_style and "min-width: 8em" in caption_style
     assert '<th class="cap">holiday 2019/a very long file name.jpg</th>' in html
+
+
+def test_short_names_keep_an_absolute_paths_leading_slash():
+    from gancolor.evaluate import short_names
+
+    assert short_names(["/tmp/x/nir.onnx"]) == ["/tmp/x/nir.onnx"]
+    assert short_names(["/srv/tmp/x/nir.onnx"]) == ["tmp/x/nir.onnx"]
+    assert short_names(["runs/a/checkpoints/last.pt", "runs/b/checkpoints/last.pt"]) == ["a/checkpoints/last.pt", "b/checkpoints/last.pt"]
+    assert short_names(["/a/x/y/z.pt", "/b/x/y/z.pt"]) == ["/a/x/y/z.pt", "/b/x/y/z.pt"]

@@ -18,6 +18,7 @@ from gancolor.loggers import (
     JsonlLogger,
     Logger,
     MultiLogger,
+    TrackerError,
     WandbLogger,
     resolve_wandb_mode,
     stored_wandb_run_id,
@@ -240,6 +241,38 @@ def test_final_checkpoints_are_logged_at_finish_when_enabled(offline):
     assert len({a.digest for a in models}) == 1
 
 
+def test_latest_stays_on_the_final_last_pt_and_best_keeps_its_own_step(offline):
+    from gancolor.checkpoint import CheckpointFolder
+
+    folder = CheckpointFolder(offline / "checkpoints")
+    folder.folder.mkdir(parents=True)
+
+    def models():
+        records = [a for a in read_offline_run(offline).artifacts if a.type == "model"]
+        # W&B moves an alias to the newest version given it: the last record holding it wins.
+        holder = lambda alias: json.loads([a for a in records if alias in a.aliases][-1].metadata)  # noqa: E731
+        return records, holder("latest"), holder("best")
+
+    # As the trainer logs them: step 3 improves (last.pt, also best.pt), step 4 does not.
+    logger = WandbLogger(run_dir=offline, log_checkpoints=True)
+    logger.log_checkpoint(folder.save({"global_step": 3}), aliases=["latest", "epoch-1", "best"], metadata={"step": 3})
+    folder.mark_best(folder.last)
+    logger.log_checkpoint(folder.save({"global_step": 4}), aliases=["latest", "step-4"], metadata={"step": 4})
+    logger.finish()
+    records, latest, best = models()
+    assert len(records) == 2, "best.pt is the step-3 file already logged"
+    assert (latest["file"], latest["step"], best["step"]) == ("last.pt", 4, 3)
+
+    # A resumed session: best.pt is from the earlier one, so it goes up at the end, with
+    # the step it was saved at; `latest` goes back to the final last.pt after it.
+    logger = WandbLogger(run_dir=offline, log_checkpoints=True)
+    logger.log_checkpoint(folder.save({"global_step": 5}), aliases=["latest", "step-5"], metadata={"step": 5})
+    logger.finish()
+    records, latest, best = models()
+    assert (latest["file"], latest["step"]) == ("last.pt", 5)
+    assert (best["file"], best["step"]) == ("best.pt", 3)
+
+
 def test_resume_continues_the_stored_run_id(offline):
     first = WandbLogger(run_dir=offline)
     run_id = first.run_id
@@ -370,6 +403,57 @@ def test_wandb_mode_always_wins(clean_home, monkeypatch):
     monkeypatch.setenv("WANDB_MODE", "sometimes")
     with pytest.raises(ConfigError, match="WANDB_MODE must be one of online, offline, disabled"):
         resolve_wandb_mode()
+
+
+# -- a tracker that cannot start --------------------------------------------------------------
+
+
+def closed_port() -> int:
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]  # closed again on leaving: nothing answers there
+
+
+@pytest.fixture
+def no_server(offline, monkeypatch):
+    """Online, with a key, at a W&B server that refuses connections: wandb.init fails
+    for real, in about WANDB_INIT_TIMEOUT seconds."""
+    monkeypatch.setenv("WANDB_MODE", "online")
+    monkeypatch.setenv("WANDB_API_KEY", "k" * 40)
+    monkeypatch.setenv("WANDB_BASE_URL", f"http://127.0.0.1:{closed_port()}")
+    monkeypatch.setenv("WANDB_INIT_TIMEOUT", "2")
+    return offline
+
+
+def test_a_start_that_fails_takes_back_what_wandb_made_for_it(no_server, monkeypatch):
+    monkeypatch.setenv("WANDB_MODE", "offline")
+    WandbLogger(run_dir=no_server).finish()  # an earlier session, as a resumed run has
+    state = lambda: {p.name: os.readlink(p) if p.is_symlink() else None for p in (no_server / "wandb").iterdir()}  # noqa: E731
+    before = state()
+    monkeypatch.setenv("WANDB_MODE", "online")
+    with pytest.raises(TrackerError, match="W&B could not start in online mode"):
+        WandbLogger(run_dir=no_server)
+    assert state() == before
+
+
+def test_a_run_whose_tracker_cannot_start_leaves_no_folder(no_server, small_photo_folder, tmp_path):
+    import subprocess
+    import sys
+
+    run = tmp_path / "run"
+    args = [
+        "data=folder", f"data.root={small_photo_folder}", "data.image_size=32", "data.num_workers=0", "generator.ngf=8",
+        "discriminator.ndf=8", "trainer.max_steps=1", "trainer.progress_bar=false", "logger=wandb", f"hydra.run.dir={run}",
+    ]  # fmt: skip
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    result = subprocess.run([sys.executable, "-m", "gancolor", *args], env=env, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 2
+    lines = [line for line in result.stderr.splitlines() if line.startswith("gancolor: ")]
+    assert len(lines) == 1 and "W&B could not start in online mode" in lines[0], result.stderr[-2000:]
+    # Like a bad data folder: nothing left, so the same command can simply be run again.
+    assert not run.exists(), sorted(p.name for p in run.iterdir())
 
 
 # -- the other loggers ------------------------------------------------------------------------

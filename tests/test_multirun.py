@@ -216,3 +216,24 @@ def test_the_summary_says_when_jobs_cannot_be_told_apart(tmp_path):
     md = write_summary(tmp_path / "some")[0].read_text()
     assert "Best val/psnr (max): 23, job 2 (seed=2)" in md
     assert "Indistinguishable (identical metrics): jobs 0, 1" in md
+
+
+@pytest.mark.slow
+def test_a_resumed_job_keeps_its_overrides_number_and_wandb_group(tmp_path):
+    from test_loggers import read_offline_run  # reads the offline run file wandb wrote
+
+    sweep_dir = tmp_path / "sweep"
+    args = ["-m", *TINY, "trainer.max_steps=1", "logger=wandb", "loss.gan_mode=vanilla,lsgan", f"hydra.sweep.dir={sweep_dir}"]
+    result = run_gancolor(args, tmp_path, tmp_path / "cache")
+    assert result.returncode == 0, result.stderr[-3000:]
+    job = sweep_dir / "0_pix2pix"
+    assert read_offline_run(job).run.run_group == "multirun-sweep"
+
+    resumed = run_gancolor([f"resume={job}", "trainer.max_steps=2"], tmp_path, tmp_path / "cache")
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    assert "loss.gan_mode=vanilla" in OmegaConf.load(job / ".hydra" / "overrides.yaml")
+    assert OmegaConf.load(job / ".hydra" / "hydra.yaml").hydra.job.num == 0
+    assert "resumed with: resume=" in (job / "train.log").read_text()
+    assert read_offline_run(job).run.run_group == "multirun-sweep"  # the resumed session's
+    rows = list(csv.DictReader((write_summary(sweep_dir)[1]).open()))
+    assert [(r["job"], r["loss.gan_mode"], r["step"]) for r in rows] == [("0", "vanilla", "2"), ("1", "lsgan", "1")]

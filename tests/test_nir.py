@@ -110,6 +110,21 @@ def test_side_by_side_names_the_file_without_partner(tmp_path, photos, caplog):
         module().setup()
 
 
+def test_the_log_counts_pairs_and_the_unpaired_warning_the_files_it_names(tmp_path, photos, caplog):
+    scenes = write_nir_pairs(tmp_path, photos) / "scenes"
+    Image.open(scenes / "scene_0_nir.png").save(scenes / "scene_0_nir.tiff")  # two NIR files for one scene
+    (scenes / "scene_1_rgb.png").unlink()
+    with caplog.at_level(logging.INFO, logger="gancolor.data"):
+        module(root=tmp_path).setup()
+    messages = [r.getMessage() for r in caplog.records]
+    unpaired = [m for m in messages if "without a partner" in m]
+    assert len(unpaired) == 1 and unpaired[0].startswith("data: 3 file(s) under") and unpaired[0].count("scenes/scene_") == 3
+    assert "scenes/scene_0_nir.tiff (one of 2 NIR files of one scene)" in unpaired[0]
+    assert f"data: 2 usable NIR/RGB pairs under {tmp_path}" in messages
+    assert f"data: 1 training and 1 validation NIR/RGB pairs from {tmp_path}" in messages
+    assert not [m for m in messages if "colour images" in m]
+
+
 def test_pairs_are_sized_as_decoded_upright(tmp_path, photos):
     # A portrait NIR stored landscape with an EXIF quarter turn pairs with its portrait RGB;
     # one whose sizes match only before that turn is left out, named, never a failure later.
@@ -186,6 +201,25 @@ def test_pix2pix_trains_on_nir_and_colourises_an_odd_sized_nir_file(trained, tmp
 
 
 # -- evaluate and export of an NIR checkpoint ------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "overrides, says",
+    [
+        (["experiment=nir_pix2pix", "model=cyclegan"], "but this model=cyclegan colourises gray ones: NIR needs model=pix2pix"),
+        (["experiment=nir_pix2pix", "model=cic"], "but this model=cic colourises gray ones: NIR needs model=pix2pix"),
+        (["model=stargan", "data=nir"], "but this model=stargan colourises gray ones: NIR needs model=pix2pix"),
+        (["experiment=nir_pix2pix", "model.target=ab"], "but model.target=ab colourises gray ones: set model.target=lab"),
+        (["model.target=rgb", "data=folder"], "model.target=rgb predicts the whole colour image from a near-infrared input"),
+    ],
+)
+def test_a_command_line_that_mixes_nir_and_gray_is_refused_with_the_mismatch_first(overrides, says):
+    # Before Hydra starts the job: the recipe's constructor would fail first on what the
+    # mismatch leaves (model.target for CycleGAN, ${data.domains}, D's channels), saying less.
+    from gancolor.commandline import config_problem
+
+    _, problem = config_problem([*overrides, "data.root=/nonexistent/nir"])
+    assert problem is not None and says in problem
 
 
 @pytest.fixture(scope="module")

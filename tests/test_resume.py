@@ -198,6 +198,27 @@ def test_resume_refuses_overrides_that_change_the_experiment(tmp_path, cache, un
     assert rows(run)[: len(before)] == before and last_step(run) == TOTAL_STEPS + 1
 
 
+def test_a_resume_may_repeat_the_runs_group_choices_whatever_allowed_keys_they_compose(tmp_path, cache, small_photo_folder):
+    run = tmp_path / "run"
+    own = [
+        "data=folder", f"data.root={small_photo_folder}", "data.image_size=32", "data.num_workers=0",
+        "generator.ngf=8", "discriminator.ndf=8", "trainer.progress_bar=false", "logger=none",
+    ]  # fmt: skip
+    first = gancolor([*own, "trainer.max_steps=2", f"hydra.run.dir={run}"], cache)
+    assert first.returncode == 0, first.stderr[-2000:]
+    # The run's own command line less an allowed key: data=folder now composes
+    # num_workers=auto, not the run's 0, and is still the run's own choice.
+    again = [o for o in own if o != "data.num_workers=0"]
+    resumed = gancolor([*again, "trainer.max_steps=3", f"resume={run}"], cache)
+    assert resumed.returncode == 0, resumed.stderr[-2000:]
+    ckpt = load_checkpoint(run / "checkpoints" / "last.pt")
+    assert ckpt["global_step"] == 3 and ckpt["config"]["data"]["num_workers"] == 0  # the stored node stays
+    # Keys inside the choice are still checked one by one, and another choice is refused.
+    for change in ("data.batch_size=2", "model=cyclegan"):
+        refused = gancolor([*again, "trainer.max_steps=4", f"resume={run}", change], cache)
+        assert refused.returncode == 2 and f"cannot change {change} (allowed" in one_error_line(refused)
+
+
 def test_init_from_loads_weights_and_starts_at_step_zero(tmp_path, cache, uninterrupted):
     ckpt = uninterrupted / "checkpoints" / "last.pt"
 
@@ -241,6 +262,19 @@ def test_resume_config_takes_the_stored_config_and_only_allowed_overrides():
     assert resume_config(same, stored, ["model.lr=0.0002", "seed=1"]).model.lr == 0.0002
     with pytest.raises(ConfigError, match="cannot change seed=9$|cannot change seed=9 "):
         resume_config(OmegaConf.create({**stored, "seed": 9}), stored, ["model.lr=0.0002", "seed=9"])
+    # A group choice: the run's own (choices, from its .hydra/hydra.yaml) changes nothing and
+    # keeps its stored node; without that record, the node it composes must be the stored
+    # one but for keys a resume may change anyway.
+    stored = {"data": {"root": "a", "num_workers": 0}, "trainer": {"max_steps": 5}}
+    composed = OmegaConf.create({"data": {"root": "a", "num_workers": "auto"}, "trainer": {"max_steps": 8}})
+    merged = resume_config(composed, stored, ["data=folder", "trainer.max_steps=8"], choices={"data": "folder"})
+    assert merged.data.num_workers == 0 and merged.trainer.max_steps == 8
+    with pytest.raises(ConfigError, match="cannot change data=sample"):
+        resume_config(composed, stored, ["data=sample"], choices={"data": "folder"})
+    assert resume_config(composed, stored, ["data=folder"]).data.num_workers == 0
+    other_root = OmegaConf.create({"data": {"root": "b", "num_workers": 0}})
+    with pytest.raises(ConfigError, match="cannot change data=folder"):
+        resume_config(other_root, stored, ["data=folder"])
 
 
 def test_a_resume_must_leave_something_to_train_with_as_many_processes():

@@ -176,6 +176,8 @@ class FolderDataModule:
         self._train: _SkippingDataset | None = None
         self._val: _SkippingDataset | None = None
 
+    counted = "images"  # what one training example is, in the log
+
     # -- public API -------------------------------------------------------------
 
     def setup(self) -> None:
@@ -186,7 +188,7 @@ class FolderDataModule:
         train_paths, val_paths = self._split(root)
         self._train = self._make_dataset(train_paths, train=True)
         self._val = self._make_dataset(val_paths, train=False)
-        log.info("data: %d training and %d validation images from %s", len(train_paths), len(val_paths), root)
+        log.info("data: %d training and %d validation %s from %s", len(train_paths), len(val_paths), self.counted, root)
 
     @property
     def train_size(self) -> int:

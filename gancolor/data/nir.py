@@ -36,7 +36,7 @@ from PIL import Image
 
 from gancolor import color
 from gancolor.config_check import expand_folder, folder_problem
-from gancolor.data.datamodule import FolderDataModule, report_scan, seeded_split
+from gancolor.data.datamodule import FolderDataModule, seeded_split
 from gancolor.data.datasets import DEFAULT_MAX_UNREADABLE_SHARE, Transform, _SkippingDataset, hwc_to_chw
 from gancolor.data.images import UnreadableImage, find_images, is_grayscale, load_image, load_rgb, skipped_summary
 from gancolor.data.scan import ScanResult, scan_color_images
@@ -110,7 +110,8 @@ def _pairs_of(groups, folder: Path | None, notes: list[str], roots: dict[str, Pa
             pairs.append((nir[0], rgb[0]))
         elif len(nir) > 1 or len(rgb) > 1:
             many, kind = (nir, "nir") if len(nir) > 1 else (rgb, "rgb")
-            notes.append(f"{', '.join(where(p, kind) for p in many)} (one scene, {len(many)} {kind.upper()} files)")
+            # One note per file: the warning counts files and names what it counts.
+            notes.extend(f"{where(p, kind)} (one of {len(many)} {kind.upper()} files of one scene)" for p in many)
         else:
             have, kind, missing = (nir[0], "nir", "RGB") if nir else (rgb[0], "rgb", "NIR")
             notes.append(f"{where(have, kind)} (no {missing} partner)")
@@ -252,6 +253,7 @@ class NIRDataModule(FolderDataModule):
     """
 
     input_kind = "nir"  # what a recipe must take as input (gancolor.models.base.check_input_kind)
+    counted = "NIR/RGB pairs"
 
     def __init__(
         self,
@@ -328,13 +330,16 @@ class NIRDataModule(FolderDataModule):
     def _scanned(self, pairs: list[tuple[Path, Path]], where: str) -> list[tuple[Path, Path]]:
         """The pairs check_pairs keeps, what it leaves out said in the log."""
         checked = check_pairs(pairs)
-        report_scan(checked.rgb_scan)
+        # Counted in pairs, not in the colour images that report_scan counts for data=folder.
+        for path, reason in checked.rgb_scan.unreadable + checked.rgb_scan.unsupported:
+            log.warning("skipping unreadable image %s: %s", path, reason)
         for path, reason in checked.nir_scan.unreadable + checked.nir_scan.unsupported:
             log.warning("skipping unreadable NIR image %s: %s", path, reason)
         if checked.left_out:
             log.warning("data: %s", left_out_line(checked.left_out, where))
         if not checked.kept:
             raise DataError(no_usable_message(checked, where))
+        log.info("data: %d usable NIR/RGB pairs under %s", len(checked.kept), where)
         return checked.kept
 
     def _make_dataset(self, paths: Sequence[Path], train: bool) -> _SkippingDataset:

@@ -121,23 +121,11 @@ def adam_kernel(groups) -> dict[str, bool]:
 
 def check_input_kind(recipe: Recipe, data) -> None:
     """A recipe and a data module that disagree on the input fail before any work, with
-    one line, instead of a KeyError in the first step."""
+    one line, instead of a KeyError in the first step (the command line is checked for
+    the same before Hydra starts: gancolor.config_check.input_kind_problem)."""
+    from gancolor.config_check import input_kind_message
     from gancolor.errors import ConfigError
 
     wanted, given = getattr(recipe, "input_kind", "gray"), getattr(data, "input_kind", "gray")
-    if wanted == given:
-        return
-    if given == "nir" and hasattr(recipe, "target"):
-        raise ConfigError(
-            f"data=nir gives near-infrared inputs, but model.target={recipe.target} colourises gray ones: "
-            "set model.target=lab (or rgb), as experiment=nir_pix2pix does"
-        )
-    if given == "nir":
-        raise ConfigError(
-            f"data=nir gives near-infrared inputs, but this model={recipe.name} colourises gray ones: "
-            "NIR needs model=pix2pix model.target=lab (or rgb), as experiment=nir_pix2pix sets"
-        )
-    raise ConfigError(
-        f"model.target={getattr(recipe, 'target', '?')} predicts the whole colour image from a near-infrared input, "
-        "which data=nir gives (as experiment=nir_pix2pix sets); this data module gives gray ones"
-    )
+    if wanted != given:
+        raise ConfigError(input_kind_message(recipe.name, getattr(recipe, "target", None), given))
