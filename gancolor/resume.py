@@ -19,7 +19,12 @@ from pathlib import Path
 from omegaconf import DictConfig, OmegaConf
 
 from gancolor.build import build_recipe, config_for_rebuilding
-from gancolor.checkpoint import find_resume_checkpoint, load_checkpoint, load_ema_weights, load_nets
+from gancolor.checkpoint import (
+    find_resume_checkpoint,
+    load_checkpoint,
+    load_ema_weights,
+    load_nets,
+)
 from gancolor.errors import CheckpointError, ConfigError, UserError, fail
 from gancolor.options import bool_option
 
@@ -215,10 +220,9 @@ def refuse_bad_resume(overrides: list[str]) -> None:
             world_size = int(os.environ.get("WORLD_SIZE", "1"))  # torchrun's; the group is not joined yet
             check_resume_continues(resume_config(cfg, resume["config"], overrides), resume, world_size)
     except UserError as exc:
-        if os.environ.get("RANK", "0") != "0":  # under torchrun every rank finds it; rank 0 says it
-            sys.exit(exc.exit_code)
-        for line in (line for line in held.lines if line != str(exc)):  # the error says its own
-            print(f"gancolor: warning: {line}", file=sys.stderr)
+        if os.environ.get("RANK", "0") == "0":  # under torchrun every rank finds it; rank 0 says it (so does fail)
+            for line in (line for line in held.lines if line != str(exc)):  # the error says its own
+                print(f"gancolor: warning: {line}", file=sys.stderr)
         fail(str(exc), exc.exit_code)
 
 
