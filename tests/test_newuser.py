@@ -79,7 +79,8 @@ def test_num_workers_auto_is_accepted_by_every_data_config(data, tmp_path):
     from gancolor.commandline import config_problem
 
     root = [f"data.root={tmp_path}"] if data == "folder" else []
-    assert config_problem([f"data={data}", *root, "data.num_workers=auto"])[1] is None
+    target = ["model.target=lab"] if data == "nir" else []  # NIR inputs need a recipe that predicts L too
+    assert config_problem([f"data={data}", *root, *target, "data.num_workers=auto"])[1] is None
 
 
 def test_a_data_folder_that_is_not_there_is_named_before_torch_loads(tmp_path, monkeypatch):
@@ -90,12 +91,12 @@ def test_a_data_folder_that_is_not_there_is_named_before_torch_loads(tmp_path, m
     (tmp_path / "notes.txt").write_text("x")
     assert config_problem(["data=folder", "data.root=photos"])[1] is None
     assert config_problem(["data=folder", "data.root=fotos"])[1] == f"data.root: folder not found: {tmp_path / 'fotos'}"
-    assert config_problem(["data=nir", "data.nir_root=photos", "data.rgb_root=notes.txt"])[1] == (
+    assert config_problem(["data=nir", "model.target=lab", "data.nir_root=photos", "data.rgb_root=notes.txt"])[1] == (
         f"data.rgb_root: not a folder: {tmp_path / 'notes.txt'}"
     )
     assert config_problem(["data=unpaired"])[1] is None, "root: null is the sample photos"
     # Both NIR layouts at once: a missing data.root is not the mistake to name (the loader says "not both").
-    assert config_problem(["data=nir", "data.root=fotos", "data.nir_root=photos", "data.rgb_root=photos"])[1] is None
+    assert config_problem(["data=nir", "model.target=lab", "data.root=fotos", "data.nir_root=photos", "data.rgb_root=photos"])[1] is None
     # A launcher that runs the jobs on other machines sees their folders, not this one's.
     from gancolor.config_check import missing_data_folder
     from helpers import compose
