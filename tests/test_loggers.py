@@ -19,6 +19,7 @@ from gancolor.loggers import (
     Logger,
     MultiLogger,
     TrackerError,
+    WANDB_ID_FILE,
     WandbLogger,
     resolve_wandb_mode,
     stored_wandb_run_id,
@@ -108,7 +109,14 @@ def offline_runs(run_dir: Path) -> list[Path]:
 
 
 def read_offline_run(run_dir: Path, index: int = -1) -> OfflineRun:
-    return read_run_folder(offline_runs(run_dir)[index])
+    """The index-th session's run; the last: the one wandb_id.txt names where it exists.
+    Folder names sort by start second, then by random run id: two sessions that start
+    within one second are in either order."""
+    runs = offline_runs(run_dir)
+    latest = run_dir / WANDB_ID_FILE
+    if index == -1 and latest.is_file():
+        runs = [folder for folder in runs if folder.name.endswith("-" + latest.read_text().strip())]
+    return read_run_folder(runs[index])
 
 
 def read_run_folder(folder: Path, timeout: float = 30.0) -> OfflineRun:
