@@ -440,9 +440,15 @@ def test_a_start_that_fails_takes_back_what_wandb_made_for_it(no_server, monkeyp
     WandbLogger(run_dir=no_server).finish()  # an earlier session, as a resumed run has
     state = lambda: {p.name: os.readlink(p) if p.is_symlink() else None for p in (no_server / "wandb").iterdir()}  # noqa: E731
     before = state()
-    monkeypatch.setenv("WANDB_MODE", "online")
-    with pytest.raises(TrackerError, match="W&B could not start in online mode"):
-        WandbLogger(run_dir=no_server)
+    # In a fresh process: the wandb service this one started for earlier sessions would
+    # hold the failing start for a minute and a half, whatever WANDB_INIT_TIMEOUT says.
+    import subprocess
+    import sys
+
+    start = f"from gancolor.loggers import WandbLogger; WandbLogger(run_dir={str(no_server)!r})"
+    env = {**os.environ, "WANDB_MODE": "online"}
+    result = subprocess.run([sys.executable, "-c", start], env=env, capture_output=True, text=True, timeout=120)
+    assert result.returncode != 0 and "TrackerError: W&B could not start in online mode" in result.stderr, result.stderr[-2000:]
     assert state() == before
 
 
