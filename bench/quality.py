@@ -10,6 +10,8 @@ and the all-gray baseline, on held-out real photos, at full resolution.
                                                            # three configs + the reference, one table
     python bench/quality.py --select --images 1600 --config model=cic --colorize temperature=0.2 --colorize temperature=0.6
                                                            # one training, a row per decoding
+    python bench/quality.py --images 1600 --seeds 3 --jobs 2 --threads 1 --config experiment=pix2pix_colorful
+                                                           # 3 runs per side, then each side's mean and range
 
 Several --config (each a list of overrides; an empty one is the default pix2pix) train in one
 run beside ONE reference run, --jobs of them at a time; every row has the same data and budget.
@@ -169,11 +171,12 @@ def colorize_gancolor(ckpt: Path, held_dir: Path, out_dir: Path, env: dict, devi
 
 
 # -- the reference ---------------------------------------------------------------------------
-def train_reference(reference: Path, split_dir: Path, work: Path, budget: dict, env: dict, log, device: str = "cpu") -> dict:
-    copy = work / "reference"
+def train_reference(reference: Path, split_dir: Path, work: Path, budget: dict, env: dict, log, device: str = "cpu", tag: str = "") -> dict:
+    """tag names the files of one of several runs in one workdir (--seeds)."""
+    copy = work / f"reference{tag}"
     shutil.rmtree(copy, ignore_errors=True)
     shutil.copytree(reference, copy, ignore=shutil.ignore_patterns("checkpoints", "__pycache__"))
-    name, snapshot = "quality", work / "reference_G.pth"
+    name, snapshot = "quality", work / f"reference_G{tag}.pth"
     images_cap = budget.get("images")
     save_every = min(SAVE_EVERY, images_cap) if images_cap else SAVE_EVERY
     command = [
@@ -181,10 +184,10 @@ def train_reference(reference: Path, split_dir: Path, work: Path, budget: dict, 
         "--gpu_ids", "-1" if device == "cpu" else "0", "--display_id", "0", "--no_html", "--num_threads", "0", "--netG", "unet_128",
         "--load_size", str(IMAGE_SIZE + IMAGE_SIZE // 8), "--crop_size", str(IMAGE_SIZE), "--batch_size", str(BATCH_SIZE),
         "--niter", "100000", "--niter_decay", "0", "--save_latest_freq", str(save_every), "--save_epoch_freq", "100000",
-        "--print_freq", str(save_every), "--checkpoints_dir", str(work / "reference_checkpoints"),
+        "--print_freq", str(save_every), "--checkpoints_dir", str(work / f"reference_checkpoints{tag}"),
     ]  # fmt: skip
     log(" ".join(command))
-    latest = work / "reference_checkpoints" / name / "latest_net_G.pth"
+    latest = work / f"reference_checkpoints{tag}" / name / "latest_net_G.pth"
     snapshot.unlink(missing_ok=True)
     started = time.monotonic()
     deadline = started + budget["seconds"] if budget.get("seconds") else None
@@ -193,7 +196,7 @@ def train_reference(reference: Path, split_dir: Path, work: Path, budget: dict, 
     lines: queue.Queue[str | None] = queue.Queue()
     threading.Thread(target=forward_lines, args=(process.stdout, lines), daemon=True).start()
     saved_at = 0  # mtime of the weights file the last snapshot copied
-    with open(work / "reference_train.out", "w") as out:
+    with open(work / f"reference_train{tag}.out", "w") as out:
         while not (deadline and time.monotonic() > deadline):
             try:
                 line = lines.get(timeout=0.5)
@@ -213,7 +216,7 @@ def train_reference(reference: Path, split_dir: Path, work: Path, budget: dict, 
     cpu = reap(process, block=True)  # up to the kill, a little past the scored snapshot
     seconds = min(time.monotonic(), deadline or time.monotonic()) - started
     if not snapshot.is_file():
-        raise SystemExit(f"quality: the reference saved no weights within the budget; see {work / 'reference_train.out'}")
+        raise SystemExit(f"quality: the reference saved no weights within the budget; see {work / f'reference_train{tag}.out'}")
     return {"ckpt": snapshot, "images": images, "seconds": seconds, "cpu": cpu, "copy": copy}
 
 
@@ -324,6 +327,35 @@ def table(rows: list[tuple[str, dict | None, dict]]) -> str:
     return "\n".join(lines)
 
 
+def spread_table(gray: dict, reference: list[dict], configs: list[tuple[str, list[dict]]]) -> str:
+    """Each side's mean and range over its runs, and where each config's mean beats the reference's
+    (PSNR, SSIM, colourfulness ratio closer to 1, hist a, hist b) and the gray baseline's PSNR:
+    at a small budget one run per side moves by about a dB between seeds, so single rows rank nothing."""
+    head = ["mean (min-max) over runs", "runs", *(title for title, _, _ in COLUMNS), "mean beats the reference on", "mean beats gray PSNR"]
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+
+    def mean(runs: list[dict], key: str) -> float:
+        return float(np.mean([run[key] for run in runs]))
+
+    def wins(runs: list[dict]) -> str:
+        def higher(key: str) -> bool:
+            return mean(runs, key) > mean(reference, key)
+
+        def off_one(side: list[dict]) -> float:
+            return abs(mean(side, "colorfulness_ratio") - 1)
+
+        better = {"PSNR": higher("psnr"), "SSIM": higher("ssim"), "ratio": off_one(runs) < off_one(reference),
+                  "hist a": higher("hist_intersection_a"), "hist b": higher("hist_intersection_b")}  # fmt: skip
+        return ", ".join(name for name, won in better.items() if won) or "none"
+
+    for label, runs in [("reference (colorization, unet_128)", reference), *configs]:
+        cells = [f"{mean(runs, key):.{digits}f} ({min(r[key] for r in runs):.{digits}f}-{max(r[key] for r in runs):.{digits}f})"
+                 for _, key, digits in COLUMNS]  # fmt: skip
+        verdict = ["-", "-"] if runs is reference else [wins(runs), "yes" if mean(runs, "psnr") > gray["psnr"] else "no"]
+        lines.append("| " + " | ".join([label, str(len(runs)), *cells, *verdict]) + " |")
+    return "\n".join(lines)
+
+
 def contact_sheet(names, columns: list[list[np.ndarray]], path: Path) -> None:
     """One row per photo, one column per list (gray | each gancolor config | reference | truth),
     SHEET_HEIGHT px high."""
@@ -394,12 +426,18 @@ def main() -> None:
     parser.add_argument("--reference", type=Path, default=ROOT.parent / "shared" / "peers" / "pix2pix-reference")
     parser.add_argument("--workdir", type=Path, default=Path("/tmp/gancolor-quality"))
     parser.add_argument("--no-record", action="store_true", help="print the table; leave BENCHMARKS.md alone")
-    parser.add_argument("--reuse-reference", type=Path, metavar="WORKDIR",
+    parser.add_argument("--reuse-reference", type=Path, metavar="WORKDIR", action="append", default=[],
                         help="score the reference run of an earlier --workdir (same photos, split and budget: checked) "
-                        "instead of training it again; the row says so")  # fmt: skip
+                        "instead of training it again; the row says so. Once per reused run (with --seeds, up to N)")  # fmt: skip
+    parser.add_argument("--seeds", type=int, default=1, metavar="N",
+                        help="train every config N times (seed=0..N-1) and the reference N times (it sets no seed: each run "
+                        "is a fresh draw), then add a table of each side's mean and range over the N runs")  # fmt: skip
     args = parser.parse_args()
     configs = args.config or [[]]
     decodings = args.colorize or [[]]
+    seeds = range(max(1, args.seeds))
+    if len(args.reuse_reference) > len(seeds):
+        parser.exit(2, f"quality: error: {len(args.reuse_reference)} --reuse-reference for {len(seeds)} reference run(s)\n")
     for path, flag in ((args.photos, "--photos"), (args.reference / "train.py", "--reference")):
         if not path.exists():
             parser.exit(2, f"quality: error: {flag}: {path} not found\n")
@@ -424,54 +462,69 @@ def main() -> None:
     log(f"{len(list(train_dir.iterdir()))} training photos, {len(names)} held out; {len(configs)} gancolor config(s); {host}")
     env = child_env(args.threads)
 
-    def ours(index: int) -> dict:
-        run = train_gancolor(configs[index], train_dir, args.workdir / f"gancolor_{index}", run_budget, env, log, args.device)
-        log(f"gancolor {' '.join(configs[index]) or '(default)'}: {run['images']} images in {run['seconds']:.0f} s")
+    def seeded(config: list[str], seed: int) -> list[str]:
+        return [*config, f"seed={seed}"] if args.seeds > 1 else config
+
+    def ours(index: int, seed: int) -> dict:
+        tag = f"{index}_s{seed}" if seed else f"{index}"  # seed 0 keeps the one-seed run's names
+        config = seeded(configs[index], seed)
+        run = train_gancolor(config, train_dir, args.workdir / f"gancolor_{tag}", run_budget, env, log, args.device)
+        log(f"gancolor {' '.join(config) or '(default)'}: {run['images']} images in {run['seconds']:.0f} s")
         # One training, several decodings: a decoding-time setting (cic's temperature, render_size)
         # is chosen without paying for the training again.
         run["outs"] = [
-            colorize_gancolor(run["ckpt"], held_dir, args.workdir / (f"out_gancolor_{index}" + (f"_{j}" if j else "")), env, args.device, options)
+            colorize_gancolor(run["ckpt"], held_dir, args.workdir / (f"out_gancolor_{tag}" + (f"_{j}" if j else "")), env, args.device, options)
             for j, options in enumerate(decodings)
         ]  # fmt: skip
         return run
 
-    reused = reused_reference(args.reuse_reference, run_budget, names, args.device) if args.reuse_reference else None
+    reused = [reused_reference(workdir, run_budget, names, args.device) for workdir in args.reuse_reference]
 
-    def theirs() -> dict:
-        if reused:
-            return reused
-        # Stale until this run's reference is scored: a later --reuse-reference must not
-        # take a half-made out_reference for the earlier run it describes.
-        (args.workdir / REFERENCE_RUN).unlink(missing_ok=True)
-        run = train_reference(args.reference, train_dir.parent, args.workdir, run_budget, env, log, args.device)
-        log(f"reference: {run['images']} images in {run['seconds']:.0f} s")
-        run["out"] = colorize_reference(run["copy"], run["ckpt"], held_dir, args.workdir / "out_reference", env, args.threads)
-        (args.workdir / REFERENCE_RUN).write_text(json.dumps(
-            {"budget": run_budget, "held_out": names, "device": args.device, **{key: run[key] for key in ("images", "seconds", "cpu")}}
-        ))  # fmt: skip
+    def theirs(k: int) -> dict:
+        if k < len(reused):
+            return reused[k]
+        # Run 0 of this workdir is the one a later --reuse-reference takes; its record is stale
+        # until it is scored, so that a half-made out_reference is never taken for it.
+        tag = f"_{k}" if k else ""
+        if not tag:
+            (args.workdir / REFERENCE_RUN).unlink(missing_ok=True)
+        run = train_reference(args.reference, train_dir.parent, args.workdir, run_budget, env, log, args.device, tag)
+        log(f"reference run {k}: {run['images']} images in {run['seconds']:.0f} s")
+        run["out"] = colorize_reference(run["copy"], run["ckpt"], held_dir, args.workdir / f"out_reference{tag}", env, args.threads)
+        if not tag:
+            (args.workdir / REFERENCE_RUN).write_text(json.dumps(
+                {"budget": run_budget, "held_out": names, "device": args.device, **{key: run[key] for key in ("images", "seconds", "cpu")}}
+            ))  # fmt: skip
         return run
 
     with concurrent.futures.ThreadPoolExecutor(max_workers=max(1, args.jobs)) as pool:
-        reference = pool.submit(theirs)  # first, so that it never waits behind the configs
-        runs = [pool.submit(ours, i) for i in range(len(configs))]
-        runs = [run.result() for run in runs]
-        reference = reference.result()
+        # The references first, so that they never wait behind the configs.
+        references = [pool.submit(theirs, k) for k in seeds]
+        runs = {(i, k): pool.submit(ours, i, k) for k in seeds for i in range(len(configs))}
+        runs = {key: run.result() for key, run in runs.items()}
+        references = [reference.result() for reference in references]
 
     truths = [load_rgb(held_dir / name) for name in names]
     grays = [gray_baseline(t) for t in truths]
-    their_images = read_outputs(reference["out"], names)
-    rows = [(config, options, run, out) for config, run in zip(configs, runs) for options, out in zip(decodings, run["outs"])]
-    our_images = [read_outputs(out, names) for *_, out in rows]
-    labels = [
-        "gancolor " + (" ".join(config) or "pix2pix (default)") + (f", colorize {' '.join(options)}" if options else "")
-        for config, options, *_ in rows
-    ]  # fmt: skip
-    text = table([
-        ("all-gray baseline (truth L, a=b=0)", None, score(grays, truths)),
-        ("reference (colorization, unet_128)" + (f", reused from {args.reuse_reference}" if args.reuse_reference else ""),
-         reference, score(their_images, truths)),
-        *((label, run, score(images, truths)) for label, (_, _, run, _), images in zip(labels, rows, our_images)),
-    ])  # fmt: skip
+    gray_row = ("all-gray baseline (truth L, a=b=0)", None, score(grays, truths))
+    # Rows by run (k), then by config and decoding; the contact sheet shows run 0's outputs.
+    reference_rows, our_rows, our_images = [], defaultdict(list), []
+    for k in seeds:
+        reused_from = f", reused from {args.reuse_reference[k]}" if k < len(reused) else ""
+        reference_rows.append(("reference (colorization, unet_128)" + (f", run {k}" if args.seeds > 1 else "") + reused_from,
+                               references[k], score(read_outputs(references[k]["out"], names), truths)))  # fmt: skip
+        for i, config in enumerate(configs):
+            for options, out in zip(decodings, runs[i, k]["outs"]):
+                label = "gancolor " + (" ".join(seeded(config, k)) or "pix2pix (default)") + (f", colorize {' '.join(options)}" if options else "")
+                images = read_outputs(out, names)
+                our_rows[i, tuple(options)].append((label, runs[i, k], score(images, truths)))
+                our_images += [images] if k == 0 else []
+    text = table([gray_row, *(row for k in seeds for row in [reference_rows[k], *(rows[k] for rows in our_rows.values())])])
+    labels = [rows[0][0].replace(" seed=0", "") for rows in our_rows.values()]
+    if args.seeds > 1:
+        text += "\n\n" + spread_table(gray_row[2], [row[2] for row in reference_rows],
+                                       [(label, [row[2] for row in rows]) for label, rows in zip(labels, our_rows.values())])  # fmt: skip
+    their_images = read_outputs(references[0]["out"], names)
     budget_words = f"{args.minutes:g} min per side" if args.minutes else f"{run_budget['images']} images per side"
     scored_on = "selection photos (training part)" if args.select else "held-out photos"
     heading = f"### {when}: {'; '.join(labels)}, {budget_words}, {len(names)} {scored_on}"
@@ -480,11 +533,11 @@ def main() -> None:
         return
     sheet = RESULTS / f"quality_{datetime.now():%Y%m%d_%H%M}.png"
     contact_sheet(names, [grays, *our_images, their_images, truths], sheet)
-    columns = " | ".join(["gray", *(f"row {i + 3}" for i in range(len(rows))), "reference", "truth"])
+    columns = " | ".join(["gray", *(label.removeprefix("gancolor ") for label in labels), "reference", "truth"])
     record(
         f"{heading}\n\nMachine: {host}; training on {args.device}; {args.threads} thread(s) per side, {args.jobs} side(s) at once.\n"
         f"Command: `python bench/quality.py {' '.join(sys.argv[1:])}`\n\n{text}\n\n"
-        f"Contact sheet ({columns}; the table's rows, first {SHEET_PHOTOS} held-out photos): "
+        f"Contact sheet ({columns}{'; run 0 of each' if args.seeds > 1 else ''}; first {SHEET_PHOTOS} {scored_on}): "
         f"[{sheet.relative_to(ROOT)}]({sheet.relative_to(ROOT)})"
     )
     log(f"recorded in {BENCHMARKS}; sheet {sheet}")
