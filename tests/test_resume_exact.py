@@ -112,8 +112,21 @@ CASES = [(name, cut) for name in RECIPES for cut in cuts_offered(name)]
 
 
 @pytest.fixture(scope="module")
-def straight(request, small_photo_folder, tmp_path_factory) -> Straight:
-    name = request.param
+def straight_run(small_photo_folder, tmp_path_factory):
+    """Each recipe's straight run, trained once for all its cuts. (A module fixture
+    parametrized indirectly beside `cut` would be built again for every case: pytest keys
+    a parametrized fixture by its position in the case list, not by its value.)"""
+    runs: dict[str, Straight] = {}
+
+    def get(name: str) -> Straight:
+        if name not in runs:
+            runs[name] = train_straight(name, small_photo_folder, tmp_path_factory)
+        return runs[name]
+
+    return get
+
+
+def train_straight(name: str, small_photo_folder: Path, tmp_path_factory) -> Straight:
     base = composed(name, small_photo_folder)
     if "n_critic" in base.model:
         base.model.n_critic = 3  # cycles that end inside the run, and one that a cut splits
@@ -205,8 +218,9 @@ def validation_rows(run: Path) -> list[dict]:
     return [r for r in read_metrics(run) if "val/psnr" in r]
 
 
-@pytest.mark.parametrize("straight, cut", CASES, ids=[f"{n}-{c}" for n, c in CASES], indirect=["straight"])
-def test_k_steps_then_resume_equals_the_straight_run(straight, cut, tmp_path, monkeypatch):
+@pytest.mark.parametrize("name, cut", CASES, ids=[f"{n}-{c}" for n, c in CASES])
+def test_k_steps_then_resume_equals_the_straight_run(name, cut, straight_run, tmp_path, monkeypatch):
+    straight = straight_run(name)
     run = tmp_path / "run"
     c = plan(straight, cut, run)
     assert c is not None, f"cuts_offered and plan disagree about {cut}"
