@@ -75,8 +75,16 @@ def prepare_run(overrides: list[str]):
     from gancolor import noops
     from gancolor.run_folder import RunLock, refuse_occupied
 
-    cfg = check_overrides(overrides)
     resume = last_value(overrides, "resume")
+    if resume:
+        from gancolor.resume import run_choice_overrides
+
+        # The run's own group choices (model=cyclegan, ...), for the checks and for Hydra's
+        # job alike: both compose the run's config, where its own keys exist.
+        own = run_choice_overrides(overrides, resume)
+        overrides = [*own, *overrides]
+        sys.argv[1:1] = own
+    cfg = check_overrides(overrides, resuming=bool(resume))
     if resume:
         from gancolor.resume import refuse_bad_resume
 

@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from helpers import compose, crops, same, snapshot, trained_by_cli, write_photo_folder
+from helpers import compose, crops, one_error_line, same, snapshot, trained_by_cli, write_photo_folder
 from helpers import read_metrics as metrics
 from helpers import save_photo as save
 from PIL import Image
@@ -367,6 +367,22 @@ def test_cli_trains_on_the_sample_photos_and_its_checkpoint_colorizes(cli_run, p
     ab = recipe.colorize(L)
     assert ab.shape == (4, 2, 40, 40) and torch.isfinite(ab).all() and ab.std() > 0
 
+
+@pytest.mark.slow
+def test_a_resume_checks_its_command_line_against_the_runs_own_config(cli_run):
+    """resume= without model=cyclegan: CycleGAN's keys are keys (the run's recorded group
+    choices compose the config the command line is checked against), the run's own
+    values change nothing, and another value is the "cannot change" line. Refused
+    before the job starts, so the module's run stays as it was."""
+    import warm
+
+    run, before = cli_run["run"], (cli_run["run"] / "train.log").read_text()
+    own = warm.run_gancolor([f"resume={run}", "model.pool_size=50", "loss.lambda_A=10", "trainer.max_steps=6"], cli_run["tmp"], cli_run["cache"])
+    assert "leaves nothing to train" in one_error_line(own)  # past the override check: the limit is all that stops it
+    for change in ("model.pool_size=3", "loss.lambda_A=50"):
+        refused = warm.run_gancolor([f"resume={run}", change, "trainer.max_steps=8"], cli_run["tmp"], cli_run["cache"])
+        assert f"cannot change {change} (allowed" in one_error_line(refused)
+    assert (run / "train.log").read_text() == before
 
 def test_a_paired_batch_is_refused_in_one_line():
     with pytest.raises(ConfigError, match="data=unpaired"):

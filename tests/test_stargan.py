@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from helpers import compose, crops, same, snapshot, trained_by_cli, write_photo_folder
+from helpers import compose, crops, one_error_line, same, snapshot, trained_by_cli, write_photo_folder
 from helpers import read_metrics as metrics
 from helpers import save_photo as save
 
@@ -335,6 +335,20 @@ def test_cli_trains_on_the_sample_photos_and_its_checkpoint_colorizes(cli_run, p
     assert ab.shape == (4, 2, 40, 40) and torch.isfinite(ab).all() and ab.std() > 0
 
 
+
+@pytest.mark.slow
+def test_a_resume_checks_its_command_line_against_the_runs_own_config(cli_run):
+    """resume= without model=stargan: StarGAN's keys are keys, the run's own
+    model.n_critic=2 changes nothing, and the yaml's default 5 is a change: overrides
+    are checked against the run's stored config, composed with its recorded choices."""
+    import warm
+
+    run, before = cli_run["run"], (cli_run["run"] / "train.log").read_text()
+    own = warm.run_gancolor([f"resume={run}", "model.n_critic=2", "trainer.max_steps=6"], cli_run["tmp"], cli_run["cache"])
+    assert "leaves nothing to train" in one_error_line(own)  # past the override check
+    refused = warm.run_gancolor([f"resume={run}", "model.n_critic=5", "trainer.max_steps=8"], cli_run["tmp"], cli_run["cache"])
+    assert "cannot change model.n_critic=5 (allowed" in one_error_line(refused)
+    assert (run / "train.log").read_text() == before
 
 def test_an_unlabelled_batch_is_refused_in_one_line():
     with pytest.raises(ConfigError, match="data=domains"):
