@@ -14,6 +14,7 @@ from helpers import save_photo as save
 from PIL import Image
 
 from gancolor import color
+from gancolor.build import build
 from gancolor.checkpoint import atomic_save, load_checkpoint, load_recipe, restore_trainer_state, trainer_state
 from gancolor.data import UnpairedData
 from gancolor.errors import ConfigError, DataError
@@ -134,6 +135,7 @@ def test_too_few_photos_is_a_data_error(tmp_path, photos):
     save(photos[0], tmp_path / "one" / "a.png")
     with pytest.raises(DataError, match="at least 2 training photos"):
         UnpairedData(tmp_path / "one", image_size=32, val_fraction=0.0).setup()
+
 
 
 # -- one iteration -------------------------------------------------------------------------
@@ -321,7 +323,12 @@ def test_model_cyclegan_picks_its_nets_data_and_schedule():
     shared = compose("model=cyclegan", "loss.lambda_cycle=3", "loss.lambda_B=0")
     assert (shared.loss.lambda_A, shared.loss.lambda_B) == (3, 0)  # lambda_cycle is the shared default
     assert cfg.trainer.pretrain_epochs == 0
-    assert cfg.trainer.lr_decay_epochs * 2 == cfg.trainer.max_epochs  # linear decay over the second half
+    # Linear decay over the second half of whatever max_epochs is (the reference's
+    # n_epochs + n_epochs_decay, 100 + 100): a short run needs no lr_decay_epochs.
+    assert cfg.trainer.lr_decay_epochs is None
+    for epochs in (4, 40):
+        trainer = build(compose("model=cyclegan", f"trainer.max_epochs={epochs}", "trainer.device=cpu").trainer, "trainer")
+        assert (trainer.lr_policy.max_epochs, trainer.lr_policy.decay_epochs) == (epochs, epochs // 2)
     user = compose("model=cyclegan", "generator=unet", "trainer.max_epochs=4", "data.root=/x")
     assert user.generator._target_ == "gancolor.nets.UNetGenerator" and user.generator.norm == "instance"
     assert not user.generator.use_dropout and user.trainer.max_epochs == 4 and user.data.root == "/x"
@@ -335,7 +342,6 @@ TINY = [
     "generator.n_blocks=2",
     "discriminator.ndf=8",
     "trainer.max_epochs=2",
-    "trainer.lr_decay_epochs=1",
     "trainer.log_every_n_steps=1",
     "trainer.num_samples=2",
     "trainer.progress_bar=false",
@@ -358,7 +364,7 @@ def test_cli_trains_on_the_sample_photos_and_its_checkpoint_colorizes(cli_run, p
     val = [r for r in rows if "val/colorfulness_ratio" in r]
     assert len(train) == 6 and len(val) == 2  # 3 A photos, batch 1, 2 epochs
     assert {"train/D/A_loss", "train/D/B_loss", "train/G/cycle_A", "train/G/idt_B"} <= set(train[-1])
-    assert train[0]["lr/G"] == 2e-4 and train[-1]["lr/G"] == pytest.approx(1e-4)  # decay over the second epoch
+    assert train[0]["lr/G"] == 2e-4 and train[-1]["lr/G"] == pytest.approx(1e-4)  # the recipe's decay over the second half: epoch 2
     ckpt = load_checkpoint(run / "checkpoints" / "last.pt")
     assert ckpt["recipe"] == "cyclegan" and ckpt["nets"]["pool_B._extra_state"]["count"] == 6
 
