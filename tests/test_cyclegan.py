@@ -137,6 +137,17 @@ def test_too_few_photos_is_a_data_error(tmp_path, photos):
         UnpairedData(tmp_path / "one", image_size=32, val_fraction=0.0).setup()
 
 
+@pytest.mark.parametrize("present, missing", [("trainA", "trainB"), ("trainB", "trainA")])
+def test_half_a_cyclegan_layout_is_a_data_error_not_the_one_folder_mode(tmp_path, photos, present, missing):
+    # Photos enough for the one-folder split: before, it trained on this half's photos alone.
+    for i in range(4):
+        save(photos[i], tmp_path / "root" / present / f"{i}.png")
+    with pytest.raises(DataError) as error:
+        UnpairedData(tmp_path / "root", image_size=32, num_workers=0).setup()
+    message = str(error.value)
+    assert f"has {present}/ but no {missing}/" in message and str(tmp_path / "root" / missing) in message
+    assert "\n" not in message
+
 
 # -- one iteration -------------------------------------------------------------------------
 
