@@ -48,6 +48,10 @@ RESUME_ALLOWED = (
 )
 
 
+# The run's group choices gancolor.cli added to a resume's command line (run_choice_overrides).
+ADDED_CHOICES: tuple[str, ...] = ()
+
+
 def checkpoint_to_resume(cfg: DictConfig, quiet: bool = False, warnings=None) -> dict | None:
     """The checkpoint that resume= names, loaded (None: a new run). Fallbacks past broken
     checkpoints are said through `warnings` (anything with .warning), else the log."""
