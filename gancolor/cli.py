@@ -75,8 +75,20 @@ def prepare_run(overrides: list[str]):
     from gancolor import noops
     from gancolor.run_folder import RunLock, refuse_occupied
 
-    cfg = check_overrides(overrides)
     resume = last_value(overrides, "resume")
+    if resume:
+        from gancolor.resume import run_choice_overrides
+
+        from gancolor import resume as resuming
+
+        # The run's own group choices (model=cyclegan, ...), for the checks and for Hydra's
+        # job alike: both compose the run's config, where its own keys exist. After the
+        # user's overrides, which train.log's "resumed with:" line shows without them.
+        own = run_choice_overrides(overrides, resume)
+        overrides = [*overrides, *own]
+        sys.argv.extend(own)
+        resuming.ADDED_CHOICES = tuple(own)
+    cfg = check_overrides(overrides, resuming=bool(resume))
     if resume:
         from gancolor.resume import refuse_bad_resume
 

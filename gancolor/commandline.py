@@ -43,11 +43,12 @@ def expand_home(arg: str) -> str:
     return f"{key}={','.join(parts)}"
 
 
-def check_overrides(overrides: list[str]):
+def check_overrides(overrides: list[str], resuming: bool = False):
     """Compose conf/config.yaml with `overrides` as the job will and check what Hydra
     does not (gancolor.config_check); exit with one line for the first mistake.
-    Returns the composed config (without Hydra's own node)."""
-    cfg, problem = config_problem(overrides)
+    `resuming`: a resume= command line, whose required values (data.root=...) are the
+    run's stored ones. Returns the composed config (without Hydra's own node)."""
+    cfg, problem = config_problem(overrides, resuming)
     if problem:
         fail(problem)
     return cfg
@@ -77,8 +78,9 @@ def check_sweep(overrides: list[str]) -> list:
     return configs
 
 
-def config_problem(overrides: list[str]):
-    """(composed config, None), or (config or None, what is wrong with the overrides)."""
+def config_problem(overrides: list[str], resuming: bool = False):
+    """(composed config, None), or (config or None, what is wrong with the overrides).
+    `resuming`: as check_overrides."""
     from hydra.errors import HydraException
     from omegaconf.errors import OmegaConfBaseException
 
@@ -106,7 +108,7 @@ def config_problem(overrides: list[str]):
         problem = (
             check.added_key_problem(plain, defaults, CONF_DIR)
             or check.input_kind_problem(cfg)
-            or check.missing_values(cfg, choices)
+            or (None if resuming else check.missing_values(cfg, choices))
             or check.value_type_problem(plain, cfg, defaults)
             or check.value_range_problem(cfg)
             or check.missing_data_folder(cfg, overrides)

@@ -148,7 +148,7 @@ AUTO_KEYS = frozenset({"data.num_workers"})
 NULLABLE_NUMBERS = {
     "data.max_images": 0, "data.resize_to": 0, "data.repeats": 0, "data.val_fraction": 0.0,
     "discriminator.repeat_num": 0, "generator.n_blocks": 0, "generator.num_downs": 0,
-    "model.prior_max_images": 0, "model.ema_decay": 0.0, "trainer.max_steps": 0,
+    "model.prior_max_images": 0, "model.ema_decay": 0.0, "trainer.max_steps": 0, "trainer.lr_decay_epochs": 0,
 }  # fmt: skip
 
 

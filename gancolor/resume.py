@@ -48,6 +48,10 @@ RESUME_ALLOWED = (
 )
 
 
+# The run's group choices gancolor.cli added to a resume's command line (run_choice_overrides).
+ADDED_CHOICES: tuple[str, ...] = ()
+
+
 def checkpoint_to_resume(cfg: DictConfig, quiet: bool = False, warnings=None) -> dict | None:
     """The checkpoint that resume= names, loaded (None: a new run). Fallbacks past broken
     checkpoints are said through `warnings` (anything with .warning), else the log."""
@@ -147,6 +151,25 @@ def stored_choices(resume_path: str | os.PathLike | None) -> dict | None:
     except Exception:  # noqa: BLE001 - an unreadable file is no record: compare the nodes instead
         return None
     return OmegaConf.to_container(choices) if isinstance(choices, DictConfig) else None
+
+
+def run_choice_overrides(overrides: list[str], resume_path: str | os.PathLike | None) -> list[str]:
+    """The group choices of the run that resume= names (stored_choices) that the command
+    line does not give, as overrides (`model=cyclegan`): composed with them, the command
+    line is checked against the run's own config, not the default pix2pix one, so a
+    CycleGAN key (model.pool_size) is a key, and the run's own value of it changes
+    nothing. Not the groups a resume may change (logger: the run's stored node stays
+    unless logger= is given), not Hydra's own, and not an option conf/ no longer has."""
+    from gancolor.commandline import CONF_DIR
+
+    choices = stored_choices(resume_path) or {}
+    given = {override_key(o) for o in overrides}
+    return [
+        f"{group}={choice}"
+        for group, choice in choices.items()
+        if choice is not None and not group.startswith("hydra") and is_group(group) and not allowed(group)
+        and group not in given and (CONF_DIR / group / f"{choice}.yaml").is_file()
+    ]
 
 
 def resume_config(cfg: DictConfig, stored: dict, overrides: list[str], choices: dict | None = None) -> DictConfig:

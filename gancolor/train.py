@@ -199,7 +199,10 @@ def _keep_resumed_run_record(run_dir: Path) -> None:
     if resumed is None or not distributed.is_main() or resumed.folder.resolve() != run_dir.resolve():
         return
     resumed.keep_own_record()
-    log.info("resumed with: %s", " ".join(HydraConfig.get().overrides.task))
+    from gancolor import resume as resuming
+
+    typed = [o for o in HydraConfig.get().overrides.task if o not in resuming.ADDED_CHOICES]  # the user's command line
+    log.info("resumed with: %s", " ".join(typed))
 
 
 def _put_back_resumed_run_dir(run_dir: Path) -> None:

@@ -60,7 +60,7 @@ class Trainer:
         val_every_n_epochs: int = 1,
         num_samples: int = 8,
         lr_policy: str = "linear",
-        lr_decay_epochs: int = 0,
+        lr_decay_epochs: int | None = 0,
         lr_decay_iters: int = 50,
         lr_step_gamma: float = 0.1,
         save_every_n_epochs: int = 1,
@@ -102,8 +102,13 @@ class Trainer:
         if monitor_mode not in ("max", "min"):
             raise ConfigError(f"trainer.monitor_mode must be max or min, got {monitor_mode!r}")
         self.monitor, self.monitor_mode = str(monitor), monitor_mode
+        decay_epochs = int_option("trainer.lr_decay_epochs", lr_decay_epochs, 0, allow_none=True)
+        if decay_epochs is None:
+            # The reference's n_epochs_decay = n_epochs (CycleGAN 100 + 100, StarGAN's paper
+            # too): the second half of whatever max_epochs this run has, a resume's raised one too.
+            decay_epochs = self.max_epochs // 2
         self.lr_policy = LRPolicy(
-            lr_policy, self.max_epochs, int_option("trainer.lr_decay_epochs", lr_decay_epochs, 0),
+            lr_policy, self.max_epochs, decay_epochs,
             int_option("trainer.lr_decay_iters", lr_decay_iters, 1), lr_step_gamma, monitor_mode,
             validates=self.val_every_n_epochs > 0,
         )

@@ -8,12 +8,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from helpers import compose, crops, same, snapshot, trained_by_cli, write_photo_folder
+from helpers import compose, crops, one_error_line, same, snapshot, trained_by_cli, write_photo_folder
 from helpers import read_metrics as metrics
 from helpers import save_photo as save
 from PIL import Image
 
 from gancolor import color
+from gancolor.build import build
 from gancolor.checkpoint import atomic_save, load_checkpoint, load_recipe, restore_trainer_state, trainer_state
 from gancolor.data import UnpairedData
 from gancolor.errors import ConfigError, DataError
@@ -134,6 +135,18 @@ def test_too_few_photos_is_a_data_error(tmp_path, photos):
     save(photos[0], tmp_path / "one" / "a.png")
     with pytest.raises(DataError, match="at least 2 training photos"):
         UnpairedData(tmp_path / "one", image_size=32, val_fraction=0.0).setup()
+
+
+@pytest.mark.parametrize("present, missing", [("trainA", "trainB"), ("trainB", "trainA")])
+def test_half_a_cyclegan_layout_is_a_data_error_not_the_one_folder_mode(tmp_path, photos, present, missing):
+    # Photos enough for the one-folder split: before, it trained on this half's photos alone.
+    for i in range(4):
+        save(photos[i], tmp_path / "root" / present / f"{i}.png")
+    with pytest.raises(DataError) as error:
+        UnpairedData(tmp_path / "root", image_size=32, num_workers=0).setup()
+    message = str(error.value)
+    assert f"has {present}/ but no {missing}/" in message and str(tmp_path / "root" / missing) in message
+    assert "\n" not in message
 
 
 # -- one iteration -------------------------------------------------------------------------
@@ -321,7 +334,12 @@ def test_model_cyclegan_picks_its_nets_data_and_schedule():
     shared = compose("model=cyclegan", "loss.lambda_cycle=3", "loss.lambda_B=0")
     assert (shared.loss.lambda_A, shared.loss.lambda_B) == (3, 0)  # lambda_cycle is the shared default
     assert cfg.trainer.pretrain_epochs == 0
-    assert cfg.trainer.lr_decay_epochs * 2 == cfg.trainer.max_epochs  # linear decay over the second half
+    # Linear decay over the second half of whatever max_epochs is (the reference's
+    # n_epochs + n_epochs_decay, 100 + 100): a short run needs no lr_decay_epochs.
+    assert cfg.trainer.lr_decay_epochs is None
+    for epochs in (4, 40):
+        trainer = build(compose("model=cyclegan", f"trainer.max_epochs={epochs}", "trainer.device=cpu").trainer, "trainer")
+        assert (trainer.lr_policy.max_epochs, trainer.lr_policy.decay_epochs) == (epochs, epochs // 2)
     user = compose("model=cyclegan", "generator=unet", "trainer.max_epochs=4", "data.root=/x")
     assert user.generator._target_ == "gancolor.nets.UNetGenerator" and user.generator.norm == "instance"
     assert not user.generator.use_dropout and user.trainer.max_epochs == 4 and user.data.root == "/x"
@@ -335,7 +353,6 @@ TINY = [
     "generator.n_blocks=2",
     "discriminator.ndf=8",
     "trainer.max_epochs=2",
-    "trainer.lr_decay_epochs=1",
     "trainer.log_every_n_steps=1",
     "trainer.num_samples=2",
     "trainer.progress_bar=false",
@@ -358,7 +375,7 @@ def test_cli_trains_on_the_sample_photos_and_its_checkpoint_colorizes(cli_run, p
     val = [r for r in rows if "val/colorfulness_ratio" in r]
     assert len(train) == 6 and len(val) == 2  # 3 A photos, batch 1, 2 epochs
     assert {"train/D/A_loss", "train/D/B_loss", "train/G/cycle_A", "train/G/idt_B"} <= set(train[-1])
-    assert train[0]["lr/G"] == 2e-4 and train[-1]["lr/G"] == pytest.approx(1e-4)  # decay over the second epoch
+    assert train[0]["lr/G"] == 2e-4 and train[-1]["lr/G"] == pytest.approx(1e-4)  # the recipe's decay over the second half: epoch 2
     ckpt = load_checkpoint(run / "checkpoints" / "last.pt")
     assert ckpt["recipe"] == "cyclegan" and ckpt["nets"]["pool_B._extra_state"]["count"] == 6
 
@@ -367,6 +384,22 @@ def test_cli_trains_on_the_sample_photos_and_its_checkpoint_colorizes(cli_run, p
     ab = recipe.colorize(L)
     assert ab.shape == (4, 2, 40, 40) and torch.isfinite(ab).all() and ab.std() > 0
 
+
+@pytest.mark.slow
+def test_a_resume_checks_its_command_line_against_the_runs_own_config(cli_run):
+    """resume= without model=cyclegan: CycleGAN's keys are keys (the run's recorded group
+    choices compose the config the command line is checked against), the run's own
+    values change nothing, and another value is the "cannot change" line. Refused
+    before the job starts, so the module's run stays as it was."""
+    import warm
+
+    run, before = cli_run["run"], (cli_run["run"] / "train.log").read_text()
+    own = warm.run_gancolor([f"resume={run}", "model.pool_size=50", "loss.lambda_A=10", "trainer.max_steps=6"], cli_run["tmp"], cli_run["cache"])
+    assert "leaves nothing to train" in one_error_line(own)  # past the override check: the limit is all that stops it
+    for change in ("model.pool_size=3", "loss.lambda_A=50"):
+        refused = warm.run_gancolor([f"resume={run}", change, "trainer.max_steps=8"], cli_run["tmp"], cli_run["cache"])
+        assert f"cannot change {change} (allowed" in one_error_line(refused)
+    assert (run / "train.log").read_text() == before
 
 def test_a_paired_batch_is_refused_in_one_line():
     with pytest.raises(ConfigError, match="data=unpaired"):

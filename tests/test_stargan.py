@@ -9,11 +9,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from helpers import compose, crops, same, snapshot, trained_by_cli, write_photo_folder
+from helpers import compose, crops, one_error_line, same, snapshot, trained_by_cli, write_photo_folder
 from helpers import read_metrics as metrics
 from helpers import save_photo as save
 
 from gancolor import color
+from gancolor.build import build
 from gancolor.checkpoint import atomic_save, load_checkpoint, load_recipe, restore_trainer_state, trainer_state
 from gancolor.data import DomainsData
 from gancolor.errors import ConfigError, DataError
@@ -287,7 +288,9 @@ def test_model_stargan_picks_its_nets_data_and_yunjey_defaults():
     assert cfg.model.domains == cfg.data.domains and cfg.model.target_domain == "color"
     assert (cfg.loss.gan_mode, cfg.loss.lambda_gp, cfg.loss.lambda_cls, cfg.loss.lambda_rec) == ("wgan-gp", 10.0, 1.0, 10.0)
     assert (cfg.model.n_critic, cfg.model.g_lr, cfg.model.d_lr, cfg.model.beta1, cfg.model.beta2) == (5, 1e-4, 1e-4, 0.5, 0.999)
-    assert cfg.trainer.pretrain_epochs == 0 and cfg.trainer.lr_decay_epochs * 2 == cfg.trainer.max_epochs
+    assert cfg.trainer.pretrain_epochs == 0 and cfg.trainer.lr_decay_epochs is None  # null: the second half
+    trainer = build(compose("model=stargan", "trainer.max_epochs=4", "trainer.device=cpu").trainer, "trainer")
+    assert (trainer.lr_policy.max_epochs, trainer.lr_policy.decay_epochs) == (4, 2)
     custom = compose("model=stargan", "data.domains=[gray,color,warm,cool]")
     assert list(custom.model.domains) == ["gray", "color", "warm", "cool"]
 
@@ -302,7 +305,6 @@ TINY = [
     "discriminator.conv_dim=8",
     "model.n_critic=2",
     "trainer.max_epochs=2",
-    "trainer.lr_decay_epochs=1",
     "trainer.log_every_n_steps=1",
     "trainer.num_samples=2",
     "trainer.progress_bar=false",
@@ -327,6 +329,7 @@ def test_cli_trains_on_the_sample_photos_and_its_checkpoint_colorizes(cli_run, p
     assert len(d_rows) == 6 and [r["step"] for r in g_rows] == [2, 4, 6]
     assert {f"train/G/strength/{d}" for d in DOMAINS} | {f"train/G/fake_acc/{d}" for d in DOMAINS} <= set(g_rows[-1])
     assert len([r for r in rows if "val/colorfulness_ratio" in r]) == 2
+    assert d_rows[0]["lr/D"] == 1e-4 and d_rows[-1]["lr/D"] == pytest.approx(5e-5)  # the recipe's decay over the second half: epoch 2
 
     recipe, ckpt = load_recipe(cli_run["run"] / "checkpoints" / "last.pt")
     assert ckpt["recipe"] == "stargan" and recipe.domains == DOMAINS
@@ -335,6 +338,20 @@ def test_cli_trains_on_the_sample_photos_and_its_checkpoint_colorizes(cli_run, p
     assert ab.shape == (4, 2, 40, 40) and torch.isfinite(ab).all() and ab.std() > 0
 
 
+
+@pytest.mark.slow
+def test_a_resume_checks_its_command_line_against_the_runs_own_config(cli_run):
+    """resume= without model=stargan: StarGAN's keys are keys, the run's own
+    model.n_critic=2 changes nothing, and the yaml's default 5 is a change: overrides
+    are checked against the run's stored config, composed with its recorded choices."""
+    import warm
+
+    run, before = cli_run["run"], (cli_run["run"] / "train.log").read_text()
+    own = warm.run_gancolor([f"resume={run}", "model.n_critic=2", "trainer.max_steps=6"], cli_run["tmp"], cli_run["cache"])
+    assert "leaves nothing to train" in one_error_line(own)  # past the override check
+    refused = warm.run_gancolor([f"resume={run}", "model.n_critic=5", "trainer.max_steps=8"], cli_run["tmp"], cli_run["cache"])
+    assert "cannot change model.n_critic=5 (allowed" in one_error_line(refused)
+    assert (run / "train.log").read_text() == before
 
 def test_an_unlabelled_batch_is_refused_in_one_line():
     with pytest.raises(ConfigError, match="data=domains"):

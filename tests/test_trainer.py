@@ -263,6 +263,14 @@ def test_lr_policy_options_are_checked(tmp_path):
         with pytest.raises(ConfigError, match=message) as error:
             Trainer(device="cpu", **options)
         assert "\n" not in str(error.value)
+    # null: the second half of whatever max_epochs is (the reference's n_epochs_decay =
+    # n_epochs; CycleGAN's and StarGAN's default), so a short run needs no lr_decay_epochs.
+    for epochs, half in ((1, 0), (4, 2), (5, 2), (40, 20)):
+        assert Trainer(device="cpu", max_epochs=epochs, lr_decay_epochs=None).lr_policy.decay_epochs == half
+    half = Trainer(device="cpu", max_epochs=6, lr_decay_epochs=None).lr_policy
+    assert [half.factor(e) for e in range(6)] == pytest.approx(LR_FACTORS["linear"][1])
+    with pytest.raises(ConfigError, match="trainer.lr_decay_epochs must be an integer or null, got 'half'"):
+        Trainer(device="cpu", lr_decay_epochs="half")
     # lr_decay_epochs belongs to the linear policy: the others ignore it (recipes set it).
     assert Trainer(device="cpu", max_epochs=2, lr_decay_epochs=3, lr_policy="cosine").lr_policy.name == "cosine"
 

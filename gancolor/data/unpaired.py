@@ -6,6 +6,7 @@ Two layouts (`data.root`):
     root/trainA, root/trainB [, root/testA, root/testB]   pytorch-CycleGAN-and-pix2pix's
         A is read as gray (a colour file there is desaturated), B must be colour.
         Validation uses testB (or valB); without it, a seeded part of trainB.
+        A root with only one of trainA/ and trainB/ is refused: a folder is missing.
     any other folder of colour photos (or data.root=null: the bundled sample photos)
         split like FolderDataModule into train/val; the training photos are then split by
         seed into two disjoint halves: A is the gray version of one half, B the other
@@ -82,6 +83,7 @@ class UnpairedDataModule(SampleRootFallback, FolderDataModule):
         if self._train is not None:
             return
         root = self._resolved_root()
+        missing_half_of_the_layout(root)
         if (root / "trainA").is_dir() and (root / "trainB").is_dir():
             a, b, val = self._two_folders(root)
             how = "trainA/trainB"
@@ -127,6 +129,20 @@ class UnpairedDataModule(SampleRootFallback, FolderDataModule):
         if not val:
             log.warning("data: no colour validation images for %s; validation is skipped", root)
         return a, b, val
+
+
+def missing_half_of_the_layout(root: Path) -> None:
+    """A root with trainA/ but no trainB/ (or the reverse) is a CycleGAN layout with a
+    folder missing, almost surely not a folder of colour photos to split: training on
+    one half's photos alone, in the other layout, would be a quiet mistake."""
+    has = {name: (root / name).is_dir() for name in ("trainA", "trainB")}
+    if has["trainA"] != has["trainB"]:
+        present, missing = ("trainA", "trainB") if has["trainA"] else ("trainB", "trainA")
+        raise DataError(
+            f"data.root: {root} has {present}/ but no {missing}/: the CycleGAN layout needs both "
+            f"(trainA/ gray, trainB/ colour); add {root / missing}, or give a folder of colour photos "
+            f"without trainA/ and trainB/ to split into A and B"
+        )
 
 
 def disjoint_halves(paths: Sequence[Path], seed: int) -> tuple[list[Path], list[Path]]:
