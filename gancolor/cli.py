@@ -77,24 +77,20 @@ def prepare_run(overrides: list[str]):
 
     resume = last_value(overrides, "resume")
     if resume:
-        from gancolor.resume import run_choice_overrides
-
-        from gancolor import resume as resuming
+        from gancolor import resume as resuming  # torch: only when resuming
 
         # The run's own group choices (model=cyclegan, ...), for the checks and for Hydra's
         # job alike: both compose the run's config, where its own keys exist. After the
         # user's overrides, which train.log's "resumed with:" line shows without them.
-        own = run_choice_overrides(overrides, resume)
+        own = resuming.run_choice_overrides(overrides, resume)
         overrides = [*overrides, *own]
         sys.argv.extend(own)
         resuming.ADDED_CHOICES = tuple(own)
     cfg = check_overrides(overrides, resuming=bool(resume))
     if resume:
-        from gancolor.resume import refuse_bad_resume
-
         # Before Hydra rewrites the run's .hydra/ and train.log: overrides that would change the
         # experiment, limits that leave nothing to train, another number of processes.
-        refuse_bad_resume(overrides)
+        resuming.refuse_bad_resume(overrides)
     else:
         say(noops.warning([(cfg, overrides)]))
     run_dir = planned_dir(overrides, "hydra.run.dir", cfg)
