@@ -181,7 +181,7 @@ def make_server(app: ColorizeApp, host: str = "127.0.0.1", port: int = 8000) -> 
 
 def load_app(ckpt, workdir: Path, device: str = "auto", render_size: int | None = None, use_ema: bool = True,
              max_pixels: int | None = 50_000_000) -> ColorizeApp:
-    from gancolor.colorize import allow_large_images
+    from gancolor.data.images import allow_large_images
     from gancolor.inference import Colorizer, pick_device, run_checkpoint, trained_size
     from gancolor.onnx_runtime import load_model
 

@@ -13,7 +13,7 @@ import time
 
 import numpy as np
 import pytest
-from helpers import tiny_checkpoint
+from helpers import header_only_png, tiny_checkpoint
 from PIL import Image
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -72,6 +72,17 @@ def test_a_client_that_goes_away_mid_response_leaves_no_traceback(server, capfd)
     assert post(server, "/colorize", request)[0] == 200  # and it goes on serving
     err = capfd.readouterr().err
     assert "Traceback" not in err and "BrokenPipe" not in err and "ConnectionReset" not in err, err
+
+
+def test_an_upload_over_max_pixels_is_refused_from_its_header_at_any_size(server, tmp_path, capfd):
+    """50 MP is the page's max_pixels; a header of 10000 MP is over Pillow's own refusal
+    too (179 MP), which must not speak for it: the same words as a photo just over."""
+    for side, megapixels in ((8000, "64.0"), (100000, "10000.0")):
+        header_only_png(tmp_path / "big.png", side, side)
+        status, answer = post(server, "/upload", (tmp_path / "big.png").read_bytes(), {"X-Filename": "big.png"})
+        assert status == 400
+        assert json.loads(answer)["error"] == f"cannot read big.png: {side}x{side} = {megapixels} MP is over the limit of 50 MP (max_pixels)"
+    assert capfd.readouterr().err == ""
 
 
 @pytest.mark.parametrize("port", ["70000", "-1"])

@@ -14,7 +14,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from gancolor.data.images import GRAY_TOLERANCE, UnreadableImage, UnsupportedFormat, is_grayscale, load_first_frame, skipped_summary
+from gancolor.data.images import GRAY_TOLERANCE, ImageTooLarge, UnreadableImage, UnsupportedFormat, is_grayscale, load_first_frame, skipped_summary
 
 # Large enough for is_grayscale's own downsampling to have pixels to average over.
 _SCAN_SIDE = 256
@@ -35,13 +35,14 @@ class ScanResult:
     unreadable: list[tuple[Path, str]] = field(default_factory=list)
     unsupported: list[tuple[Path, str]] = field(default_factory=list)
     animated: list[Path] = field(default_factory=list)
+    too_large: list[Path] = field(default_factory=list)  # of `unreadable`, those refused for their size
 
     @property
     def skipped(self) -> list[tuple[Path, str]]:
         """(path, kind) of every file passed over."""
         return (
             [(p, "grayscale") for p in self.grayscale]
-            + [(p, UnreadableImage.kind) for p, _ in self.unreadable]
+            + [(p, ImageTooLarge.kind if p in self.too_large else UnreadableImage.kind) for p, _ in self.unreadable]
             + [(p, UnsupportedFormat.kind) for p, _ in self.unsupported]
         )
 
@@ -78,6 +79,8 @@ def scan_color_images(
                 result.unsupported.append((path, reason))
             else:
                 result.unreadable.append((path, reason))
+                if kind == ImageTooLarge.kind:
+                    result.too_large.append(path)
     return result
 
 
