@@ -57,6 +57,24 @@ def test_a_colorize_request_that_is_not_a_json_object_is_a_400(server, body, cap
     assert capfd.readouterr().err == ""  # the client's mistake: nothing on the server's terminal
 
 
+@pytest.mark.parametrize("length", [b"Content-Length: abc\r\n", b"Content-Length: -1\r\n", b"Content-Length: 1_0\r\n",
+                                    b"Content-Length: 4\r\nContent-Length: 5\r\n", b""])
+def test_a_bad_or_missing_content_length_is_a_400_at_once(server, length, capfd):
+    """A length that is no number (int() raised in the handler: a traceback and no
+    answer), a negative one (read to EOF: a hang while the client waits) or none: 400,
+    the page's JSON error, the connection closed, nothing on the server's terminal."""
+    with socket.create_connection(server.server_address[:2], timeout=10) as sock:
+        sock.sendall(b"POST /colorize HTTP/1.1\r\nHost: x\r\n" + length + b"\r\n" + b'{"id": "x"}')
+        answer = b""
+        while chunk := sock.recv(65536):  # the server closes: a hang would time out here
+            answer += chunk
+    head, _, body = answer.partition(b"\r\n\r\n")
+    assert head.startswith(b"HTTP/1.0 400 ") or head.startswith(b"HTTP/1.1 400 "), answer
+    assert json.loads(body)["error"].startswith("the request needs one Content-Length header of a number of bytes, got ")
+    assert capfd.readouterr().err == ""
+    assert post(server, "/colorize", b"[1]")[0] == 400  # and it goes on serving
+
+
 def test_a_client_that_goes_away_mid_response_leaves_no_traceback(server, capfd):
     status, answer = post(server, "/upload", photo_bytes(), {"X-Filename": "a.png"})
     assert status == 200
