@@ -125,7 +125,9 @@ def find_images(root: str | os.PathLike[str]) -> list[Path]:
     return sorted(found, key=lambda p: p.as_posix())
 
 
-def load_rgb(path: str | os.PathLike[str], max_side: int | None = None, min_side: int | None = None) -> np.ndarray:
+def load_rgb(
+    path: str | os.PathLike[str], max_side: int | None = None, min_side: int | None = None, max_pixels: int | None = None
+) -> np.ndarray:
     """Decode an image file to an (H, W, 3) uint8 RGB array, upright per its EXIF tag.
 
     `max_side` asks for a small version (long side at most `max_side`, aspect kept):
@@ -137,17 +139,19 @@ def load_rgb(path: str | os.PathLike[str], max_side: int | None = None, min_side
     `min_side` (training loaders): a JPEG at least twice that on its short side is
     decoded at the smallest 1/2, 1/4 or 1/8 scale that keeps its short side at least
     `min_side`: a 12 MP photo cropped to 256 px costs a fraction of its full decode.
+
+    `max_pixels` refuses a larger image from its header (ImageTooLarge), as load_image.
     """
-    return load_first_frame(path, max_side, min_side)[0]
+    return load_first_frame(path, max_side, min_side, max_pixels)[0]
 
 
 def load_first_frame(
-    path: str | os.PathLike[str], max_side: int | None = None, min_side: int | None = None
+    path: str | os.PathLike[str], max_side: int | None = None, min_side: int | None = None, max_pixels: int | None = None
 ) -> tuple[np.ndarray, bool]:
     """`load_rgb`, and whether the file holds more frames than the one returned."""
     path = Path(path)
     try:
-        with open_image(path) as img:
+        with open_image(path, max_pixels) as img:
             animated = _is_animated(img)
             if max_side is not None:
                 img.draft(img.mode, (max_side, max_side))

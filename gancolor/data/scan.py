@@ -57,8 +57,10 @@ def scan_color_images(
     paths: Iterable[str | os.PathLike[str]],
     num_workers: int | None = None,
     tolerance: int = GRAY_TOLERANCE,
+    max_pixels: int | None = None,
 ) -> ScanResult:
-    """Decode every file (small) and sort it into good / grayscale / unreadable.
+    """Decode every file (small) and sort it into good / grayscale / unreadable; one
+    over `max_pixels` is unreadable and listed in `too_large`, from its header.
 
     `num_workers` threads (default: a few per CPU, as decoding also waits on disk).
     Logging is left to the caller, which knows what the files are for.
@@ -69,7 +71,7 @@ def scan_color_images(
     if not paths:
         return result
     with ThreadPoolExecutor(max_workers=min(workers, len(paths))) as pool:
-        verdicts = pool.map(lambda p: _classify(p, tolerance), paths)
+        verdicts = pool.map(lambda p: _classify(p, tolerance, max_pixels), paths)
         for path, (kind, reason) in zip(paths, verdicts):
             if kind in ("good", "grayscale"):
                 (result.good if kind == "good" else result.grayscale).append(path)
@@ -84,9 +86,9 @@ def scan_color_images(
     return result
 
 
-def _classify(path: Path, tolerance: int) -> tuple[str, str]:
+def _classify(path: Path, tolerance: int, max_pixels: int | None) -> tuple[str, str]:
     try:
-        rgb, animated = load_first_frame(path, max_side=_SCAN_SIDE)
+        rgb, animated = load_first_frame(path, max_side=_SCAN_SIDE, max_pixels=max_pixels)
     except UnreadableImage as exc:
         return exc.kind, exc.reason
     return ("grayscale" if is_grayscale(rgb, tolerance) else "good"), ("animated" if animated else "")
