@@ -782,12 +782,14 @@ def test_pillows_decompression_bomb_warning_stays_quiet_under_max_pixels(tmp_pat
     assert (tmp_path / "out" / "big.png").is_file()
 
 
-def test_a_bomb_header_is_counted_too_large_where_no_max_pixels_is_given(tmp_path):
+def test_a_bomb_header_is_counted_too_large_where_no_max_pixels_is_given(tmp_path, monkeypatch):
     """Scans (training, evaluate) have no max_pixels: Pillow's own refusal (twice its
     MAX_IMAGE_PIXELS) is the limit, and a file over it is counted "too large" with its
     size from the header, as colorize counts it, not "unreadable" with Pillow's words."""
     from gancolor.data.scan import scan_color_images
 
+    # Pillow's own value: an earlier command's allow_large_images (process-wide) moves it.
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", int(1024 * 1024 * 1024 // 4 // 3))
     header_only_png(tmp_path / "bomb.png", 15000, 15000)
     scan = scan_color_images([tmp_path / "bomb.png"], num_workers=1)
     assert scan.skipped == [(tmp_path / "bomb.png", "too large")]
