@@ -134,8 +134,18 @@ class Handler(BaseHTTPRequestHandler):
             self._send(404, b"not found", "text/plain")
 
     def do_POST(self) -> None:
-        length = int(self.headers.get("Content-Length") or 0)
+        lengths = self.headers.get_all("Content-Length") or []
+        length = int(lengths[0].strip()) if len(set(lengths)) == 1 and _is_length(lengths[0]) else None
+        # Without one plain length the body's end is unknown: reading to EOF would wait
+        # for as long as the client keeps the connection open. The unread body would be
+        # taken for the next request, so the connection closes after the answer.
+        if length is None:
+            self.close_connection = True
+            self._json(400, {"error": "the request needs one Content-Length header of a number of bytes, got "
+                                      + (", ".join(repr(v) for v in lengths) or "none")})
+            return
         if length > MAX_UPLOAD_BYTES:
+            self.close_connection = True
             self._json(413, {"error": f"the file is over {MAX_UPLOAD_BYTES >> 20} MB"})
             return
         body = self.rfile.read(length)
@@ -170,6 +180,13 @@ class Handler(BaseHTTPRequestHandler):
         self.wfile.write(body)
 
 
+def _is_length(value: str) -> bool:
+    """Content-Length as HTTP has it: ASCII digits only (int() would also take '-1',
+    '+5', '1_000' and other scripts' digits)."""
+    value = value.strip()
+    return value.isascii() and value.isdigit()
+
+
 def make_server(app: ColorizeApp, host: str = "127.0.0.1", port: int = 8000) -> ThreadingHTTPServer:
     """An HTTP server for `app` (serve_forever() runs it); port 0 takes a free one."""
     handler = type("AppHandler", (Handler,), {"app": app})
@@ -181,7 +198,7 @@ def make_server(app: ColorizeApp, host: str = "127.0.0.1", port: int = 8000) -> 
 
 def load_app(ckpt, workdir: Path, device: str = "auto", render_size: int | None = None, use_ema: bool = True,
              max_pixels: int | None = 50_000_000) -> ColorizeApp:
-    from gancolor.colorize import allow_large_images
+    from gancolor.data.images import allow_large_images
     from gancolor.inference import Colorizer, pick_device, run_checkpoint, trained_size
     from gancolor.onnx_runtime import load_model
 

@@ -83,6 +83,8 @@ class ClassifierOptions:
         if node.get("weights") is None:
             raise ConfigError(f"classifier={name} needs classifier.weights=PATH (a local weights file; nothing is downloaded)")
         weights = Path(os.path.expanduser(str(node.weights)))
+        if weights.is_dir():
+            raise ConfigError(f"classifier.weights: {weights} is a folder: give the weights file in it (.safetensors, .pth, .pt)")
         if not weights.is_file():
             raise ConfigError(f"classifier.weights: weights file not found: {weights}")
         classes = str(node.get("classes", "auto"))
@@ -213,7 +215,7 @@ def load_classifier(options: ClassifierOptions, root: Path, device: torch.device
         hint = f" (did you mean {', '.join(near)}?)" if near else " (see timm.list_models())"
         raise ConfigError(f"classifier: timm has no model {options.name!r}{hint}")
     classes = read_classes(options, root)
-    state = read_state_dict(options.weights, "classifier.weights")
+    state = read_state_dict(options.weights, "classifier.weights", encoder=False)
     try:
         model = timm.create_model(options.name, pretrained=False, num_classes=len(classes.names))
     except Exception as exc:  # noqa: BLE001 - whatever a model's constructor refuses

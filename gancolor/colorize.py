@@ -73,9 +73,9 @@ from PIL import Image
 from gancolor.commandline import compose_command
 from gancolor.data.images import (
     DecodedImage,
-    ImageTooLarge,
     UnreadableImage,
     UnsupportedFormat,
+    allow_large_images,
     check_format,
     find_images,
     load_image,
@@ -528,7 +528,7 @@ def process(jobs: list[Job], colorizer, options: Options, log=None) -> Tally:
                     try:
                         decoded, prepared = future.result()
                     except UnreadableImage as exc:
-                        writes.failed(job, exc.reason, "too large" if isinstance(exc, ImageTooLarge) else exc.kind)
+                        writes.failed(job, exc.reason, exc.kind)
                         continue
                     except HintError as exc:
                         if options.hints is not None and options.hints.is_file():
@@ -678,17 +678,6 @@ def _stop_on_signals():
 def _first_line(exc: BaseException) -> str:
     text = str(exc).strip()
     return text.splitlines()[0] if text else type(exc).__name__
-
-
-def allow_large_images(max_pixels: int | None) -> None:
-    """Pillow's decompression-bomb limit out of the way of gancolor's own max_pixels."""
-    # PIL refuses (as a "decompression bomb") anything over 2x MAX_IMAGE_PIXELS and warns
-    # above it; max_pixels is the limit the user chose, checked from the header in
-    # load_image, so PIL's own one must not get in its way.
-    import warnings
-
-    Image.MAX_IMAGE_PIXELS = None if max_pixels is None else max(max_pixels, Image.MAX_IMAGE_PIXELS or 0)
-    warnings.simplefilter("ignore", Image.DecompressionBombWarning)
 
 
 def summary(tally: Tally, output: Path, seconds: float) -> str:

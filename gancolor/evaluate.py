@@ -30,7 +30,8 @@ is compared with its RGB partner, with the same metrics. All checkpoints of one 
 one kind of input; classifier= and hints.points= are for gray checkpoints.
 
 Options (key=value; defaults in conf/evaluate.yaml): data.image_size=auto (256; NIR: full size),
-data.max_images=N, output=DIR, num_samples=8, render_size=N, device=auto,
+data.max_images=N, max_pixels=100000000 (larger photos are skipped, from their header;
+null: no limit), output=DIR, num_samples=8, render_size=N, device=auto,
 precision=32|bf16, lpips.weights=auto|PATH|null, lpips.net=alex|vgg|squeeze,
 fid.weights=auto|PATH|null, fid.force=false, kid.subsets=100, kid.subset_size=1000,
 progress_bar=true, use_ema=true (the generators' EMA
@@ -97,6 +98,7 @@ class Options:
     nir_root: Path | None = None  # NIR checkpoints: the two-folder layout of data=nir
     rgb_root: Path | None = None
     max_images: int | None = None
+    max_pixels: int | None = 100_000_000  # as colorize's: larger photos are skipped, from their header
     output: Path | None = None
     num_samples: int = 8
     render_size: int | None = None
@@ -143,6 +145,7 @@ class Options:
             rgb_root=rgb_root,
             image_size=AUTO if image_size == AUTO else _image_size_option(image_size),
             max_images=int_option("data.max_images", cfg.data.max_images, 1, allow_none=True),
+            max_pixels=int_option("max_pixels", cfg.get("max_pixels", 100_000_000), 1, allow_none=True),
             output=None if cfg.output is None else Path(os.path.expanduser(str(cfg.output))),
             num_samples=int_option("num_samples", cfg.num_samples, 0),
             render_size=int_option("render_size", cfg.render_size, 1, allow_none=True),
@@ -217,7 +220,14 @@ def resize_short_side(rgb: np.ndarray, size: int | None) -> np.ndarray:
 
 def load_photos(options: Options, say) -> tuple[list[Path], list[np.ndarray], dict]:
     """The usable colour photos under data.root, decoded once for every checkpoint."""
-    from gancolor.data.images import UnreadableImage, find_images, load_rgb, quiet_pillow_warnings, skipped_summary
+    from gancolor.data.images import (
+        UnreadableImage,
+        allow_large_images,
+        find_images,
+        load_rgb,
+        quiet_pillow_warnings,
+        skipped_summary,
+    )
     from gancolor.data.scan import scan_color_images
 
     _check_folder("data.root", options.root)
@@ -225,7 +235,8 @@ def load_photos(options: Options, say) -> tuple[list[Path], list[np.ndarray], di
     if note:
         say(note)
     quiet_pillow_warnings()  # a damaged file gets one line, below
-    scan = scan_color_images(find_images(options.root))
+    allow_large_images(options.max_pixels)  # max_pixels decides, not Pillow's warning
+    scan = scan_color_images(find_images(options.root), max_pixels=options.max_pixels)
     skipped = {"grayscale": [str(p) for p in scan.grayscale], "unreadable": [[str(p), r] for p, r in scan.unreadable],
                "unsupported": [[str(p), r] for p, r in scan.unsupported]}
     for path, reason in scan.unreadable:
@@ -238,7 +249,7 @@ def load_photos(options: Options, say) -> tuple[list[Path], list[np.ndarray], di
     passed_over = list(scan.skipped)
     for path in scan.good[: options.max_images] if options.max_images else scan.good:
         try:
-            photos.append(resize_short_side(load_rgb(path), options.image_size))
+            photos.append(resize_short_side(load_rgb(path, max_pixels=options.max_pixels), options.image_size))
             paths.append(path)
         except UnreadableImage as exc:  # changed since the scan
             skipped["unreadable"].append([str(path), exc.reason])

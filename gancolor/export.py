@@ -26,8 +26,9 @@ gray -> colour generator (with its sRGB <-> Lab conversions when it works in RGB
 StarGAN's target-domain code, and every net's padding to its stride. The file's
 metadata (ONNX metadata_props; TorchScript extra file gancolor.json) says how L and ab
 are scaled and how colorize uses the graph. The export is checked before it is
-written: on two sizes the exporter did not trace at, the file must give what PyTorch
-gives (to 1e-3 max abs in the output's normalised units), or nothing is written.
+written: on two sizes the exporter did not trace at, and on a uniform gray input, the
+file must give what PyTorch gives (to 1e-3 max abs in the output's normalised units),
+or nothing is written.
 
 `python -m gancolor.colorize ckpt=model.onnx ...` runs an ONNX export through
 onnxruntime with the same pre- and post-processing as the checkpoint (for an NIR
@@ -66,6 +67,11 @@ TRACE_SHAPE = (1, 1, 37, 53)
 # Checked after export: another batch size and sizes the trace did not see, odd, so
 # every net pads (and a size baked into the graph by the trace would show).
 CHECK_SHAPES = ((2, 1, 45, 71), (1, 1, 83, 30))
+# And a uniform photo (a blank scan, a flat background) at the last of those sizes: a
+# net whose output there hangs on rounding (an instance norm over zero-variance maps,
+# see gancolor.nets.layers.InstanceNorm2d) agrees on random L yet not on this. The
+# value is L of an 8-bit gray 107 (L* 45.2), scaled as L/50 - 1.
+UNIFORM_L = -0.0955
 TOLERANCE = 1e-3  # max abs in normalised ab or Lab (1e-3 is 0.1 of a Lab unit: invisible), or sRGB in [-1, 1]
 
 INPUT_DOC = (
@@ -363,17 +369,20 @@ def run_exported(data: bytes, fmt: str, *inputs: torch.Tensor) -> torch.Tensor:
 
 
 def check_export(graph: ColorizeGraph, data: bytes, fmt: str, name: str) -> float:
-    """The largest difference between the file and PyTorch on CHECK_SHAPES; a ConfigError
-    when it is over TOLERANCE (a size or value the trace froze into the graph)."""
+    """The largest difference between the file and PyTorch on CHECK_SHAPES and a uniform
+    L; a ConfigError when it is over TOLERANCE (a size or value the trace froze into the
+    graph, or a net whose output on a flat photo is rounding amplified)."""
     worst = 0.0
     generator = torch.Generator().manual_seed(0)
     run = exported_runner(data, fmt)
-    for shape in CHECK_SHAPES:
-        inputs = graph.example_inputs(shape, generator)
+    checks = [(shape, graph.example_inputs(shape, generator), "") for shape in CHECK_SHAPES]
+    flat = tuple(torch.zeros_like(x) for x in graph.example_inputs(CHECK_SHAPES[-1]))  # hints: none, automatic
+    checks.append((CHECK_SHAPES[-1], (flat[0] + UNIFORM_L, *flat[1:]), "uniform "))
+    for shape, inputs, kind in checks:
         with torch.no_grad():
             expected = graph(*inputs)
         got = run(*inputs)
-        size = "x".join(map(str, shape[2:]))
+        size = kind + "x".join(map(str, shape[2:]))
         if got.shape != expected.shape:
             raise ConfigError(f"cannot export {name} as {fmt}: the graph gives {tuple(got.shape)} for a {size} input, not {tuple(expected.shape)}")
         diff = float((got - expected).abs().max())
@@ -436,7 +445,7 @@ def export(options: Options, say=print) -> str:
         raise ConfigError(f"cannot export {name} as {options.format}: {text}") from None
     worst = check_export(graph, data, options.format, name)
     write_atomic(data, options.output)
-    sizes = " and ".join("x".join(map(str, s[2:])) for s in CHECK_SHAPES)
+    sizes = ", ".join("x".join(map(str, s[2:])) for s in CHECK_SHAPES) + " and a uniform " + "x".join(map(str, CHECK_SHAPES[-1][2:]))
     return (
         f"gancolor: exported {name} -> {options.output} ({options.format}, {len(data) / 1e6:.1f} MB"
         f"{', inputs L and hints' if takes_hints(recipe) else ''}"

@@ -190,7 +190,13 @@ class Colorizer:
         pixels, alpha = _split_alpha(pixels, alpha)
         L = self.nir_input(pixels) if self.nir else self.lightness(pixels)
         h, w = render_shape(L.shape[-2], L.shape[-1], self.frame.photo_size)
-        if h <= L.shape[-2]:
+        if bool(L.amin() == L.amax()):
+            # A flat photo (a blank scan, an empty frame) stays exactly flat: resizing
+            # keeps a constant only up to rounding (1e-8 ripples), which a net's
+            # instance norms amplify into colour noise that differs between runtimes
+            # (see nets.layers.InstanceNorm2d, exact on exactly uniform maps only).
+            small = L[..., :1, :1].expand(*L.shape[:-2], h, w)
+        elif h <= L.shape[-2]:
             # Area averaging when shrinking, as training's INTER_AREA resize: bilinear
             # would alias fine texture into the net's input.
             small = F.interpolate(L, size=(h, w), mode="area")

@@ -229,3 +229,16 @@ def trained_hints_model(path: Path, steps: int = 80):
         optimizer.step()
     recipe.eval()
     return recipe, save_checkpoint(path, cfg, recipe)
+
+
+def header_only_png(path: Path, width: int, height: int) -> None:
+    """A PNG whose header claims width x height, with no pixels worth the name: a
+    decompression bomb's header, for what is decided before decoding."""
+    import struct
+    import zlib
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+    path.write_bytes(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", width, height, 8, 0, 0, 0, 0))
+                     + chunk(b"IDAT", zlib.compress(bytes(10))) + chunk(b"IEND", b""))

@@ -13,7 +13,7 @@ import time
 
 import numpy as np
 import pytest
-from helpers import tiny_checkpoint
+from helpers import header_only_png, tiny_checkpoint
 from PIL import Image
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -57,6 +57,24 @@ def test_a_colorize_request_that_is_not_a_json_object_is_a_400(server, body, cap
     assert capfd.readouterr().err == ""  # the client's mistake: nothing on the server's terminal
 
 
+@pytest.mark.parametrize("length", [b"Content-Length: abc\r\n", b"Content-Length: -1\r\n", b"Content-Length: 1_0\r\n",
+                                    b"Content-Length: 4\r\nContent-Length: 5\r\n", b""])
+def test_a_bad_or_missing_content_length_is_a_400_at_once(server, length, capfd):
+    """A length that is no number (int() raised in the handler: a traceback and no
+    answer), a negative one (read to EOF: a hang while the client waits) or none: 400,
+    the page's JSON error, the connection closed, nothing on the server's terminal."""
+    with socket.create_connection(server.server_address[:2], timeout=10) as sock:
+        sock.sendall(b"POST /colorize HTTP/1.1\r\nHost: x\r\n" + length + b"\r\n" + b'{"id": "x"}')
+        answer = b""
+        while chunk := sock.recv(65536):  # the server closes: a hang would time out here
+            answer += chunk
+    head, _, body = answer.partition(b"\r\n\r\n")
+    assert head.startswith(b"HTTP/1.0 400 ") or head.startswith(b"HTTP/1.1 400 "), answer
+    assert json.loads(body)["error"].startswith("the request needs one Content-Length header of a number of bytes, got ")
+    assert capfd.readouterr().err == ""
+    assert post(server, "/colorize", b"[1]")[0] == 400  # and it goes on serving
+
+
 def test_a_client_that_goes_away_mid_response_leaves_no_traceback(server, capfd):
     status, answer = post(server, "/upload", photo_bytes(), {"X-Filename": "a.png"})
     assert status == 200
@@ -72,6 +90,17 @@ def test_a_client_that_goes_away_mid_response_leaves_no_traceback(server, capfd)
     assert post(server, "/colorize", request)[0] == 200  # and it goes on serving
     err = capfd.readouterr().err
     assert "Traceback" not in err and "BrokenPipe" not in err and "ConnectionReset" not in err, err
+
+
+def test_an_upload_over_max_pixels_is_refused_from_its_header_at_any_size(server, tmp_path, capfd):
+    """50 MP is the page's max_pixels; a header of 10000 MP is over Pillow's own refusal
+    too (179 MP), which must not speak for it: the same words as a photo just over."""
+    for side, megapixels in ((8000, "64.0"), (100000, "10000.0")):
+        header_only_png(tmp_path / "big.png", side, side)
+        status, answer = post(server, "/upload", (tmp_path / "big.png").read_bytes(), {"X-Filename": "big.png"})
+        assert status == 400
+        assert json.loads(answer)["error"] == f"cannot read big.png: {side}x{side} = {megapixels} MP is over the limit of 50 MP (max_pixels)"
+    assert capfd.readouterr().err == ""
 
 
 @pytest.mark.parametrize("port", ["70000", "-1"])

@@ -14,7 +14,7 @@ from gancolor import color
 from gancolor.colorize import main
 from gancolor.commandline import hydra_quoted
 from gancolor.inference import Colorizer, render_shape
-from helpers import tiny_checkpoint
+from helpers import header_only_png, tiny_checkpoint
 
 RENDER = 32  # tiny_checkpoint's training size: every test runs the net at 32 px
 
@@ -66,6 +66,14 @@ def test_any_size_keeps_the_original_full_resolution_lightness(colorizer, shape)
     # up to 8-bit rounding and the clipping of out-of-gamut colours.
     difference = (lightness(out) - colorizer.lightness(gray)).abs() * color.L_SCALE
     assert difference.mean() < 0.3 and difference.max() < 2.5
+
+
+@pytest.mark.parametrize("shape", [(150, 200), (20, 30)])  # shrunk (area) and enlarged (bilinear)
+def test_a_flat_photo_reaches_the_net_exactly_flat(colorizer, shape):
+    """Resizing keeps a constant only to ~1e-8, and instance norms amplify that into colour
+    noise that differs between PyTorch and onnxruntime: the net's copy must be exact."""
+    small = colorizer.prepare(np.full(shape, 107, np.uint8)).small
+    assert float(small.amax() - small.amin()) == 0.0 and small.shape[-2] != shape[0]
 
 
 def test_render_shape_keeps_aspect_with_short_side_at_render_size():
@@ -189,16 +197,21 @@ def test_bad_files_are_reported_skipped_and_the_rest_done(tmp_path, ckpt, capsys
     (tmp_path / "in" / "truncated.jpg").write_bytes(data[: len(data) // 2])
     (tmp_path / "in" / "notes.png").write_text("not an image at all")
     Image.fromarray(texture(100, 120)).save(tmp_path / "in" / "huge.png")
+    # Over twice Pillow's own limit (179 MP), which Image.open refuses before the size
+    # can be checked: still over max_pixels, from its header, not "unreadable".
+    header_only_png(tmp_path / "in" / "bomb.png", 15000, 15000)
 
     code = colorize(ckpt, f"input={tmp_path / 'in'}", f"output={tmp_path / 'out'}", "max_pixels=10000")
     assert code == 2
     out = capsys.readouterr()
     errors = [line for line in out.err.splitlines() if line.strip()]
-    assert len(errors) == 4
-    for name, reason in [("empty.jpg", "empty"), ("truncated.jpg", "truncated"), ("notes.png", "not an image"), ("huge.png", "max_pixels")]:
+    assert len(errors) == 5
+    for name, reason in [("empty.jpg", "empty"), ("truncated.jpg", "truncated"), ("notes.png", "not an image"),
+                         ("huge.png", "120x100 = 0.0 MP is over the limit of 0.01 MP (max_pixels)"),
+                         ("bomb.png", "15000x15000 = 225.0 MP is over the limit of 0.01 MP (max_pixels)")]:
         line = next(line for line in errors if name in line)
-        assert line.startswith("gancolor: skipped ") and reason in line
-    assert "2 colourised" in out.out and "4 files skipped: 3 unreadable, 1 too large" in out.out
+        assert line.startswith("gancolor: skipped ") and reason in line, line
+    assert "2 colourised" in out.out and "5 files skipped: 2 too large, 3 unreadable" in out.out
     assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["also good.jpg", "good.png"]
 
 
@@ -767,3 +780,18 @@ def test_pillows_decompression_bomb_warning_stays_quiet_under_max_pixels(tmp_pat
         assert colorize(ckpt, f"input={tmp_path / 'in'}", f"output={tmp_path / 'out'}") == 0
     assert not [w for w in caught if issubclass(w.category, Image.DecompressionBombWarning)], [str(w.message) for w in caught]
     assert (tmp_path / "out" / "big.png").is_file()
+
+
+def test_a_bomb_header_is_counted_too_large_where_no_max_pixels_is_given(tmp_path, monkeypatch):
+    """Scans (training, evaluate) have no max_pixels: Pillow's own refusal (twice its
+    MAX_IMAGE_PIXELS) is the limit, and a file over it is counted "too large" with its
+    size from the header, as colorize counts it, not "unreadable" with Pillow's words."""
+    from gancolor.data.scan import scan_color_images
+
+    # Pillow's own value: an earlier command's allow_large_images (process-wide) moves it.
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", int(1024 * 1024 * 1024 // 4 // 3))
+    header_only_png(tmp_path / "bomb.png", 15000, 15000)
+    scan = scan_color_images([tmp_path / "bomb.png"], num_workers=1)
+    assert scan.skipped == [(tmp_path / "bomb.png", "too large")]
+    assert scan.unreadable[0][1] == "15000x15000 = 225.0 MP is over the limit of 179 MP that is decoded safely"
+    assert scan.summary() == "0 colour images; 1 file skipped: 1 too large"

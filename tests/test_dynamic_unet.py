@@ -130,11 +130,36 @@ def test_weights_of_another_architecture_are_one_line_errors(tmp_path):
 
 
 def test_missing_or_unreadable_weights_files(tmp_path):
+    """Each a plain line prefixed with the key, with no text of the unpickler's own
+    (KeyError(101) for "hello", IndexError for "abcdefgh")."""
     with pytest.raises(ConfigError, match="generator.encoder.weights: weights file not found"):
         small(encoder={"name": "resnet18", "weights": str(tmp_path / "nope.safetensors")})
-    (tmp_path / "junk.pth").write_bytes(b"not a torch file")
-    with pytest.raises(CheckpointError, match="cannot read"):
-        small(encoder={"name": "resnet18", "weights": str(tmp_path / "junk.pth")})
+    with pytest.raises(ConfigError) as info:
+        small(encoder={"name": "resnet18", "weights": str(tmp_path)})
+    assert str(info.value) == f"generator.encoder.weights: {tmp_path} is a folder: give the weights file in it (.safetensors, .pth, .pt)"
+    for name, data in (("junk.pth", b"not a torch file"), ("hello.pt", b"hello"), ("abc.pt", b"abcdefgh"), ("h.safetensors", b"hello")):
+        (tmp_path / name).write_bytes(data)
+        with pytest.raises(CheckpointError) as info:
+            small(encoder={"name": "resnet18", "weights": str(tmp_path / name)})
+        assert str(info.value) == f"generator.encoder.weights: cannot read {tmp_path / name}: not a safetensors file or a torch state dict"
+
+
+def test_a_gancolor_checkpoint_without_an_encoder_is_named_as_such(tmp_path):
+    """A CycleGAN checkpoint (nets G_AB, G_BA, D_A, D_B and the image pools' non-tensor
+    state) given as encoder weights: said to be a gancolor checkpoint with no
+    generator.encoder weights, not 'does not hold a state dict'."""
+    from helpers import compose, save_checkpoint, shrink
+
+    from gancolor.build import build_recipe
+
+    cfg = shrink(compose("model=cyclegan", "generator.ngf=8", "discriminator.ndf=8"))
+    path = save_checkpoint(tmp_path / "last.pt", cfg, build_recipe(cfg))
+    with pytest.raises(CheckpointError) as info:
+        small(encoder={"name": "resnet18", "weights": str(path)})
+    assert str(info.value) == (
+        f"generator.encoder.weights: {path} is a gancolor checkpoint (model=cyclegan) with no generator.encoder weights; "
+        "its nets: D_A, D_B, G_AB, G_BA (give one trained with generator=dynamic_unet, or the encoder's own weights file)"
+    )
 
 
 def test_no_weights_warns_once_then_trains_from_scratch(monkeypatch, caplog):

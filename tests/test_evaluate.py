@@ -9,7 +9,7 @@ import torch
 from PIL import Image
 
 from gancolor.evaluate import default_output, main
-from helpers import tiny_checkpoint
+from helpers import header_only_png, tiny_checkpoint
 
 RENDER = 32  # tiny_checkpoint's training size
 
@@ -26,7 +26,8 @@ def ckpts(tmp_path_factory) -> list[Path]:
 
 @pytest.fixture(scope="module")
 def photos(tmp_path_factory) -> Path:
-    """Three colour photos (crops of scikit-image's), one grayscale, one broken file."""
+    """Three colour photos (crops of scikit-image's), one grayscale, one broken file, and
+    the header of one too large."""
     from skimage import data
 
     root = tmp_path_factory.mktemp("val")
@@ -34,6 +35,7 @@ def photos(tmp_path_factory) -> Path:
         Image.fromarray(image[::4, ::4]).save(root / f"{name}.png")
     Image.fromarray(data.camera()[::8, ::8]).save(root / "gray.png")
     (root / "broken.jpg").write_bytes(b"\xff\xd8\xff not really")
+    header_only_png(root / "huge.png", 12000, 12000)  # 144 MP: over max_pixels, under Pillow's refusal
     return root
 
 
@@ -61,6 +63,9 @@ def test_two_checkpoints_give_one_comparison(ckpts, photos, lpips_weights, tmp_p
     captured = capsys.readouterr()
     assert "gancolor: skipped" in captured.err and "broken.jpg" in captured.err
     assert "1 grayscale photo(s) skipped" in captured.err
+    assert f"gancolor: skipped {photos / 'huge.png'}: 12000x12000 = 144.0 MP is over the limit of 100 MP (max_pixels)" in captured.err
+    assert "3 files skipped: 1 grayscale, 1 unreadable, 1 too large" in captured.err
+    assert "DecompressionBomb" not in captured.err
 
     report = json.loads((out / "metrics.json").read_text())
     assert report["num_images"] == 3

@@ -32,6 +32,10 @@ KINDS = {
     "cyclegan": ["model=cyclegan", "model.color_space=rgb"],  # gray -> colour, through RGB
 }
 ODD = (1, 1, 45, 71)
+# A flat gray photo's L (export.UNIFORM_L): instance norms over zero-variance maps made a
+# ResNet generator's output there rounding amplified, different in every runtime.
+FLAT = torch.full(ODD, export.UNIFORM_L)
+flats: dict[str, torch.Tensor] = {}  # kind -> PyTorch's ab for FLAT, filled by `exported`
 
 
 def tiny_recipe(kind: str, seed: int = 0):
@@ -50,17 +54,20 @@ def tiny_recipe(kind: str, seed: int = 0):
 def exported(tmp_path_factory, one_thread):
     """kind -> (L, PyTorch's ab, {format: exported bytes}), with the ONNX files on disk."""
     folder = tmp_path_factory.mktemp("exports")
+    flats.clear()
     L = torch.rand(ODD, generator=torch.Generator().manual_seed(1)) * 2 - 1
     out = {}
     for kind in KINDS:
         cfg, recipe = tiny_recipe(kind)
         with torch.no_grad():
             expected = recipe.colorize(L).float().clamp(-1, 1)
+            flat = recipe.colorize(FLAT).float().clamp(-1, 1)
         meta = export.metadata(recipe, {"config": OmegaConf.to_container(cfg, resolve=True)}, Path(f"{kind}.pt"))
         traced = export.trace(export.ColorizeGraph(recipe))  # once for both, as export_bytes would
         files = {"onnx": export.onnx_bytes(traced, meta), "torchscript": export.torchscript_bytes(traced, meta)}
         (folder / f"{kind}.onnx").write_bytes(files["onnx"])
         out[kind] = (L, expected, files)
+        flats[kind] = flat
     return folder, out
 
 
@@ -73,6 +80,24 @@ def test_exports_match_pytorch_on_an_odd_size(exported, kind, fmt):
     assert got.shape == expected.shape == (1, 2, 45, 71)
     assert float((got - expected).abs().max()) <= 1e-4
     assert float(expected.abs().max()) > 1e-3  # a net that outputs colour, not a trivially equal zero
+    assert float((export.run_exported(files[fmt], fmt, FLAT) - flats[kind]).abs().max()) <= 1e-4
+
+
+def test_the_export_check_refuses_a_graph_that_disagrees_on_a_flat_input(one_thread):
+    """A CycleGAN generator with torch's own InstanceNorm2d (as before nets.layers'
+    exact one): on random L the ONNX file matches PyTorch, on a uniform L its output is
+    rounding amplified and does not; the exporter's check says so and writes nothing."""
+    from gancolor.nets.layers import InstanceNorm2d
+
+    cfg, recipe = tiny_recipe("cyclegan")
+    for module in list(recipe.modules()):
+        for name, child in list(module.named_children()):
+            if isinstance(child, InstanceNorm2d):
+                setattr(module, name, torch.nn.InstanceNorm2d(child.num_features, affine=child.affine))
+    graph = export.ColorizeGraph(recipe).eval()
+    meta = export.metadata(recipe, {"config": OmegaConf.to_container(cfg, resolve=True)}, Path("cyclegan.pt"))
+    with pytest.raises(export.ConfigError, match=r"^cannot export cg as onnx: the graph differs from PyTorch by .* on a uniform 83x30 input"):
+        export.check_export(graph, export.export_bytes(graph, "onnx", meta), "onnx", "cg")
 
 
 def test_onnx_files_run_with_onnxruntime_alone(exported):

@@ -125,7 +125,9 @@ def find_images(root: str | os.PathLike[str]) -> list[Path]:
     return sorted(found, key=lambda p: p.as_posix())
 
 
-def load_rgb(path: str | os.PathLike[str], max_side: int | None = None, min_side: int | None = None) -> np.ndarray:
+def load_rgb(
+    path: str | os.PathLike[str], max_side: int | None = None, min_side: int | None = None, max_pixels: int | None = None
+) -> np.ndarray:
     """Decode an image file to an (H, W, 3) uint8 RGB array, upright per its EXIF tag.
 
     `max_side` asks for a small version (long side at most `max_side`, aspect kept):
@@ -137,17 +139,19 @@ def load_rgb(path: str | os.PathLike[str], max_side: int | None = None, min_side
     `min_side` (training loaders): a JPEG at least twice that on its short side is
     decoded at the smallest 1/2, 1/4 or 1/8 scale that keeps its short side at least
     `min_side`: a 12 MP photo cropped to 256 px costs a fraction of its full decode.
+
+    `max_pixels` refuses a larger image from its header (ImageTooLarge), as load_image.
     """
-    return load_first_frame(path, max_side, min_side)[0]
+    return load_first_frame(path, max_side, min_side, max_pixels)[0]
 
 
 def load_first_frame(
-    path: str | os.PathLike[str], max_side: int | None = None, min_side: int | None = None
+    path: str | os.PathLike[str], max_side: int | None = None, min_side: int | None = None, max_pixels: int | None = None
 ) -> tuple[np.ndarray, bool]:
     """`load_rgb`, and whether the file holds more frames than the one returned."""
     path = Path(path)
     try:
-        with open_image(path) as img:
+        with open_image(path, max_pixels) as img:
             animated = _is_animated(img)
             if max_side is not None:
                 img.draft(img.mode, (max_side, max_side))
@@ -172,17 +176,76 @@ def load_first_frame(
         raise UnreadableImage(path, _reason(exc)) from exc
 
 
-def open_image(path: Path) -> Image.Image:
+def open_image(path: Path, max_pixels: int | None = None) -> Image.Image:
     """Image.open, with the two ways a file is not an image told apart: a name that
-    claims an image format (UnreadableImage) and one that does not (UnsupportedFormat)."""
+    claims an image format (UnreadableImage) and one that does not (UnsupportedFormat).
+
+    The one place where an image's size is checked, from its header, before anything is
+    decoded: over `max_pixels` (the caller's limit), or over the limit Pillow keeps
+    against decompression bombs (see `allow_large_images`), it is an ImageTooLarge that
+    gives the size and the limit. Pillow's own guard stays on for what only decoding
+    finds (a TIFF's tiles, a GIF's later frames)."""
     if path.stat().st_size == 0:
         raise UnreadableImage(path, "empty file (0 bytes)")
     try:
-        return Image.open(path)
+        img = Image.open(path)
     except Image.UnidentifiedImageError:
         if path.suffix.lower() in image_extensions():
             raise UnreadableImage(path, "not an image file (or a format PIL cannot read)") from None
         raise UnsupportedFormat(path, f"not a format Pillow reads ({path.suffix.lower() or 'no extension'})") from None
+    except Image.DecompressionBombError:
+        # Pillow refuses a header over twice its limit inside Image.open, before the
+        # caller's own limit could be checked: read the size again without that check
+        # (the header only) so the file is reported as too large like any other.
+        raise ImageTooLarge(path, _too_large_reason(_header_size(path), max_pixels)) from None
+    width, height = img.size
+    if max_pixels is not None and width * height > max_pixels:
+        img.close()
+        raise ImageTooLarge(path, _too_large_reason((width, height), max_pixels))
+    return img
+
+
+def _header_size(path: Path) -> tuple[int, int] | None:
+    """(width, height) from the header by the plugin that accepts it, as Image.open
+    finds it but without Pillow's decompression-bomb check; None if none reads it."""
+    Image.init()
+    with open(path, "rb") as fp:
+        prefix = fp.read(16)
+        for fmt in Image.ID:
+            factory, accept = Image.OPEN[fmt]
+            accepted = accept is None or accept(prefix)
+            if not accepted or isinstance(accepted, str):  # a str: Pillow's "almost this format" warning
+                continue
+            try:
+                fp.seek(0)
+                return factory(fp, str(path)).size
+            except Exception:  # noqa: BLE001 - plugins raise many types on headers they do not read
+                continue
+    return None
+
+
+def _too_large_reason(size: tuple[int, int] | None, max_pixels: int | None) -> str:
+    if max_pixels is not None:
+        limit = f"the limit of {max_pixels / 1e6:g} MP (max_pixels)"
+    else:
+        limit = f"the limit of {2 * (Image.MAX_IMAGE_PIXELS or 0) / 1e6:.0f} MP that is decoded safely"
+    if size is None:
+        return f"over {limit}"
+    width, height = size
+    return f"{width}x{height} = {width * height / 1e6:.1f} MP is over {limit}"
+
+
+def allow_large_images(max_pixels: int | None) -> None:
+    """Pillow's decompression-bomb limit out of the way of a command's own max_pixels
+    (None: no limit). Process-wide, as Pillow's limit is."""
+    # Pillow warns above MAX_IMAGE_PIXELS and refuses twice that; max_pixels is the
+    # limit the user chose, checked from the header in open_image, so Pillow's warning
+    # must not fire below it. Its refusal stays, at twice the larger of the two, as the
+    # guard for sizes only decoding finds (TIFF tiles, later GIF frames).
+    import warnings
+
+    Image.MAX_IMAGE_PIXELS = None if max_pixels is None else max(max_pixels, Image.MAX_IMAGE_PIXELS or 0)
+    warnings.simplefilter("ignore", Image.DecompressionBombWarning)
 
 
 def check_format(path: str | os.PathLike[str]) -> None:
@@ -339,6 +402,8 @@ _ORIENTATION_TAG = 0x0112
 class ImageTooLarge(UnreadableImage):
     """An image with more pixels than the caller's limit (checked before decoding)."""
 
+    kind = "too large"
+
 
 @dataclass
 class DecodedImage:
@@ -375,13 +440,7 @@ def load_image(path: str | os.PathLike[str], max_pixels: int | None = None) -> D
     """
     path = Path(path)
     try:
-        with open_image(path) as img:
-            width, height = img.size
-            if max_pixels is not None and width * height > max_pixels:
-                megapixels = width * height / 1e6
-                raise ImageTooLarge(
-                    path, f"{width}x{height} = {megapixels:.1f} MP is over the limit of {max_pixels / 1e6:g} MP (max_pixels)"
-                )
+        with open_image(path, max_pixels) as img:
             animated = _is_animated(img)
             img.load()
             exif = _exif_without_orientation(img)

@@ -14,7 +14,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from gancolor.data.images import GRAY_TOLERANCE, UnreadableImage, UnsupportedFormat, is_grayscale, load_first_frame, skipped_summary
+from gancolor.data.images import GRAY_TOLERANCE, ImageTooLarge, UnreadableImage, UnsupportedFormat, is_grayscale, load_first_frame, skipped_summary
 
 # Large enough for is_grayscale's own downsampling to have pixels to average over.
 _SCAN_SIDE = 256
@@ -35,13 +35,14 @@ class ScanResult:
     unreadable: list[tuple[Path, str]] = field(default_factory=list)
     unsupported: list[tuple[Path, str]] = field(default_factory=list)
     animated: list[Path] = field(default_factory=list)
+    too_large: list[Path] = field(default_factory=list)  # of `unreadable`, those refused for their size
 
     @property
     def skipped(self) -> list[tuple[Path, str]]:
         """(path, kind) of every file passed over."""
         return (
             [(p, "grayscale") for p in self.grayscale]
-            + [(p, UnreadableImage.kind) for p, _ in self.unreadable]
+            + [(p, ImageTooLarge.kind if p in self.too_large else UnreadableImage.kind) for p, _ in self.unreadable]
             + [(p, UnsupportedFormat.kind) for p, _ in self.unsupported]
         )
 
@@ -56,8 +57,10 @@ def scan_color_images(
     paths: Iterable[str | os.PathLike[str]],
     num_workers: int | None = None,
     tolerance: int = GRAY_TOLERANCE,
+    max_pixels: int | None = None,
 ) -> ScanResult:
-    """Decode every file (small) and sort it into good / grayscale / unreadable.
+    """Decode every file (small) and sort it into good / grayscale / unreadable; one
+    over `max_pixels` is unreadable and listed in `too_large`, from its header.
 
     `num_workers` threads (default: a few per CPU, as decoding also waits on disk).
     Logging is left to the caller, which knows what the files are for.
@@ -68,7 +71,7 @@ def scan_color_images(
     if not paths:
         return result
     with ThreadPoolExecutor(max_workers=min(workers, len(paths))) as pool:
-        verdicts = pool.map(lambda p: _classify(p, tolerance), paths)
+        verdicts = pool.map(lambda p: _classify(p, tolerance, max_pixels), paths)
         for path, (kind, reason) in zip(paths, verdicts):
             if kind in ("good", "grayscale"):
                 (result.good if kind == "good" else result.grayscale).append(path)
@@ -78,12 +81,14 @@ def scan_color_images(
                 result.unsupported.append((path, reason))
             else:
                 result.unreadable.append((path, reason))
+                if kind == ImageTooLarge.kind:
+                    result.too_large.append(path)
     return result
 
 
-def _classify(path: Path, tolerance: int) -> tuple[str, str]:
+def _classify(path: Path, tolerance: int, max_pixels: int | None) -> tuple[str, str]:
     try:
-        rgb, animated = load_first_frame(path, max_side=_SCAN_SIDE)
+        rgb, animated = load_first_frame(path, max_side=_SCAN_SIDE, max_pixels=max_pixels)
     except UnreadableImage as exc:
         return exc.kind, exc.reason
     return ("grayscale" if is_grayscale(rgb, tolerance) else "good"), ("animated" if animated else "")

@@ -23,7 +23,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from gancolor.errors import ConfigError
-from gancolor.nets.layers import crop_to, pad_to_multiple
+from gancolor.nets.layers import InstanceNorm2d, crop_to, pad_to_multiple
 
 __all__ = ["StarGANDiscriminator", "StarGANGenerator", "domain_code"]
 
@@ -38,7 +38,7 @@ def domain_code(c: torch.Tensor, n_domains: int) -> torch.Tensor:
 
 
 def _instance_norm(channels: int) -> nn.InstanceNorm2d:
-    return nn.InstanceNorm2d(channels, affine=True, track_running_stats=False)
+    return InstanceNorm2d(channels, affine=True, track_running_stats=False)  # exact on uniform maps (layers.py)
 
 
 class _ResidualBlock(nn.Module):

@@ -52,13 +52,20 @@ def load_failure(exc: BaseException, file: Path) -> str:
         return NOT_WEIGHTS
     if "PytorchStreamReader" in text or "zip archive" in text or isinstance(exc, EOFError):
         return f"{NOT_WEIGHTS} (a truncated or damaged one?)"
-    first = " ".join(text.split()).split(". ")[0].rstrip(".")[:200]  # the first sentence, whole
-    return f"{NOT_WEIGHTS} ({first})" if first else NOT_WEIGHTS
+    if isinstance(exc, OSError) and exc.strerror:  # the file itself: permissions, a disk error
+        return exc.strerror[:1].lower() + exc.strerror[1:]
+    # Anything else is the unpickler choking on bytes that are no pickle: KeyError(101),
+    # IndexError('pop from empty list')... say nothing of its internals.
+    return NOT_WEIGHTS
 
 
-def read_state_dict(path: str | os.PathLike, where: str = "generator.encoder.weights") -> dict[str, torch.Tensor]:
-    """The tensors of a weights file, flat {name: tensor}, on the CPU."""
+def read_state_dict(path: str | os.PathLike, where: str = "generator.encoder.weights", encoder: bool = True) -> dict[str, torch.Tensor]:
+    """The tensors of a weights file, flat {name: tensor}, on the CPU. `encoder`: the
+    file is for a DynamicUNet encoder, so a gancolor checkpoint without one is refused
+    as such (rather than as a list of missing keys)."""
     file = Path(path).expanduser()
+    if file.is_dir():
+        raise ConfigError(f"{where}: {file} is a folder: give the weights file in it (.safetensors, .pth, .pt)")
     if not file.is_file():
         raise ConfigError(f"{where}: weights file not found: {file}")
     try:
@@ -70,19 +77,38 @@ def read_state_dict(path: str | os.PathLike, where: str = "generator.encoder.wei
             state = torch.load(file, map_location="cpu", weights_only=True)
     except Exception as exc:  # not a weights file, truncated, pickled code...
         raise CheckpointError(f"{where}: cannot read {file}: {load_failure(exc, file)}") from None
-    return _unwrap(state, file)
+    return _unwrap(state, file, where, encoder)
 
 
-def _unwrap(state, file: Path) -> dict[str, torch.Tensor]:
+def _unwrap(state, file: Path, where: str, encoder: bool) -> dict[str, torch.Tensor]:
     if isinstance(state, dict) and state.get("format") == "gancolor-checkpoint":
-        state = state.get("nets", {})
+        return _gancolor_checkpoint_tensors(state, file, where, encoder)
     for key in WRAPPER_KEYS:
         if isinstance(state, dict) and isinstance(state.get(key), dict):
             state = state[key]
             break
     if not isinstance(state, dict) or not state or not all(isinstance(v, torch.Tensor) for v in state.values()):
-        raise CheckpointError(f"{file} does not hold a state dict (a mapping of names to tensors)")
+        raise CheckpointError(f"{where}: {file} does not hold a state dict (a mapping of names to tensors)")
     return dict(state)
+
+
+def _gancolor_checkpoint_tensors(ckpt: dict, file: Path, where: str, encoder: bool) -> dict[str, torch.Tensor]:
+    """A gancolor checkpoint's net tensors, for its generator.encoder.* part: the nets
+    also hold non-tensor state (an image pool's `_extra_state`) that is no weight."""
+    nets = ckpt.get("nets")
+    nets = {k: v for k, v in nets.items() if isinstance(v, torch.Tensor)} if isinstance(nets, dict) else {}
+    if encoder and not any(k.startswith(GANCOLOR_ENCODER_PREFIX) for k in nets):
+        config = ckpt.get("config")
+        model = config.get("model") if isinstance(config, dict) else None
+        name = model.get("name") if isinstance(model, dict) else None
+        kind = f" (model={name})" if isinstance(name, str) else ""
+        owners = sorted({k.split(".", 1)[0] for k in nets})
+        held = f"; its nets: {', '.join(owners)}" if owners else ""
+        raise CheckpointError(
+            f"{where}: {file} is a gancolor checkpoint{kind} with no {GANCOLOR_ENCODER_PREFIX.rstrip('.')} weights{held} "
+            "(give one trained with generator=dynamic_unet, or the encoder's own weights file)"
+        )
+    return nets
 
 
 def _strip_prefixes(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
