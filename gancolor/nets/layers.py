@@ -29,6 +29,11 @@ class InstanceNorm2d(nn.InstanceNorm2d):
     and onnxruntime disagreed by up to 180 8-bit levels. With exact zeros, every layer
     of such an input is exact, and any two runtimes agree. Same state dict as torch's."""
 
+    def __init__(self, *args, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        # Running statistics would record the shifted maps' mean, not the maps'.
+        assert not self.track_running_stats, "InstanceNorm2d here keeps no running statistics"
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         # detach: the norm's value does not depend on the shift, so neither may its gradient.
         return super().forward(x - x[..., :1, :1].detach())
