@@ -8,6 +8,7 @@ files real photo folders contain.
 from __future__ import annotations
 
 import io
+import json
 import logging
 import os
 from pathlib import Path
@@ -569,3 +570,41 @@ def test_every_data_config_builds_a_data_module():
         cls = get_class(target)
         assert cls.__name__.endswith("DataModule") and issubclass(cls, FolderDataModule), (path.name, target)
         assert target == f"gancolor.data.{cls.__name__}", (path.name, target)
+
+
+def _probe_stop_signals(path: str, worker_id: int) -> None:
+    """worker_init_fn: what a new worker's stop signals are on entry and after init_worker."""
+    import signal
+
+    from gancolor.data.datamodule import init_worker
+
+    on_entry = signal.pthread_sigmask(signal.SIG_BLOCK, [])
+    init_worker(worker_id)
+    after = signal.pthread_sigmask(signal.SIG_BLOCK, [])
+    Path(path).write_text(json.dumps({
+        "blocked_on_entry": sorted(int(s) for s in on_entry),
+        "blocked_after": sorted(int(s) for s in after),
+        "sigterm_ignored": signal.getsignal(signal.SIGTERM) == signal.SIG_IGN,
+        "sigint_ignored": signal.getsignal(signal.SIGINT) == signal.SIG_IGN,
+    }))  # fmt: skip
+
+
+def test_loader_workers_start_with_stop_signals_blocked_until_they_ignore_them(small_photo_folder, tmp_path):
+    """A SIGTERM to the process group while a worker starts (torchrun's, a scheduler's) must
+    not kill it: from its fork until init_worker it has SIGINT/SIGTERM blocked, then ignored."""
+    import functools
+    import signal
+
+    data = FolderDataModule(small_photo_folder, image_size=16, batch_size=2, num_workers=1, val_fraction=0.0)
+    loader = data.train_loader()
+    report = tmp_path / "worker.json"
+    loader.worker_init_fn = functools.partial(_probe_stop_signals, str(report))
+    loader.sampler.set_epoch(0)
+    mask_before = signal.pthread_sigmask(signal.SIG_BLOCK, [])
+    next(iter(loader))
+    assert signal.pthread_sigmask(signal.SIG_BLOCK, []) == mask_before, "the training process's mask is restored"
+    seen = json.loads(report.read_text())
+    stop = sorted([int(signal.SIGINT), int(signal.SIGTERM)])
+    assert set(stop) <= set(seen["blocked_on_entry"]), seen
+    assert not set(stop) & set(seen["blocked_after"]), seen
+    assert seen["sigterm_ignored"] and seen["sigint_ignored"], seen

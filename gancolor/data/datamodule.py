@@ -71,8 +71,28 @@ def init_worker(worker_id: int) -> None:
     step, saves, and the loader ends its workers itself.
     """
     signal.signal(signal.SIGINT, signal.SIG_IGN)
-    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)  # a signal pending since the fork is dropped
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, STOP_SIGNALS)  # blocked by WorkerLoader.__iter__
     seed_worker(worker_id)
+
+
+STOP_SIGNALS = {signal.SIGINT, signal.SIGTERM}
+
+
+class WorkerLoader(DataLoader):
+    """A DataLoader whose workers start with the stop signals blocked (init_worker ignores
+    and unblocks them). Between its fork and worker_init_fn a worker runs torch's own
+    SIGTERM handler, which dies of a signal its parent did not send: a torchrun SIGTERM
+    that came while a loader started its workers (the first epoch, a validation) killed
+    one, and the training process failed with "DataLoader worker exited unexpectedly".
+    The training process gets a signal that came meanwhile once they have started."""
+
+    def __iter__(self):
+        previous = signal.pthread_sigmask(signal.SIG_BLOCK, STOP_SIGNALS)
+        try:
+            return super().__iter__()
+        finally:
+            signal.pthread_sigmask(signal.SIG_SETMASK, previous)
 
 
 def seed_worker(worker_id: int) -> None:
@@ -213,7 +233,7 @@ class FolderDataModule:
         """
         dataset = self._with_hint_plans(self._datasets()[0])
         sampler = EpochSampler(len(dataset), self.seed, self.repeats, rank=rank, world_size=world_size)
-        return DataLoader(
+        return WorkerLoader(
             dataset,
             batch_size=self.batch_size,
             sampler=sampler,
@@ -244,7 +264,7 @@ class FolderDataModule:
 
     def val_loader(self) -> DataLoader:
         """Center-cropped batches in a fixed order (every image, last batch may be short)."""
-        return DataLoader(self._datasets()[1], batch_size=self.batch_size, shuffle=False, **self._loader_options())
+        return WorkerLoader(self._datasets()[1], batch_size=self.batch_size, shuffle=False, **self._loader_options())
 
     # -- overridable steps --------------------------------------------------------
 
