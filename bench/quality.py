@@ -54,6 +54,7 @@ from __future__ import annotations
 
 import argparse
 import concurrent.futures
+import fcntl
 import json
 import os
 import platform
@@ -457,6 +458,12 @@ def main() -> None:
 
     when, host = f"{datetime.now():%Y-%m-%d %H:%M}", machine()
     args.workdir.mkdir(parents=True, exist_ok=True)
+    # Two runs in one workdir would write over each other's checkpoints and outputs: the second stops at once.
+    lock = open(args.workdir / ".quality.lock", "w")  # noqa: SIM115 - held until the process ends
+    try:
+        fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        parser.exit(2, f"quality: error: --workdir {args.workdir} is in use by another bench/quality.py run\n")
     train_dir, held_dir = split_photos(args.photos, args.workdir, args.dry_run, args.select)
     names = sorted(p.name for p in held_dir.iterdir())
     log(f"{len(list(train_dir.iterdir()))} training photos, {len(names)} held out; {len(configs)} gancolor config(s); {host}")
