@@ -82,11 +82,9 @@ class ClassifierOptions:
             raise ConfigError(f"classifier must be a timm model name, got {name!r}")
         if node.get("weights") is None:
             raise ConfigError(f"classifier={name} needs classifier.weights=PATH (a local weights file; nothing is downloaded)")
-        weights = Path(os.path.expanduser(str(node.weights)))
-        if weights.is_dir():
-            raise ConfigError(f"classifier.weights: {weights} is a folder: give the weights file in it (.safetensors, .pth, .pt)")
-        if not weights.is_file():
-            raise ConfigError(f"classifier.weights: weights file not found: {weights}")
+        from gancolor.nets.weights import weights_file
+
+        weights = weights_file(str(node.weights), "classifier.weights")
         classes = str(node.get("classes", "auto"))
         return cls(
             name=name,

@@ -59,15 +59,21 @@ def load_failure(exc: BaseException, file: Path) -> str:
     return NOT_WEIGHTS
 
 
-def read_state_dict(path: str | os.PathLike, where: str = "generator.encoder.weights", encoder: bool = True) -> dict[str, torch.Tensor]:
-    """The tensors of a weights file, flat {name: tensor}, on the CPU. `encoder`: the
-    file is for a DynamicUNet encoder, so a gancolor checkpoint without one is refused
-    as such (rather than as a list of missing keys)."""
+def weights_file(path: str | os.PathLike, where: str) -> Path:
+    """`path` expanded, when it names a file; else a ConfigError saying what it names."""
     file = Path(path).expanduser()
     if file.is_dir():
         raise ConfigError(f"{where}: {file} is a folder: give the weights file in it (.safetensors, .pth, .pt)")
     if not file.is_file():
         raise ConfigError(f"{where}: weights file not found: {file}")
+    return file
+
+
+def read_state_dict(path: str | os.PathLike, where: str = "generator.encoder.weights", encoder: bool = True) -> dict[str, torch.Tensor]:
+    """The tensors of a weights file, flat {name: tensor}, on the CPU. `encoder`: the
+    file is for a DynamicUNet encoder, so a gancolor checkpoint without one is refused
+    as such (rather than as a list of missing keys)."""
+    file = weights_file(path, where)
     try:
         if file.suffix == ".safetensors":
             from safetensors.torch import load_file
